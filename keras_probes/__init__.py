@@ -1,0 +1,26 @@
+"""keras-probes: linear classifier probes for any Keras model.
+
+A probe is a softmax linear classifier fitted on one layer's features, with
+no influence on the model (Alain & Bengio, arXiv 1610.01644).
+"""
+
+from keras_probes import callbacks, datasets, plots, points, reducers
+from keras_probes.heads import ProbeHead
+from keras_probes.model import ProbedModel
+from keras_probes.reducers import GlobalAveragePooling, RandomSubset
+from keras_probes.report import ProbeReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GlobalAveragePooling",
+    "ProbeHead",
+    "ProbeReport",
+    "ProbedModel",
+    "RandomSubset",
+    "callbacks",
+    "datasets",
+    "plots",
+    "points",
+    "reducers",
+]

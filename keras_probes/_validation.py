@@ -1,0 +1,180 @@
+"""Checks on the data given to a probed model, with errors that name the fix.
+
+Arrays are checked up front, before any work starts (`ValueError`). Streams
+(`tf.data.Dataset`) are checked on their element spec up front, and batch by
+batch inside the compiled step (`tf.errors.InvalidArgumentError`), where a
+bad label would otherwise turn silently into a NaN loss on some devices.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
+    """Validates `(x, y)` as given to `fit`, `evaluate` or `predict`."""
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise ValueError(
+                f"`y` must not be given when `{argument}` is a tf.data.Dataset: the "
+                "dataset yields (inputs, labels) pairs itself. Received: y of type "
+                f"{type(y).__name__}"
+            )
+        _check_dataset(x, input_spec, num_classes, labels=labels, argument=argument)
+        return
+    if x is None:
+        raise ValueError(f"No input data: `{argument}` is None.")
+    arrays = keras.tree.flatten(x)
+    specs = keras.tree.flatten(input_spec)
+    if len(arrays) != len(specs):
+        raise ValueError(
+            f"The model takes {len(specs)} input(s); received {len(arrays)} in `{argument}`."
+        )
+    if isinstance(arrays[0], tf.data.Dataset | keras.utils.PyDataset):
+        return  # checked by Keras' own adapters; nothing to look at up front
+    n = len(arrays[0])
+    if n == 0:
+        raise ValueError(
+            f"`{argument}` is empty (0 examples). Probes need data to be fitted or "
+            "evaluated: pass at least one example."
+        )
+    for array, spec in zip(arrays, specs, strict=True):
+        array = np.asarray(array)
+        _check_shape(array.shape, spec, argument)
+        _check_finite(array, argument)
+    if labels:
+        check_labels(y, num_classes, num_examples=n)
+
+
+def check_labels(y, num_classes, num_examples=None):
+    """Labels must be integer class indices in `[0, num_classes)`."""
+    if y is None:
+        raise ValueError("Labels are required: pass `y`, or a tf.data.Dataset of (inputs, labels).")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+        raise ValueError(
+            f"Labels look one-hot encoded (shape {y.shape}). Probes take integer "
+            "class indices: pass `np.argmax(y, axis=-1)`."
+        )
+    if y.ndim != 1:
+        raise ValueError(
+            f"Labels must be a 1-D array of class indices. Received: y.shape={y.shape}"
+        )
+    if num_examples is not None and len(y) != num_examples:
+        raise ValueError(
+            f"Inputs and labels differ in length: {num_examples} inputs, {len(y)} labels."
+        )
+    integral = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)
+    )
+    if not integral:
+        raise ValueError(
+            "Labels must be integer class indices. Received: y of dtype "
+            f"{y.dtype}, e.g. {y[:3].tolist()}"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        bad = y[(y < 0) | (y >= num_classes)]
+        raise ValueError(
+            f"Labels must lie in [0, num_classes) = [0, {num_classes}). Found "
+            f"{len(bad)} outside it, e.g. {bad[:3].tolist()}. Pass the right "
+            "`num_classes` to ProbedModel or remap the labels."
+        )
+
+
+def _check_shape(shape, spec, argument):
+    expected = tuple(spec.shape)
+    compatible = len(shape) == len(expected) and all(
+        e is None or e == s for s, e in zip(shape[1:], expected[1:], strict=True)
+    )
+    if compatible:
+        return
+    hint = ""
+    if len(shape) == len(expected) - 1 and tuple(shape[1:]) == expected[1:-1]:
+        hint = " Add the channel axis, e.g. `x[..., None]`."
+    raise ValueError(
+        f"Inputs of shape {expected} (batch first) are expected by the model's "
+        f"input '{spec.name}'. Received: {argument}.shape={tuple(shape)}.{hint}"
+    )
+
+
+def _check_finite(array, argument):
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.argwhere(~finite.reshape(len(array), -1).all(axis=1))[:, 0]
+        raise ValueError(
+            f"`{argument}` holds NaN or infinite values in {len(bad)} example(s), "
+            f"e.g. at index {bad[:3].tolist()}. Drop or repair them first."
+        )
+
+
+def _check_dataset(dataset, input_spec, num_classes, labels, argument):
+    if dataset.cardinality() == 0:
+        raise ValueError(
+            f"`{argument}` is an empty tf.data.Dataset (cardinality 0). Check the "
+            "split name and any filter or take() applied to it."
+        )
+    spec = dataset.element_spec
+    if labels and not (isinstance(spec, tuple) and len(spec) in (2, 3)):
+        raise ValueError(
+            f"`{argument}` must yield (inputs, labels) pairs. Received elements of "
+            f"spec {spec}. For TFDS, load with `as_supervised=True`."
+        )
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    for tensor, reference in zip(
+        keras.tree.flatten(x_spec), keras.tree.flatten(input_spec), strict=False
+    ):
+        if tensor.shape.rank == len(reference.shape) - 1:
+            raise ValueError(
+                f"`{argument}` yields single examples of shape {tensor.shape}; the "
+                "model takes batches. Batch the dataset first, e.g. "
+                "`dataset.batch(32)`."
+            )
+        if tensor.shape.rank is not None:
+            _check_shape(tensor.shape.as_list(), reference, argument)
+    if labels:
+        y_spec = spec[1]
+        if y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None) and num_classes > 1:
+            raise ValueError(
+                f"`{argument}` yields labels of shape {y_spec.shape}, which look "
+                "one-hot encoded. Probes take integer class indices: map "
+                "`lambda x, y: (x, tf.argmax(y, axis=-1))` over the dataset."
+            )
+
+
+def checked_labels(y, num_classes):
+    """`y` as a 1-D int tensor, asserted to lie in `[0, num_classes)`, in-graph."""
+    y = tf.reshape(y, (-1,))
+    y_int = tf.cast(y, "int64")
+    checks = [
+        tf.debugging.assert_non_negative(
+            y_int, message="Labels must be >= 0; found a negative label."
+        ),
+        tf.debugging.assert_less(
+            y_int,
+            tf.constant(num_classes, "int64"),
+            message=(
+                f"Labels must lie in [0, num_classes) = [0, {num_classes}); found a "
+                "larger label. Pass the right `num_classes` or remap the labels."
+            ),
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(y_int)
+
+
+def checked_inputs(x):
+    """`x` with an in-graph assertion that every floating input is finite."""
+    return keras.tree.map_structure(
+        lambda t: (
+            tf.debugging.assert_all_finite(
+                t, "Inputs hold NaN or infinite values. Drop or repair those examples."
+            )
+            if t.dtype.is_floating
+            else t
+        ),
+        x,
+    )

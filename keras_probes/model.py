@@ -1,0 +1,340 @@
+"""`ProbedModel`: a Keras model with a linear probe at every chosen layer."""
+
+import keras
+import tensorflow as tf
+
+from keras_probes import _graph, _validation
+from keras_probes import points as points_lib
+from keras_probes import reducers as reducers_lib
+from keras_probes.heads import ProbeHead
+from keras_probes.report import ProbeReport
+
+__all__ = ["ProbedModel"]
+
+_METRICS = ("loss", "accuracy", "top5_accuracy")
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class ProbedModel(keras.Model):
+    """Linear classifier probes on the layers of a Keras model.
+
+    One model with one output per probe point: the base model runs once per
+    batch (always with `training=False`) and feeds, through a feature reducer
+    and `tf.stop_gradient`, a softmax linear classifier per point. Training
+    (`fit`) updates the probe heads only: the base's weights and BatchNorm
+    statistics never change. The base is shared, not copied, so the probes
+    always see the base as it is now, also while it trains elsewhere.
+
+    Logs of `fit` and `evaluate` hold, per point, `<point>_loss`,
+    `<point>_accuracy` and `<point>_top5_accuracy`, and `loss`, their sum.
+
+    Args:
+        base: a Functional or Sequential Keras model, e.g. any
+            `keras.applications` network. Layers of nested Functional or
+            Sequential sub-models are addressed as `"inner/layer"`.
+        points: `"all"`, a preset (`"resnet50"`, `"inception_v3"`,
+            `"mobilenet"`, `"vgg16"`), layer paths, `kp.points.matching(regex)`,
+            `kp.points.of_type(LayerClass)`, or a list of these. Defaults to
+            `"all"`.
+        num_classes: number of classes the probes predict.
+        reducers: how each point's output becomes a vector: `"auto"`
+            (global average pooling for spatial outputs, flatten for
+            vectors), `"gap"`, `"flatten"`, a reducer layer such as
+            `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
+            Defaults to `"auto"`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    base = keras.applications.ResNet50(weights="imagenet")
+    probed = kp.ProbedModel(base, points="resnet50", num_classes=1000)
+    probed.compile(optimizer="rmsprop")
+    probed.fit(x, y, validation_data=(xv, yv), epochs=10,
+               callbacks=[kp.callbacks.BestProbeWeights(patience=3)])
+    report = probed.evaluate_probes(x_test, y_test, split="test")
+    print(report.table())
+    ```
+    """
+
+    def __init__(
+        self,
+        base: keras.Model,
+        points="all",
+        num_classes: int | None = None,
+        reducers="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(base, keras.Model):
+            raise TypeError(
+                "`base` must be a keras.Model (Functional or Sequential). "
+                f"Received: base of type {type(base).__name__}"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (num_classes < 2):
+            raise ValueError(
+                "`num_classes` must be an integer >= 2, the number of classes the "
+                f"probes predict. Received: num_classes={num_classes!r}"
+            )
+        self.base = base
+        self.num_classes = num_classes
+        paths = points_lib.resolve(base, points)
+        inputs, tensors = _graph.trace(base, paths)
+        self.reducers = reducers_lib.resolve(
+            reducers, {p: tuple(t.shape) for p, t in tensors.items()}
+        )
+        features = {}
+        for path, tensor in tensors.items():
+            features[path] = self.reducers[path](tensor)
+            if len(features[path].shape) != 2 or features[path].shape[-1] is None:
+                raise ValueError(
+                    f"The reducer of point {path!r} gives shape "
+                    f"{features[path].shape} from the layer's output {tensor.shape}; "
+                    "a probe needs (batch, features) with a known feature count. "
+                    "Choose another reducer for it, e.g. reducers={"
+                    f"{path!r}: 'gap'}} or kp.RandomSubset(k)."
+                )
+        # One Functional model: base layers up to the deepest point, plus the
+        # reducers. Calling it is the single forward pass that feeds all probes.
+        self.feature_model = keras.Model(
+            inputs, features, name=f"{_graph.safe_name(base.name)}_features"
+        )
+        self.heads = [
+            ProbeHead(num_classes, name=f"probe_{_graph.safe_name(path)}") for path in paths
+        ]
+        for path, head in zip(paths, self.heads, strict=True):
+            head.build(features[path].shape)
+        self._points = tuple(paths)
+        self._reducers_spec = reducers
+        self.built = True
+
+    @property
+    def points(self) -> list[str]:
+        """The probe points, input side first."""
+        return list(self._points)
+
+    @property
+    def probe_variables(self) -> list:
+        """The only variables that probe training updates: every head's kernel and bias."""
+        return [v for head in self.heads for v in head.trainable_variables]
+
+    def get_probe(self, point: str) -> ProbeHead:
+        """The probe head at `point`; its weights are `[kernel, bias]`."""
+        try:
+            return self.heads[self._points.index(point)]
+        except ValueError:
+            raise ValueError(
+                f"No probe at {point!r}. The probed points are: {self.points}. "
+                f"Received: point={point!r}"
+            ) from None
+
+    def extract_features(self, x, training=False):
+        """The reduced features of every point for a batch: `{point: (batch, features)}`."""
+        del training  # the base always runs in inference mode
+        return self.feature_model(x, training=False)
+
+    def call(self, inputs, training=False):
+        features = self.extract_features(inputs)
+        return {
+            point: head(features[point])
+            for point, head in zip(self._points, self.heads, strict=True)
+        }
+
+    # -- training ---------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """Configures probe training.
+
+        Args:
+            optimizer: the probes' optimizer. Defaults to `"rmsprop"`, the
+                paper's setting. Each probe's loss is its mean sparse
+                categorical cross-entropy; the total is their sum, so with
+                any per-variable optimizer each probe trains as if alone.
+            **kwargs: other `keras.Model.compile` arguments, such as
+                `steps_per_execution` or `run_eagerly`. `loss` and `metrics`
+                are fixed by the probes and refused.
+        """
+        fixed = sorted(
+            key
+            for key in ("loss", "metrics", "loss_weights", "weighted_metrics")
+            if kwargs.pop(key, None) is not None
+        )
+        if fixed:
+            raise ValueError(
+                f"ProbedModel defines its own loss and metrics per probe; do not pass "
+                f"{fixed}. Pass only `optimizer` (and e.g. `steps_per_execution`)."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        self._trackers = {
+            point: {
+                "loss": keras.metrics.Mean(name=f"{safe}_loss"),
+                "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
+                "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
+                    k=min(5, self.num_classes), name=f"{safe}_top5_accuracy"
+                ),
+            }
+            for point, safe in ((p, _graph.safe_name(p)) for p in self._points)
+        }
+        self._total_tracker = keras.metrics.Mean(name="loss")
+        # Slots for the probes only: Keras would otherwise build them for every
+        # trainable variable of the model, the base's included.
+        self.optimizer.build(self.probe_variables)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+
+    @property
+    def metrics(self):
+        if not getattr(self, "_trackers", None):
+            return []
+        return [self._total_tracker] + [
+            metric for trackers in self._trackers.values() for metric in trackers.values()
+        ]
+
+    def _probe_logits(self, features):
+        return {
+            point: head.logits(features[point])
+            for point, head in zip(self._points, self.heads, strict=True)
+        }
+
+    def _step_logs(self, y, logits, sample_weight):
+        losses = {
+            point: keras.ops.mean(
+                keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True)
+                * (1.0 if sample_weight is None else sample_weight)
+            )
+            for point, z in logits.items()
+        }
+        return losses, keras.ops.sum(keras.ops.stack(list(losses.values())))
+
+    def _update_metrics(self, y, logits, losses, total, sample_weight):
+        self._total_tracker.update_state(total)
+        logs = {"loss": self._total_tracker.result()}
+        for point, trackers in self._trackers.items():
+            trackers["loss"].update_state(losses[point])
+            trackers["accuracy"].update_state(y, logits[point], sample_weight)
+            trackers["top5_accuracy"].update_state(y, logits[point], sample_weight)
+            for key in _METRICS:
+                logs[f"{point}_{key}"] = trackers[key].result()
+        return logs
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = _validation.checked_inputs(x)
+        y = _validation.checked_labels(y, self.num_classes)
+        # Features are computed outside the tape: nothing of the base is
+        # recorded, and only the heads' variables are differentiated.
+        features = self.extract_features(x)
+        variables = self.probe_variables
+        with tf.GradientTape() as tape:
+            logits = self._probe_logits(features)
+            losses, total = self._step_logs(y, logits, sample_weight)
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_metrics(y, logits, losses, total, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = _validation.checked_inputs(x)
+        y = _validation.checked_labels(y, self.num_classes)
+        logits = self._probe_logits(self.extract_features(x))
+        losses, total = self._step_logs(y, logits, sample_weight)
+        return self._update_metrics(y, logits, losses, total, sample_weight)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(_validation.checked_inputs(x), training=False)
+
+    # -- input checks around Keras' loops ---------------------------------
+
+    def _check(self, x, y, labels=True, argument="x"):
+        _validation.check_data(
+            x,
+            y,
+            self.feature_model.input,
+            self.num_classes,
+            labels=labels,
+            argument=argument,
+        )
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self._check(x, y)
+        if validation_data is not None:
+            vx, vy, _ = (
+                (validation_data, None, None)
+                if isinstance(validation_data, tf.data.Dataset)
+                else keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+            )
+            self._check(vx, vy, argument="validation_data")
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check(x, None, labels=False)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate_probes(
+        self,
+        x,
+        y=None,
+        split: str = "test",
+        batch_size: int | None = None,
+        verbose="auto",
+    ) -> ProbeReport:
+        """Evaluates every probe on one split.
+
+        Args:
+            x: inputs (arrays) or a `tf.data.Dataset` of `(inputs, labels)`.
+            y: integer labels when `x` is an array.
+            split: name of the split in the report, e.g. `"val"`.
+            batch_size: batch size for arrays. Defaults to Keras' default.
+            verbose: as in `keras.Model.evaluate`.
+
+        Returns:
+            A `ProbeReport` with loss, error and top-5 error per point.
+        """
+        if not getattr(self, "_trackers", None):
+            self.compile()
+        logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
+        return ProbeReport.from_logs(
+            logs,
+            self.points,
+            split=split,
+            num_classes=self.num_classes,
+            model=self.base.name,
+        )
+
+    # -- serialization ----------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "base": keras.saving.serialize_keras_object(self.base),
+            "points": self.points,
+            "num_classes": self.num_classes,
+            "reducers": {
+                point: keras.saving.serialize_keras_object(layer)
+                for point, layer in self.reducers.items()
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        base = keras.saving.deserialize_keras_object(
+            config.pop("base"), custom_objects=custom_objects
+        )
+        reducers = {
+            point: keras.saving.deserialize_keras_object(layer, custom_objects=custom_objects)
+            for point, layer in config.pop("reducers").items()
+        }
+        return cls(base, reducers=reducers, **config)

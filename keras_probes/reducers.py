@@ -1,0 +1,154 @@
+"""Feature reducers: turn one layer's output into a vector per example.
+
+A probe is a linear classifier on a vector, so every point's output of shape
+`(batch, *dims)` is reduced to `(batch, features)` first. Alain & Bengio
+(Sec. 3.4) pool spatial maps over height and width (ResNet-50) or keep a fixed
+random subset of the features (Inception v3); both are here, as registered,
+serializable Keras layers without weights.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_probes import _graph
+
+__all__ = ["GlobalAveragePooling", "RandomSubset", "resolve"]
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class GlobalAveragePooling(keras.layers.Layer):
+    """Averages a channels-last feature map over every axis but batch and channels.
+
+    Works for any rank: `(batch, steps, channels)`, `(batch, height, width,
+    channels)`, `(batch, depth, height, width, channels)`; a
+    `(batch, features)` input passes through unchanged.
+
+    Input shape:
+        `(batch, ..., channels)`.
+
+    Output shape:
+        `(batch, channels)`.
+    """
+
+    def call(self, inputs):
+        if len(inputs.shape) <= 2:
+            return inputs
+        return keras.ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class RandomSubset(keras.layers.Layer):
+    """Keeps a fixed random subset of `k` of the flattened features.
+
+    The indices are drawn once, without replacement, from `seed` and the
+    input's shape, and rebuilt the same way after loading: no weight of the
+    full flattened size is ever created, which is what makes probes on
+    millions of features (early Inception v3 layers) fit in memory. A point
+    with `k` or fewer features keeps all of them.
+
+    Args:
+        k: number of features to keep.
+        seed: seed of the draw. Defaults to `0`.
+
+    Input shape:
+        `(batch, *dims)`.
+
+    Output shape:
+        `(batch, min(k, prod(dims)))`.
+
+    Example:
+
+    >>> kp.ProbedModel(base, points="inception_v3", num_classes=1000,
+    ...                reducers=kp.RandomSubset(1000, seed=0))
+    """
+
+    def __init__(self, k: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+        self.k = int(k)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        dims = input_shape[1:]
+        if any(d is None for d in dims):
+            raise ValueError(
+                "RandomSubset needs a fully defined feature shape to fix its indices. "
+                f"Received: input_shape={input_shape}"
+            )
+        size = int(np.prod(dims))
+        if self.k >= size:
+            indices = np.arange(size)
+        else:
+            rng = np.random.default_rng(self.seed)
+            indices = np.sort(rng.choice(size, self.k, replace=False))
+        self.indices = indices.astype("int64")  # a constant of the graph, not a weight
+
+    def call(self, inputs):
+        flat = tf.reshape(inputs, (tf.shape(inputs)[0], -1))
+        return tf.gather(flat, self.indices, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        size = int(np.prod(input_shape[1:]))
+        return (input_shape[0], min(self.k, size))
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "seed": self.seed}
+
+
+def _auto(shape, name):
+    if len(shape) <= 2:
+        return keras.layers.Flatten(name=name)
+    return GlobalAveragePooling(name=name)
+
+
+_BY_NAME = {
+    "auto": _auto,
+    "gap": lambda shape, name: GlobalAveragePooling(name=name),
+    "flatten": lambda shape, name: keras.layers.Flatten(name=name),
+}
+
+
+def resolve(reducers, shapes: dict[str, tuple]) -> dict[str, keras.Layer]:
+    """One fresh reducer layer per point.
+
+    Args:
+        reducers: `"auto"` (average pooling for spatial outputs, flatten for
+            vectors), `"gap"`, `"flatten"`, a reducer layer (copied for each
+            point through its config), or a dict `{point: any of these}` where
+            points left out get `"auto"`.
+        shapes: the output shape of each point, in depth order.
+
+    Returns:
+        `{point: unbuilt reducer layer}`.
+    """
+    if isinstance(reducers, dict):
+        unknown = sorted(set(reducers) - set(shapes))
+        if unknown:
+            raise ValueError(
+                f"Reducers were given for {unknown}, which are not probe points. "
+                f"The points are: {list(shapes)}. Received: reducers={reducers!r}"
+            )
+        specs = {point: reducers.get(point, "auto") for point in shapes}
+    else:
+        specs = dict.fromkeys(shapes, reducers)
+    return {
+        point: _make(spec, shapes[point], f"reducer_{_graph.safe_name(point)}", reducers)
+        for point, spec in specs.items()
+    }
+
+
+def _make(spec, shape, name, reducers):
+    if isinstance(spec, str) and spec in _BY_NAME:
+        return _BY_NAME[spec](shape, name)
+    if isinstance(spec, keras.Layer):
+        return spec.__class__.from_config({**spec.get_config(), "name": name})
+    raise ValueError(
+        f"Unknown reducer {spec!r}. Pass 'auto', 'gap', 'flatten', a reducer layer "
+        "such as kp.RandomSubset(1000, seed=0), or a dict {point: reducer}. "
+        f"Received: reducers={reducers!r}"
+    )

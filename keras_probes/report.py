@@ -1,0 +1,212 @@
+"""`ProbeReport`: what the probes measured, per point and split, as plain data."""
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scipy import stats
+
+__all__ = ["ProbeReport"]
+
+_FORMAT = "keras_probes.ProbeReport"
+_VERSION = 1
+_ORDER = ("loss", "error", "top5_error")  # columns come first in this order
+
+
+@dataclass
+class ProbeReport:
+    """Metrics of every probe on every split, in depth order.
+
+    Plain data: JSON and CSV round-trip exactly, nothing refers back to a model.
+
+    Attributes:
+        points: the probe points, input side first.
+        results: `{split: {point: {metric: value}}}`; metrics are `"loss"`
+            (mean cross-entropy), `"error"` (top-1) and `"top5_error"`.
+        num_classes: number of classes of the probes, if known.
+        model: name of the probed model, if known.
+
+    Example:
+
+    ```python
+    report = probed.evaluate_probes(x_test, y_test, split="test")
+    report.errors("test")            # {point: error rate}
+    print(report.table())
+    report.to_json("report.json")
+    kp.ProbeReport.from_json("report.json") == report   # True
+    ```
+    """
+
+    points: list[str]
+    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    num_classes: int | None = None
+    model: str | None = None
+
+    @classmethod
+    def from_logs(cls, logs, points, split, num_classes=None, model=None):
+        """A report of one split from `ProbedModel.evaluate(..., return_dict=True)`."""
+        results = {
+            point: {
+                "loss": float(logs[f"{point}_loss"]),
+                "error": 1.0 - float(logs[f"{point}_accuracy"]),
+                "top5_error": 1.0 - float(logs[f"{point}_top5_accuracy"]),
+            }
+            for point in points
+        }
+        return cls(list(points), {split: results}, num_classes, model)
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits measured, in the order they were added."""
+        return list(self.results)
+
+    def values(self, split: str, metric: str) -> dict[str, float]:
+        """`{point: value}` of one metric on one split, in depth order."""
+        if split not in self.results:
+            raise ValueError(
+                f"No split {split!r} in this report; it has {self.splits}. "
+                f"Received: split={split!r}"
+            )
+        rows = self.results[split]
+        if not rows:
+            return {}
+        metrics = _metric_names({split: rows})
+        if metric not in metrics:
+            raise ValueError(
+                f"No metric {metric!r} for split {split!r}; it has {metrics}. "
+                f"Received: metric={metric!r}"
+            )
+        return {point: rows[point][metric] for point in self.points if point in rows}
+
+    def errors(self, split: str) -> dict[str, float]:
+        """`{point: top-1 error rate}` on `split`."""
+        return self.values(split, "error")
+
+    def losses(self, split: str) -> dict[str, float]:
+        """`{point: mean cross-entropy}` on `split`."""
+        return self.values(split, "loss")
+
+    def top5_errors(self, split: str) -> dict[str, float]:
+        """`{point: top-5 error rate}` on `split`."""
+        return self.values(split, "top5_error")
+
+    def monotonicity(self, split: str, metric: str = "error") -> float:
+        """How steadily `metric` falls with depth: minus Kendall's tau-b.
+
+        `1.0` when every deeper probe does better than every shallower one
+        (the paper's ResNet-50 finding), `-1.0` when every deeper probe does
+        worse, about `0` when depth does not matter. NaN with fewer than two
+        points or when all values are equal.
+        """
+        values = list(self.values(split, metric).values())
+        if len(values) < 2 or len(set(values)) == 1:
+            return math.nan
+        return float(-stats.kendalltau(range(len(values)), values).statistic)
+
+    def merge(self, other: "ProbeReport") -> "ProbeReport":
+        """A report with the splits of both; `other` wins where a split is in both."""
+        if other.points != self.points:
+            raise ValueError(
+                "Reports of different probe points cannot be merged. "
+                f"Received: {self.points} and {other.points}"
+            )
+        return ProbeReport(
+            list(self.points),
+            {**self.results, **other.results},
+            self.num_classes if self.num_classes is not None else other.num_classes,
+            self.model if self.model is not None else other.model,
+        )
+
+    # -- text --------------------------------------------------------------
+
+    def table(self, splits: list[str] | None = None) -> str:
+        """A text table: one row per point, `loss / error / top-5` per split."""
+        splits = self.splits if splits is None else list(splits)
+        width = max([len("point"), *(len(p) for p in self.points)])
+        header = f"{'depth':>5}  {'point':<{width}}"
+        columns = [(s, m) for s in splits for m in _metric_names({s: self.results[s]})]
+        for split, metric in columns:
+            header += f"  {f'{split} {metric}':>{max(12, len(split) + len(metric) + 1)}}"
+        lines = [header, "-" * len(header)]
+        for depth, point in enumerate(self.points):
+            line = f"{depth:>5}  {point:<{width}}"
+            for split, metric in columns:
+                value = self.results[split].get(point, {}).get(metric, math.nan)
+                line += f"  {value:>{max(12, len(split) + len(metric) + 1)}.4f}"
+            lines.append(line)
+        for split in splits:
+            if "error" in _metric_names({split: self.results[split]}):
+                lines.append(
+                    f"monotonicity of {split} error with depth (-Kendall tau): "
+                    f"{self.monotonicity(split):.3f}"
+                )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+    # -- files -------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "model": self.model,
+            "num_classes": self.num_classes,
+            "points": list(self.points),
+            "results": self.results,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProbeReport":
+        if data.get("format") != _FORMAT or data.get("version") != _VERSION:
+            raise ValueError(
+                f"Not a ProbeReport (format {_FORMAT!r}, version {_VERSION}). "
+                f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
+            )
+        return cls(data["points"], data["results"], data["num_classes"], data["model"])
+
+    def to_json(self, path) -> None:
+        """Writes the report as JSON (floats written exactly)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path) -> "ProbeReport":
+        """Reads a report written by `to_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_csv(self, path) -> None:
+        """Writes one row per (split, point): `split, depth, point, <metrics>`."""
+        metrics = _metric_names(self.results)
+        with open(path, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["split", "depth", "point", *metrics])
+            for split, rows in self.results.items():
+                for depth, point in enumerate(self.points):
+                    if point in rows:
+                        values = [rows[point].get(m, "") for m in metrics]
+                        writer.writerow([split, depth, point, *map(_repr_or_blank, values)])
+
+    @classmethod
+    def from_csv(cls, path, num_classes=None, model=None) -> "ProbeReport":
+        """Reads a report written by `to_csv` (the CSV holds no model name or class count)."""
+        points, results = {}, {}
+        with open(path, newline="") as file:
+            for row in csv.DictReader(file):
+                split, depth, point = row.pop("split"), int(row.pop("depth")), row.pop("point")
+                points[depth] = point
+                results.setdefault(split, {})[point] = {
+                    metric: float(value) for metric, value in row.items() if value != ""
+                }
+        return cls([points[d] for d in sorted(points)], results, num_classes, model)
+
+
+def _repr_or_blank(value):
+    return "" if value == "" else repr(float(value))
+
+
+def _metric_names(results):
+    names = {m for rows in results.values() for metrics in rows.values() for m in metrics}
+    return [m for m in _ORDER if m in names] + sorted(names - set(_ORDER))

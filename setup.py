@@ -1,0 +1,35 @@
+"""Installs keras-probes: linear classifier probes for any Keras model."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-probes",
+    version="0.1.0",
+    description=(
+        "Linear classifier probes for Keras 3 models "
+        "(Alain & Bengio, arXiv 1610.01644; Graziani et al., 2019)."
+    ),
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["keras_probes", "keras_probes.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "tensorflow-datasets>=4.9",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Framework :: Keras",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,70 @@
+"""Shared fixtures. Keras reads KERAS_HOME once, at import, so the offline cache is
+set up here, before any test module imports keras."""
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("KERAS_PROBES_DATA", ROOT.parent / "shared" / "data"))
+
+# A fresh, writable Keras home whose `models` cache is the shared one: the real
+# `weights="imagenet"` loading code runs, and finds its files there offline.
+_keras_home = Path(tempfile.mkdtemp(prefix="keras_probes_home_"))
+(_keras_home / "models").symlink_to(SHARED_DATA / "keras" / "models")
+os.environ["KERAS_HOME"] = str(_keras_home)
+os.environ["KERAS_PROBES_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST digits (offline: a split of the 10,000 official test images)."""
+    return kp.datasets.mnist(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits(mnist):
+    """A small real-digit task: `(x_train, y_train, x_test, y_test)`, float images
+    of shape (n, 28, 28, 1) in [0, 1]; 2000 train and 1000 test images."""
+    (x, y), (xt, yt) = mnist.train, mnist.test
+    scale = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
+    return scale(x[:2000]), y[:2000], scale(xt[:1000]), yt[:1000]
+
+
+def small_convnet(batchnorm=True, name="convnet"):
+    """A small MNIST convnet with BatchNorm and Dropout, as a probing target."""
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(8, 3, name="conv1")(inputs)
+    if batchnorm:
+        x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(16, 3, name="conv2")(x)
+    if batchnorm:
+        x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.ReLU(name="relu2")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture
+def convnet():
+    keras.utils.set_random_seed(0)
+    return small_convnet()
+
+
+def assert_weights_equal(a, b):
+    """Every array of `a` equals the one of `b`, bit for bit."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

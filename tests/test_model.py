@@ -1,0 +1,267 @@
+"""ProbedModel: the invariants of DESIGN.md (1, 2, 4) and probe correctness."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_weights_equal, small_convnet
+from sklearn.linear_model import LogisticRegression
+
+import keras_probes as kp
+
+
+@keras.saving.register_keras_serializable(package="keras_probes_tests")
+class CallCounter(keras.layers.Layer):
+    """Identity that counts how many batches went through it."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(
+            shape=(), initializer="zeros", dtype="int64", trainable=False, name="calls"
+        )
+
+    def call(self, inputs):
+        self.calls.assign_add(1)
+        return inputs
+
+
+def trained_base(digits):
+    """The small convnet after one real epoch: BatchNorm statistics are non-trivial."""
+    x, y, _, _ = digits
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    base.compile("adam", "sparse_categorical_crossentropy")
+    base.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    bn = base.get_layer("bn1")
+    assert not np.allclose(bn.moving_mean.numpy(), 0)
+    assert not np.allclose(bn.moving_variance.numpy(), 1)
+    return base
+
+
+def test_probe_training_leaves_base_bit_for_bit_unchanged(digits):
+    """Invariant 1: weights and BatchNorm moving statistics never change."""
+    x, y, xt, yt = digits
+    base = trained_base(digits)
+    before = [v.numpy().copy() for v in base.weights]
+    probed = kp.ProbedModel(base, points="all", num_classes=10)
+    probed.compile(keras.optimizers.Adam(1e-2))
+    head_before = [w.copy() for w in probed.get_probe("relu2").get_weights()]
+    probed.fit(x, y, validation_data=(xt, yt), epochs=2, batch_size=64, verbose=0)
+    probed.evaluate(xt, yt, verbose=0)
+    probed.predict(xt[:10], verbose=0)
+    probed(xt[:10], training=True)
+    assert_weights_equal(before, [v.numpy() for v in base.weights])
+    # ...while the probes did learn.
+    head_after = probed.get_probe("relu2").get_weights()
+    assert not np.array_equal(head_before[0], head_after[0])
+    # The optimizer holds slots for the probes only.
+    base_ids = {id(v) for v in base.weights}
+    assert not any(id(v) in base_ids for v in probed.optimizer.variables)
+
+
+def test_gradients_reach_only_probe_variables(digits):
+    """Invariant 1: any probe loss has no gradient w.r.t. base variables."""
+    x, y, _, _ = digits
+    base = trained_base(digits)
+    probed = kp.ProbedModel(base, points="all", num_classes=10)
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = probed(x[:32], training=True)
+        losses = {
+            p: keras.losses.sparse_categorical_crossentropy(y[:32], o) for p, o in outputs.items()
+        }
+    for point, loss in losses.items():
+        for grad in tape.gradient(loss, base.trainable_variables):
+            assert grad is None or not np.any(grad.numpy()), point
+        head = probed.get_probe(point)
+        assert all(g is not None for g in tape.gradient(loss, head.trainable_variables))
+
+
+def test_base_runs_in_inference_mode_even_when_training(convnet, digits):
+    """Dropout and BatchNorm of the base behave as in inference during probe training."""
+    x = digits[0][:16]
+    probed = kp.ProbedModel(convnet, points=["dropout"], num_classes=10)
+    a = probed.extract_features(x, training=True)["dropout"]
+    b = probed.extract_features(x, training=True)["dropout"]
+    np.testing.assert_array_equal(a, b)
+    expected = keras.Model(convnet.input, convnet.get_layer("dropout").output)(x, training=False)
+    np.testing.assert_allclose(a, expected, rtol=1e-6)
+
+
+def test_one_forward_pass_feeds_every_probe(digits):
+    """Invariant 2: K probes over B batches run the base B times, not K x B."""
+    x, y, _, _ = digits
+    inputs = keras.Input((28, 28, 1))
+    counter = CallCounter(name="counter")
+    h = counter(inputs)
+    for i in range(4):
+        h = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{i}")(h)
+    base = keras.Model(inputs, h)
+    probed = kp.ProbedModel(base, points=kp.points.matching(r"conv\d"), num_classes=10)
+    assert len(probed.points) == 4
+    probed.compile()
+    batches = 5
+    counter.calls.assign(0)
+    probed.predict(x[: 32 * batches], batch_size=32, verbose=0)
+    assert int(counter.calls.numpy()) == batches
+    counter.calls.assign(0)
+    probed.fit(x[: 32 * batches], y[: 32 * batches], batch_size=32, epochs=1, verbose=0)
+    assert int(counter.calls.numpy()) == batches
+    counter.calls.assign(0)
+    probed.evaluate_probes(x[: 32 * batches], y[: 32 * batches], batch_size=32, verbose=0)
+    assert int(counter.calls.numpy()) == batches
+
+
+def test_probe_on_linearly_separable_data_reaches_zero_error():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 20)).astype("float32")
+    w = rng.normal(size=20)
+    margin = np.abs(x @ w) > 0.5  # keep a margin so that the classes separate
+    x, y = x[margin], (x[margin] @ w > 0).astype("int64")
+    inputs = keras.Input((20,))
+    base = keras.Model(inputs, keras.layers.Identity(name="identity")(inputs))
+    probed = kp.ProbedModel(base, points="identity", num_classes=2)
+    probed.compile(keras.optimizers.Adam(0.05))
+    probed.fit(x, y, epochs=30, batch_size=128, verbose=0)
+    report = probed.evaluate_probes(x, y, split="train", verbose=0)
+    assert report.errors("train")["identity"] < 0.01
+
+
+def test_probe_error_matches_scikit_learn_on_real_digits(digits):
+    x, y, xt, yt = digits
+    inputs = keras.Input((28, 28, 1))
+    base = keras.Model(inputs, keras.layers.Flatten(name="pixels")(inputs))
+    probed = kp.ProbedModel(base, points="pixels", num_classes=10)
+    probed.compile(keras.optimizers.Adam(1e-2))
+    probed.fit(x, y, epochs=40, batch_size=200, verbose=0)
+    ours = probed.evaluate_probes(xt, yt, verbose=0).errors("test")["pixels"]
+    sklearn = LogisticRegression(max_iter=1000).fit(x.reshape(len(x), -1), y)
+    theirs = 1 - sklearn.score(xt.reshape(len(xt), -1), yt)
+    assert ours < 0.2
+    assert abs(ours - theirs) < 0.03, (ours, theirs)
+
+
+def test_probes_see_the_live_base(convnet, digits):
+    """The base is shared, not copied: changing it changes what the probes see."""
+    x = digits[0][:8]
+    probed = kp.ProbedModel(convnet, points=["relu1"], num_classes=10)
+    before = probed.extract_features(x)["relu1"].numpy()
+    conv = convnet.get_layer("conv1")
+    conv.set_weights([w * 2 for w in conv.get_weights()])
+    assert not np.allclose(before, probed.extract_features(x)["relu1"].numpy())
+
+
+def test_nested_sub_model_points_in_one_pass():
+    """Layers of a keras.applications base inside a Sequential: 'inner/layer'."""
+    keras.utils.set_random_seed(0)
+    inner = keras.applications.MobileNet(
+        alpha=0.25, weights=None, include_top=False, input_shape=(32, 32, 3)
+    )
+    counter = CallCounter(name="counter")
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            counter,
+            inner,
+            keras.layers.GlobalAveragePooling2D(name="pool"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    with pytest.raises(ValueError):  # what Keras itself says: not connected
+        keras.Model(model.inputs, inner.get_layer("conv_pw_3_relu").output)
+    inner_point = f"{inner.name}/conv_pw_3_relu"
+    probed = kp.ProbedModel(model, points=["out", inner_point, "pool"], num_classes=3)
+    assert probed.points == [inner_point, "pool", "out"]
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    counter.calls.assign(0)
+    features = probed.extract_features(x)
+    assert int(counter.calls.numpy()) == 1
+    direct = keras.Model(inner.input, inner.get_layer("conv_pw_3_relu").output)(x)
+    np.testing.assert_allclose(
+        features[inner_point], np.mean(direct, axis=(1, 2)), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(features["out"], model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_round_trip_gives_identical_outputs(digits, tmp_path):
+    """Invariant 4: save as .keras, load, same outputs (trained probes, every reducer)."""
+    x, y, xt, _ = digits
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    reducers = {"relu1": kp.RandomSubset(50, seed=3), "conv2": "flatten", "relu2": "gap"}
+    probed = kp.ProbedModel(
+        base,
+        points=["relu1", "conv2", "relu2", "predictions"],
+        num_classes=10,
+        reducers=reducers,
+    )
+    probed.compile("adam")
+    probed.fit(x[:256], y[:256], epochs=1, verbose=0)
+    probed.save(tmp_path / "probes.keras")
+    loaded = keras.models.load_model(tmp_path / "probes.keras")
+    assert isinstance(loaded, kp.ProbedModel)
+    assert loaded.points == probed.points
+    expected, actual = probed.predict(xt[:64], verbose=0), loaded.predict(xt[:64], verbose=0)
+    for point in probed.points:
+        np.testing.assert_array_equal(expected[point], actual[point])
+    assert_weights_equal(base.weights, loaded.base.weights)
+    # The loaded model keeps training, with the optimizer state it was saved with.
+    assert loaded.compiled
+    loaded.fit(x[:64], y[:64], epochs=1, verbose=0)
+
+
+def test_config_round_trip(convnet):
+    probed = kp.ProbedModel(convnet, points="all", num_classes=10, reducers=kp.RandomSubset(7))
+    config = probed.get_config()
+    clone = kp.ProbedModel.from_config(config)
+    assert clone.points == probed.points
+    assert clone.get_config()["reducers"] == config["reducers"]
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(probed))
+    assert restored.points == probed.points
+
+
+def test_outputs_are_probabilities_per_point(convnet, digits):
+    probed = kp.ProbedModel(convnet, points="all", num_classes=10)
+    outputs = probed.predict(digits[2][:20], verbose=0)
+    assert list(outputs) == probed.points
+    for probabilities in outputs.values():
+        assert probabilities.shape == (20, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    kernel, bias = probed.get_probe("relu1").get_weights()
+    assert kernel.shape == (8, 10) and bias.shape == (10,)
+
+
+def test_fit_logs_per_probe_metrics(convnet, digits):
+    x, y, xt, yt = digits
+    probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
+    probed.compile()
+    history = probed.fit(x[:128], y[:128], validation_data=(xt[:64], yt[:64]), verbose=0)
+    for prefix in ("", "val_"):
+        for point in probed.points:
+            for metric in ("loss", "accuracy", "top5_accuracy"):
+                assert f"{prefix}{point}_{metric}" in history.history
+    total = history.history["val_loss"][0]
+    parts = sum(history.history[f"val_{p}_loss"][0] for p in probed.points)
+    assert total == pytest.approx(parts, rel=1e-5)
+
+
+def test_fit_accepts_a_tf_data_dataset(convnet, digits):
+    x, y, xt, yt = digits
+    probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
+    probed.compile()
+    train = tf.data.Dataset.from_tensor_slices((x[:256], y[:256])).batch(64)
+    val = tf.data.Dataset.from_tensor_slices((xt[:64], yt[:64])).batch(32)
+    history = probed.fit(train, validation_data=val, epochs=1, verbose=0)
+    assert "val_relu2_loss" in history.history
+    report = probed.evaluate_probes(val, split="val", verbose=0)
+    assert 0 <= report.errors("val")["relu2"] <= 1
+
+
+def test_compile_refuses_a_loss(convnet):
+    probed = kp.ProbedModel(convnet, points=["relu1"], num_classes=10)
+    with pytest.raises(ValueError, match="defines its own loss"):
+        probed.compile(optimizer="adam", loss="mse")
+
+
+def test_get_probe_unknown_point_lists_points(convnet):
+    probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
+    with pytest.raises(ValueError, match=r"probed points are: \['relu1', 'relu2'\]"):
+        probed.get_probe("relu3")
