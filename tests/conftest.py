@@ -68,3 +68,26 @@ def assert_weights_equal(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def serialization_round_trip(layer):
+    """`get_config` -> `from_config` and `serialize` -> `deserialize` keep the config."""
+    config = layer.get_config()
+    assert layer.__class__.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer)
+    assert restored.get_config() == config
+    return restored
+
+
+def make_report():
+    """A report of three points on two splits, with an exact-float edge (1e-9)."""
+    points = ["conv1", "block/relu", "dense"]
+    results = {
+        "val": {
+            p: {"loss": 2.0 - i / 3, "error": 0.5 - i * 0.1 + 1e-9, "top5_error": 0.2 / (i + 1)}
+            for i, p in enumerate(points)
+        },
+        "test": {p: {"loss": 1.0, "error": 0.3, "top5_error": 0.1} for p in points},
+    }
+    return kp.ProbeReport(points, results, num_classes=10, model="convnet")

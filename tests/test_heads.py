@@ -1,0 +1,42 @@
+"""ProbeHead: a softmax linear classifier behind a gradient stop."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from conftest import serialization_round_trip
+
+import keras_probes as kp
+
+
+def test_outputs_probabilities_and_has_kernel_and_bias():
+    head = kp.ProbeHead(7)
+    x = np.random.default_rng(0).random((4, 12)).astype("float32")
+    probabilities = head(x)
+    assert tuple(probabilities.shape) == (4, 7)
+    np.testing.assert_allclose(np.sum(probabilities, axis=1), 1, rtol=1e-6)
+    kernel, bias = head.get_weights()
+    assert kernel.shape == (12, 7) and bias.shape == (7,)
+    head.set_weights([np.ones((12, 7)), np.arange(7.0)])
+    expected = keras.ops.softmax(x @ np.ones((12, 7)) + np.arange(7.0))
+    np.testing.assert_allclose(head(x), expected, rtol=1e-5)
+
+
+def test_no_gradient_flows_to_the_features():
+    head = kp.ProbeHead(3)
+    x = tf.Variable(np.random.default_rng(0).random((4, 5)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        loss = keras.ops.sum(head(x) * np.arange(3.0))
+    assert tape.gradient(loss, x) is None
+    assert all(g is not None for g in tape.gradient(loss, head.trainable_variables))
+
+
+def test_serialization():
+    restored = serialization_round_trip(kp.ProbeHead(5, kernel_initializer="glorot_uniform"))
+    assert restored.num_classes == 5
+
+
+def test_computes_in_float32_under_mixed_precision():
+    head = kp.ProbeHead(3, dtype="mixed_float16")
+    out = head(np.ones((2, 4), dtype="float16"))
+    assert head.kernel.dtype == "float32"
+    assert tuple(out.shape) == (2, 3)

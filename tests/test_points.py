@@ -1,0 +1,118 @@
+"""Probe points: names, 'all', selectors, presets, nesting and the errors."""
+
+import keras
+import pytest
+from conftest import small_convnet
+
+import keras_probes as kp
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+
+
+def test_names_come_back_in_depth_order():
+    model = small_convnet()
+    points = kp.points.resolve(model, ["predictions", "conv1", "relu2", "conv1"])
+    assert points == ["conv1", "relu2", "predictions"]
+
+
+def test_all_is_every_layer_but_the_inputs():
+    model = small_convnet()
+    points = kp.points.resolve(model, "all")
+    assert points == [layer.name for layer in model.layers[1:]]
+    assert points == kp.points.available(model)
+
+
+def test_matching_and_of_type_select_by_pattern_and_class():
+    model = small_convnet()
+    assert kp.points.resolve(model, kp.points.matching(r"relu\d")) == ["relu1", "relu2"]
+    selected = kp.points.resolve(model, kp.points.of_type(keras.layers.Conv2D))
+    assert selected == ["conv1", "conv2"]
+    mixed = kp.points.resolve(model, [kp.points.of_type(keras.layers.ReLU), "gap", "conv1"])
+    assert mixed == ["conv1", "relu1", "relu2", "gap"]
+
+
+def test_resnet50_preset_is_the_papers_17_points(resnet50):
+    points = kp.points.resolve(resnet50, "resnet50")
+    assert len(points) == 17
+    assert points[0] == "conv1_relu"
+    assert points[1:4] == ["conv2_block1_out", "conv2_block2_out", "conv2_block3_out"]
+    assert points[-1] == "conv5_block3_out"
+    assert sum(p.startswith("conv4_") for p in points) == 6
+
+
+def test_preset_found_inside_a_nested_base(resnet50):
+    model = keras.Sequential(
+        [keras.Input((64, 64, 3)), resnet50, keras.layers.Dense(3, name="new_head")]
+    )
+    points = kp.points.resolve(model, "resnet50")
+    assert len(points) == 17
+    assert all(p.startswith(f"{resnet50.name}/") for p in points)
+
+
+def test_nested_layers_are_addressed_by_path(resnet50):
+    model = keras.Sequential(
+        [keras.Input((64, 64, 3)), resnet50, keras.layers.Dense(3, name="top")]
+    )
+    available = kp.points.available(model)
+    inner = f"{resnet50.name}/conv3_block1_out"
+    assert inner in available
+    # The sub-model's own output comes after its layers, then what follows it.
+    assert available.index(inner) < available.index(resnet50.name) < available.index("top")
+
+
+def test_unknown_name_names_the_closest_valid_ones(resnet50):
+    with pytest.raises(ValueError) as error:
+        kp.points.resolve(resnet50, ["conv9_block1_out"])
+    message = str(error.value)
+    assert "Unknown probe point 'conv9_block1_out'" in message
+    assert "Close matches: conv2_block1_out" in message or "Close matches: conv" in message
+    assert "kp.points.available(model)" in message
+    assert "Received: points=['conv9_block1_out']" in message
+
+
+def test_nested_name_without_prefix_suggests_the_path(resnet50):
+    model = keras.Sequential([keras.Input((64, 64, 3)), resnet50])
+    with pytest.raises(ValueError, match=f"Close matches: {resnet50.name}/conv2_block1_out"):
+        kp.points.resolve(model, "conv2_block1_out")
+
+
+def test_preset_that_does_not_fit_says_what_is_missing():
+    with pytest.raises(ValueError, match="Preset 'resnet50' does not fit .* Missing layers"):
+        kp.points.resolve(small_convnet(), "resnet50")
+
+
+@pytest.mark.parametrize(
+    "points, match",
+    [
+        (kp.points.matching("nothing_here"), "matched no layer"),
+        ([], "Invalid points"),
+        ([3], "Invalid point 3"),
+    ],
+)
+def test_bad_specifications(points, match):
+    with pytest.raises(ValueError, match=match):
+        kp.points.resolve(small_convnet(), points)
+
+
+def test_of_type_needs_layer_classes():
+    with pytest.raises(TypeError, match="keras.Layer subclasses"):
+        kp.points.of_type("Conv2D")
+
+
+def test_shared_layer_point_is_refused():
+    shared = keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Add(name="add")([shared(inputs), shared(inputs * 2)])
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="called more than once"):
+        kp.ProbedModel(model, points=["shared"], num_classes=2)
+    assert kp.ProbedModel(model, points=["add"], num_classes=2).points == ["add"]
+
+
+def test_unbuilt_sequential_says_how_to_build_it():
+    model = keras.Sequential([keras.layers.Dense(3, name="d")])
+    with pytest.raises(ValueError, match="no defined input yet"):
+        kp.ProbedModel(model, points="all", num_classes=3)

@@ -1,0 +1,93 @@
+"""ProbeReport: plain data with exact JSON and CSV round trips."""
+
+import math
+
+import pytest
+from conftest import make_report
+
+import keras_probes as kp
+
+
+def test_from_logs_turns_accuracies_into_errors():
+    logs = {"a_loss": 1.5, "a_accuracy": 0.75, "a_top5_accuracy": 0.875, "loss": 1.5}
+    report = kp.ProbeReport.from_logs(logs, ["a"], split="val", num_classes=4)
+    assert report.errors("val") == {"a": 0.25}
+    assert report.top5_errors("val") == {"a": 0.125}
+    assert report.losses("val") == {"a": 1.5}
+
+
+def test_json_round_trip_is_exact(tmp_path):
+    report = make_report()
+    report.to_json(tmp_path / "r.json")
+    assert kp.ProbeReport.from_json(tmp_path / "r.json") == report
+
+
+def test_csv_round_trip_is_exact(tmp_path):
+    report = make_report()
+    report.to_csv(tmp_path / "r.csv")
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header == "split,depth,point,loss,error,top5_error"
+    restored = kp.ProbeReport.from_csv(tmp_path / "r.csv", num_classes=10, model="convnet")
+    assert restored == report
+
+
+def test_from_json_refuses_other_files(tmp_path):
+    (tmp_path / "x.json").write_text('{"format": "something"}')
+    with pytest.raises(ValueError, match="Not a ProbeReport"):
+        kp.ProbeReport.from_json(tmp_path / "x.json")
+
+
+def test_table_lists_every_point_in_depth_order():
+    table = make_report().table()
+    lines = table.splitlines()
+    assert "val error" in lines[0] and "test top5_error" in lines[0]
+    assert [line.split()[1] for line in lines[2:5]] == ["conv1", "block/relu", "dense"]
+    assert "0.5000" in lines[2]
+    assert "monotonicity of val error with depth" in table
+    assert str(make_report()) == table
+
+
+def test_monotonicity():
+    report = make_report()
+    assert report.monotonicity("val") == pytest.approx(1.0)
+    assert math.isnan(report.monotonicity("test"))  # all equal: undefined
+    rising = kp.ProbeReport(
+        ["a", "b", "c"],
+        {"s": {p: {"error": e} for p, e in zip("abc", [0.1, 0.2, 0.3], strict=True)}},
+    )
+    assert rising.monotonicity("s") == pytest.approx(-1.0)
+    kink = kp.ProbeReport(
+        list("abcd"),
+        {"s": {p: {"error": e} for p, e in zip("abcd", [0.4, 0.2, 0.3, 0.1], strict=True)}},
+    )
+    assert 0 < kink.monotonicity("s") < 1
+
+
+def test_merge_adds_splits():
+    report = make_report()
+    other = kp.ProbeReport(report.points, {"train": report.results["val"]})
+    merged = report.merge(other)
+    assert merged.splits == ["val", "test", "train"]
+    assert merged.num_classes == 10
+    with pytest.raises(ValueError, match="different probe points"):
+        report.merge(kp.ProbeReport(["x"], {}))
+
+
+def test_unknown_split_or_metric():
+    report = make_report()
+    with pytest.raises(ValueError, match=r"No split 'train'.*\['val', 'test'\]"):
+        report.errors("train")
+    with pytest.raises(ValueError, match="No metric 'f1'"):
+        report.values("val", "f1")
+
+
+def test_evaluate_probes_report(convnet, digits):
+    _, _, xt, yt = digits
+    probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
+    report = probed.evaluate_probes(xt[:100], yt[:100], split="test", verbose=0)
+    assert report.points == probed.points and report.splits == ["test"]
+    assert report.model == convnet.name and report.num_classes == 10
+    for point in report.points:
+        # Untrained zero-initialised probes predict uniformly: loss log(10).
+        assert report.losses("test")[point] == pytest.approx(math.log(10), rel=1e-5)
+        assert 0 <= report.top5_errors("test")[point] <= report.errors("test")[point] <= 1

@@ -1,0 +1,136 @@
+"""Invariant 5: bad input gets a clear error that names the fix."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_probes as kp
+
+
+@pytest.fixture
+def probed(convnet):
+    model = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
+    model.compile()
+    return model
+
+
+@pytest.fixture
+def data(digits):
+    x, y, _, _ = digits
+    return x[:64], y[:64]
+
+
+def test_unknown_point(convnet):
+    with pytest.raises(
+        ValueError, match="Unknown probe point .relu9.. Close matches: relu2, relu1"
+    ):
+        kp.ProbedModel(convnet, points=["relu9"], num_classes=10)
+
+
+@pytest.mark.parametrize("num_classes", [None, 1, 2.5, True])
+def test_bad_num_classes(convnet, num_classes):
+    with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2"):
+        kp.ProbedModel(convnet, points=["relu1"], num_classes=num_classes)
+
+
+def test_base_must_be_a_model():
+    with pytest.raises(TypeError, match="`base` must be a keras.Model"):
+        kp.ProbedModel(keras.layers.Dense(3), num_classes=3)
+
+
+@pytest.mark.parametrize("bad", [10, -1, 255])
+def test_label_out_of_range_in_arrays(probed, data, bad):
+    x, y = data
+    y = y.copy()
+    y[5] = bad
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes\) = \[0, 10\)"):
+        probed.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="remap the labels"):
+        probed.evaluate_probes(x, y, verbose=0)
+
+
+def test_label_out_of_range_in_a_dataset(probed, data):
+    x, y = data
+    y = y.copy()
+    y[5] = 12
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"Labels must lie in \[0, num_classes\) = \[0, 10\)"
+    ):
+        probed.fit(dataset, verbose=0)
+
+
+def test_one_hot_labels(probed, data):
+    x, y = data
+    with pytest.raises(ValueError, match="one-hot.*np.argmax"):
+        probed.fit(x, keras.utils.to_categorical(y, 10), verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, 10))).batch(8)
+    with pytest.raises(ValueError, match="one-hot.*tf.argmax"):
+        probed.fit(dataset, verbose=0)
+
+
+def test_labels_of_another_length_or_kind(probed, data):
+    x, y = data
+    with pytest.raises(ValueError, match="64 inputs, 63 labels"):
+        probed.fit(x, y[:-1], verbose=0)
+    with pytest.raises(ValueError, match="integer class indices"):
+        probed.fit(x, y + 0.5, verbose=0)
+    with pytest.raises(ValueError, match="Labels are required"):
+        probed.fit(x, verbose=0)
+
+
+def test_input_shape_not_the_models(probed, data):
+    x, y = data
+    with pytest.raises(ValueError, match=r"Inputs of shape \(None, 28, 28, 1\).*Add the channel"):
+        probed.fit(x[..., 0], y, verbose=0)
+    with pytest.raises(ValueError, match=r"Received: x.shape=\(64, 32, 32, 1\)"):
+        probed.predict(np.zeros((64, 32, 32, 1), "float32"), verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((np.zeros((8, 14, 14, 1)), y[:8])).batch(4)
+    with pytest.raises(ValueError, match=r"Inputs of shape \(None, 28, 28, 1\)"):
+        probed.evaluate_probes(dataset, verbose=0)
+
+
+def test_unbatched_dataset(probed, data):
+    dataset = tf.data.Dataset.from_tensor_slices(data)
+    with pytest.raises(ValueError, match=r"single examples.*dataset.batch\(32\)"):
+        probed.fit(dataset, verbose=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs(probed, data, bad):
+    x, y = data
+    x = x.copy()
+    x[3, 10, 10, 0] = bad
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite values in 1 example\(s\), e.g. at index \[3\]"
+    ):
+        probed.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        probed.predict(x, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+        probed.evaluate(dataset, verbose=0)
+
+
+def test_empty_data(probed, data):
+    x, y = data
+    with pytest.raises(ValueError, match=r"`x` is empty \(0 examples\)"):
+        probed.fit(x[:0], y[:0], verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` is empty"):
+        probed.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0)
+    empty = tf.data.Dataset.from_tensor_slices(data).batch(8).take(0)
+    with pytest.raises(ValueError, match="empty tf.data.Dataset"):
+        probed.evaluate_probes(empty, verbose=0)
+
+
+def test_dataset_with_separate_labels(probed, data):
+    dataset = tf.data.Dataset.from_tensor_slices(data).batch(8)
+    with pytest.raises(ValueError, match="`y` must not be given"):
+        probed.fit(dataset, data[1], verbose=0)
+
+
+def test_dataset_of_inputs_only(probed, data):
+    dataset = tf.data.Dataset.from_tensor_slices(data[0]).batch(8)
+    with pytest.raises(ValueError, match=r"\(inputs, labels\) pairs.*as_supervised=True"):
+        probed.fit(dataset, verbose=0)
