@@ -2,8 +2,9 @@
 
 Arrays are checked up front, before any work starts (`ValueError`). Streams
 (`tf.data.Dataset`) are checked on their element spec up front, and batch by
-batch inside the compiled step (`tf.errors.InvalidArgumentError`), where a
-bad label would otherwise turn silently into a NaN loss on some devices.
+batch in the input pipeline (`tf.errors.InvalidArgumentError`): there, unlike
+inside a step compiled with XLA, assertions always run, and a bad label
+cannot turn silently into a NaN loss.
 """
 
 import keras
@@ -12,7 +13,12 @@ import tensorflow as tf
 
 
 def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
-    """Validates `(x, y)` as given to `fit`, `evaluate` or `predict`."""
+    """Validates `(x, y)` as given to `fit`, `evaluate` or `predict`.
+
+    Returns:
+        `x`, or for a `tf.data.Dataset` the same dataset with its batches
+        checked as they stream by.
+    """
     if isinstance(x, tf.data.Dataset):
         if y is not None:
             raise ValueError(
@@ -21,7 +27,7 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
                 f"{type(y).__name__}"
             )
         _check_dataset(x, input_spec, num_classes, labels=labels, argument=argument)
-        return
+        return x.map(lambda *batch: _checked_batch(batch, num_classes, labels))
     if x is None:
         raise ValueError(f"No input data: `{argument}` is None.")
     arrays = keras.tree.flatten(x)
@@ -30,8 +36,8 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
         raise ValueError(
             f"The model takes {len(specs)} input(s); received {len(arrays)} in `{argument}`."
         )
-    if isinstance(arrays[0], tf.data.Dataset | keras.utils.PyDataset):
-        return  # checked by Keras' own adapters; nothing to look at up front
+    if isinstance(arrays[0], keras.utils.PyDataset):
+        return x  # Keras' own adapter reads it; nothing to look at up front
     n = len(arrays[0])
     if n == 0:
         raise ValueError(
@@ -44,6 +50,7 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
         _check_finite(array, argument)
     if labels:
         check_labels(y, num_classes, num_examples=n)
+    return x
 
 
 def check_labels(y, num_classes, num_examples=None):
@@ -145,36 +152,31 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument):
             )
 
 
-def checked_labels(y, num_classes):
-    """`y` as a 1-D int tensor, asserted to lie in `[0, num_classes)`, in-graph."""
-    y = tf.reshape(y, (-1,))
-    y_int = tf.cast(y, "int64")
+def _checked_batch(batch, num_classes, labels):
+    """A batch `(x, y[, w])` or `(x,)` with in-graph assertions on x and y."""
+    x, *rest = batch
     checks = [
-        tf.debugging.assert_non_negative(
-            y_int, message="Labels must be >= 0; found a negative label."
-        ),
-        tf.debugging.assert_less(
-            y_int,
-            tf.constant(num_classes, "int64"),
-            message=(
-                f"Labels must lie in [0, num_classes) = [0, {num_classes}); found a "
-                "larger label. Pass the right `num_classes` or remap the labels."
-            ),
-        ),
+        tf.debugging.assert_all_finite(
+            t, "Inputs hold NaN or infinite values. Drop or repair those examples."
+        )
+        for t in keras.tree.flatten(x)
+        if t.dtype.is_floating
     ]
+    if labels:
+        y = tf.cast(rest[0], "int64")
+        checks += [
+            tf.debugging.assert_non_negative(
+                y, message="Labels must be >= 0; found a negative one."
+            ),
+            tf.debugging.assert_less(
+                y,
+                tf.constant(num_classes, "int64"),
+                message=(
+                    f"Labels must lie in [0, num_classes) = [0, {num_classes}); found a larger "
+                    "one. Pass the right `num_classes` or remap the labels."
+                ),
+            ),
+        ]
     with tf.control_dependencies(checks):
-        return tf.identity(y_int)
-
-
-def checked_inputs(x):
-    """`x` with an in-graph assertion that every floating input is finite."""
-    return keras.tree.map_structure(
-        lambda t: (
-            tf.debugging.assert_all_finite(
-                t, "Inputs hold NaN or infinite values. Drop or repair those examples."
-            )
-            if t.dtype.is_floating
-            else t
-        ),
-        x,
-    )
+        x = keras.tree.map_structure(tf.identity, x)
+    return (x, *rest) if rest else x

@@ -105,7 +105,6 @@ class ProbedModel(keras.Model):
         for path, head in zip(paths, self.heads, strict=True):
             head.build(features[path].shape)
         self._points = tuple(paths)
-        self._reducers_spec = reducers
         self.built = True
 
     @property
@@ -128,9 +127,12 @@ class ProbedModel(keras.Model):
                 f"Received: point={point!r}"
             ) from None
 
-    def extract_features(self, x, training=False):
-        """The reduced features of every point for a batch: `{point: (batch, features)}`."""
-        del training  # the base always runs in inference mode
+    def extract_features(self, x):
+        """The reduced features of every point for a batch: `{point: (batch, features)}`.
+
+        The base always runs in inference mode (`training=False`): Dropout is
+        off and BatchNorm uses, and never updates, its moving statistics.
+        """
         return self.feature_model(x, training=False)
 
     def call(self, inputs, training=False):
@@ -225,8 +227,6 @@ class ProbedModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = _validation.checked_inputs(x)
-        y = _validation.checked_labels(y, self.num_classes)
         # Features are computed outside the tape: nothing of the base is
         # recorded, and only the heads' variables are differentiated.
         features = self.extract_features(x)
@@ -240,20 +240,14 @@ class ProbedModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = _validation.checked_inputs(x)
-        y = _validation.checked_labels(y, self.num_classes)
         logits = self._probe_logits(self.extract_features(x))
         losses, total = self._step_logs(y, logits, sample_weight)
         return self._update_metrics(y, logits, losses, total, sample_weight)
 
-    def predict_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self(_validation.checked_inputs(x), training=False)
-
     # -- input checks around Keras' loops ---------------------------------
 
     def _check(self, x, y, labels=True, argument="x"):
-        _validation.check_data(
+        return _validation.check_data(
             x,
             y,
             self.feature_model.input,
@@ -263,23 +257,19 @@ class ProbedModel(keras.Model):
         )
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        self._check(x, y)
-        if validation_data is not None:
-            vx, vy, _ = (
-                (validation_data, None, None)
-                if isinstance(validation_data, tf.data.Dataset)
-                else keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
-            )
+        x = self._check(x, y)
+        if isinstance(validation_data, tf.data.Dataset):
+            validation_data = self._check(validation_data, None, argument="validation_data")
+        elif validation_data is not None:
+            vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
             self._check(vx, vy, argument="validation_data")
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._check(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(self._check(x, y), y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self._check(x, None, labels=False)
-        return super().predict(x, *args, **kwargs)
+        return super().predict(self._check(x, None, labels=False), *args, **kwargs)
 
     def evaluate_probes(
         self,

@@ -50,7 +50,10 @@ def test_label_out_of_range_in_arrays(probed, data, bad):
         probed.evaluate_probes(x, y, verbose=0)
 
 
-def test_label_out_of_range_in_a_dataset(probed, data):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_label_out_of_range_in_a_dataset(probed, data, jit_compile):
+    """Checked in the input pipeline, so the check holds under XLA too."""
+    probed.compile(jit_compile=jit_compile)
     x, y = data
     y = y.copy()
     y[5] = 12
