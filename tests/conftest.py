@@ -2,18 +2,17 @@
 set up here, before any test module imports keras."""
 
 import os
-import tempfile
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("KERAS_PROBES_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT / "examples"))
 
-# A fresh, writable Keras home whose `models` cache is the shared one: the real
-# `weights="imagenet"` loading code runs, and finds its files there offline.
-_keras_home = Path(tempfile.mkdtemp(prefix="keras_probes_home_"))
-(_keras_home / "models").symlink_to(SHARED_DATA / "keras" / "models")
-os.environ["KERAS_HOME"] = str(_keras_home)
-os.environ["KERAS_PROBES_DATA"] = str(SHARED_DATA)
+import _offline  # noqa: E402  (imports neither keras nor keras_probes)
+
+# The real `weights="imagenet"` loading code runs in the tests, and finds its
+# files offline in the shared cache.
+_offline.use_shared_keras_cache()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
