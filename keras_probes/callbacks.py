@@ -28,6 +28,9 @@ class BestProbeWeights(keras.callbacks.Callback):
         mode: `"min"`, `"max"` or `"auto"` (max for accuracies, min
             otherwise). Defaults to `"auto"`.
         verbose: `1` prints when a probe stops. Defaults to `0`.
+        start_from_epoch: epochs to wait before a probe may stop, e.g. while a
+            large learning rate makes the first validation losses noisy; the
+            best weights are still tracked from the first epoch. Defaults to `0`.
 
     Attributes:
         best_: `{point: best monitored value}`.
@@ -43,7 +46,15 @@ class BestProbeWeights(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", verbose=0):
+    def __init__(
+        self,
+        monitor="val_loss",
+        patience=0,
+        min_delta=0.0,
+        mode="auto",
+        verbose=0,
+        start_from_epoch=0,
+    ):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
@@ -56,6 +67,7 @@ class BestProbeWeights(keras.callbacks.Callback):
             mode = "max" if monitor.endswith("accuracy") else "min"
         self.mode = mode
         self.verbose = verbose
+        self.start_from_epoch = start_from_epoch
 
     def _key(self, point):
         prefix = "val_" if self.monitor.startswith("val_") else ""
@@ -96,7 +108,7 @@ class BestProbeWeights(keras.callbacks.Callback):
                 self._best_weights[point] = self.model.get_probe(point).get_weights()
             else:
                 self._wait[point] += 1
-                if self._wait[point] >= max(self.patience, 1):
+                if self._wait[point] >= max(self.patience, 1) and (epoch >= self.start_from_epoch):
                     self.stopped_epoch_[point] = epoch
                     if self.verbose:
                         print(

@@ -17,6 +17,7 @@ def plot_errors(
     references: Mapping[str, float] | None = None,
     chance: bool = True,
     title: str | None = None,
+    yscale: str = "linear",
 ) -> Figure:
     """Probe error against depth, one line per split (Alain & Bengio, Fig. 3/4b).
 
@@ -30,6 +31,8 @@ def plot_errors(
             `1 - 1/num_classes`, when the report knows `num_classes`.
             Defaults to `True`.
         title: figure title. Defaults to the model's name.
+        yscale: `"linear"` or `"log"`; a log scale keeps errors of 1% and
+            50% apart on one figure. Defaults to `"linear"`.
 
     Returns:
         The figure; save it with `fig.savefig("errors.png")`.
@@ -55,7 +58,8 @@ def plot_errors(
     ax.set_xticks(range(len(points)), points, rotation=60, ha="right", fontsize=8)
     ax.set_xlabel("probe point (input side first)")
     ax.set_ylabel(metric.replace("_", " "))
-    if metric != "loss":
+    ax.set_yscale(yscale)
+    if metric != "loss" and yscale == "linear":
         ax.set_ylim(0, 1.02 if chance else None)
     ax.grid(alpha=0.3)
     ax.legend()

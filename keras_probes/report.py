@@ -121,12 +121,22 @@ class ProbeReport:
 
     # -- text --------------------------------------------------------------
 
-    def table(self, splits: list[str] | None = None) -> str:
-        """A text table: one row per point, `loss / error / top-5` per split."""
+    def table(self, splits: list[str] | None = None, metrics: list[str] | None = None) -> str:
+        """A text table: one row per point, one column per split and metric.
+
+        Args:
+            splits: the splits to show. Defaults to all of them.
+            metrics: the metrics to show, e.g. `["error"]`. Defaults to all.
+        """
         splits = self.splits if splits is None else list(splits)
         width = max([len("point"), *(len(p) for p in self.points)])
         header = f"{'depth':>5}  {'point':<{width}}"
-        columns = [(s, m) for s in splits for m in _metric_names({s: self.results[s]})]
+        columns = [
+            (s, m)
+            for s in splits
+            for m in _metric_names({s: self.results[s]})
+            if metrics is None or m in metrics
+        ]
         for split, metric in columns:
             header += f"  {f'{split} {metric}':>{max(12, len(split) + len(metric) + 1)}}"
         lines = [header, "-" * len(header)]
@@ -137,7 +147,7 @@ class ProbeReport:
                 line += f"  {value:>{max(12, len(split) + len(metric) + 1)}.4f}"
             lines.append(line)
         for split in splits:
-            if "error" in _metric_names({split: self.results[split]}):
+            if (split, "error") in columns:
                 lines.append(
                     f"monotonicity of {split} error with depth (-Kendall tau): "
                     f"{self.monotonicity(split):.3f}"

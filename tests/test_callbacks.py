@@ -65,3 +65,16 @@ def test_mode_follows_the_monitor():
     assert kp.callbacks.BestProbeWeights(monitor="loss").mode == "min"
     with pytest.raises(ValueError, match="`mode` must be"):
         kp.callbacks.BestProbeWeights(mode="up")
+
+
+def test_start_from_epoch_delays_stopping(convnet, digits):
+    x, y, xt, yt = digits
+    y_val = np.random.default_rng(0).permutation(yt[:100])
+    probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
+    probed.compile(keras.optimizers.Adam(0.05))
+    best = kp.callbacks.BestProbeWeights(patience=1, start_from_epoch=4)
+    history = probed.fit(
+        x[:256], y[:256], validation_data=(xt[:100], y_val), epochs=6, callbacks=[best], verbose=0
+    )
+    assert best.stopped_epoch_["relu2"] is None or best.stopped_epoch_["relu2"] >= 4
+    assert len(history.epoch) >= 5

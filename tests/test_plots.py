@@ -21,7 +21,10 @@ def test_plot_errors_draws_a_line_per_split_and_references(tmp_path):
 
 
 def test_plot_one_split_and_another_metric():
-    fig = kp.plots.plot_errors(make_report(), splits=["test"], metric="top5_error", title="T")
+    fig = kp.plots.plot_errors(
+        make_report(), splits=["test"], metric="top5_error", title="T", yscale="log"
+    )
     ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
     assert [line.get_label() for line in ax.get_lines()] == ["test top5_error"]
     assert ax.get_title() == "T"

@@ -45,6 +45,8 @@ def test_table_lists_every_point_in_depth_order():
     assert "0.5000" in lines[2]
     assert "monotonicity of val error with depth" in table
     assert str(make_report()) == table
+    errors_only = make_report().table(splits=["val"], metrics=["error"])
+    assert errors_only.splitlines()[0].split()[2:] == ["val", "error"]
 
 
 def test_monotonicity():
