@@ -51,8 +51,8 @@ def build_convnet() -> keras.Model:
     """The convnet of the paper's Fig. 2, with a smaller fully-connected layer.
 
     Every convolution, activation and pooling is its own layer, so that
-    `points="all"` probes each side of each of them. The first layer only
-    rescales the pixels to [0, 1]: its probe is the probe on the input.
+    `points="all"` probes each side of each of them, and the input itself
+    (the pixels, scaled to [0, 1]).
     """
     layers = keras.layers
     # He initialisation keeps the feature scale about constant through the ReLUs. With
@@ -61,9 +61,8 @@ def build_convnet() -> keras.Model:
     # from converged after tens of epochs: the curve would show the optimiser, not the
     # features.
     init = "he_normal"
-    inputs = keras.Input((28, 28, 1), name="image")
-    x = layers.Rescaling(1 / 255, name="pixels")(inputs)
-    x = layers.Conv2D(32, 5, padding="same", kernel_initializer=init, name="conv1")(x)
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    x = layers.Conv2D(32, 5, padding="same", kernel_initializer=init, name="conv1")(inputs)
     x = layers.ReLU(name="conv1_relu")(x)
     x = layers.MaxPooling2D(name="pool1")(x)
     x = layers.Conv2D(64, 5, padding="same", kernel_initializer=init, name="conv2")(x)
@@ -132,9 +131,9 @@ def main(argv=None):
 
     data = kp.datasets.mnist(seed=args.seed)
     print(f"MNIST: {data.source}")
-    # Float images with a channel axis; the convnet rescales them itself.
+    # Float images in [0, 1] with a channel axis.
     images = {
-        name: (x[..., None].astype("float32"), y)
+        name: (x[..., None].astype("float32") / 255, y)
         for name, (x, y) in (("train", data.train), ("val", data.val), ("test", data.test))
     }
     if args.quick:

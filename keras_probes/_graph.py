@@ -1,12 +1,14 @@
 """Walks Keras graphs: names every layer, nested sub-models included, and
-re-traces a model so that any of those layers becomes an output of one graph.
+re-traces a model so that every layer's output hangs off one set of inputs.
 
-This is the only module that touches Keras internals: `Functional` and its
-graph executor `_run_through_graph`, the same executor `keras.models.clone_model`
-uses. The tests over every `keras.applications` family pin the behaviour.
+This is the only module that touches Keras internals: `Functional`, its graph
+executor `_run_through_graph` (the one `keras.models.clone_model` uses) and a
+tensor's `_keras_history`. The tests over every `keras.applications` family
+pin the behaviour.
 """
 
 import re
+from dataclasses import dataclass, field
 
 import keras
 from keras.src.models.functional import Functional
@@ -19,31 +21,60 @@ def safe_name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.replace(SEPARATOR, "__"))
 
 
-def is_graph_model(layer: keras.Layer) -> bool:
+def is_graph_model(layer) -> bool:
     """Whether the layers inside `layer` can be addressed (Functional or Sequential)."""
     return isinstance(layer, Functional | keras.Sequential)
 
 
-def layer_paths(model: keras.Model) -> dict[str, keras.Layer]:
-    """Every layer of `model` by path, in depth order (input side first).
+@dataclass
+class Graph:
+    """A model re-traced on fresh inputs.
 
-    The layers of a nested Functional or Sequential model appear as
-    `"inner/layer"`, just before `"inner"` itself (whose output is the last of
-    them). Input layers are left out: they are the data, not a probe point.
+    Attributes:
+        inputs: fresh `keras.Input`s, structured like the model's input.
+        layers: every path, in execution order (input side first): the
+            model's inputs by name, its layers by name, the layers of nested
+            Functional or Sequential sub-models as `"inner/layer"` (just
+            before `"inner"` itself).
+        tensors: `{path: KerasTensor}` of the paths that can be probes.
+        problems: `{path: why it cannot be a probe}` for the others.
     """
-    paths = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if is_graph_model(layer):
-            for path, inner in layer_paths(layer).items():
-                paths[f"{layer.name}{SEPARATOR}{path}"] = inner
-        paths[layer.name] = layer
-    return paths
+
+    inputs: object
+    layers: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)
+    problems: dict = field(default_factory=dict)
 
 
-def model_inputs(model: keras.Model):
-    """The model's symbolic inputs, or a `ValueError` saying how to define them."""
+def trace(model: keras.Model) -> Graph:
+    """Re-runs the graph of `model`, stepping into every nested graph model.
+
+    The layers are the model's own (shared weights, nothing copied), so all
+    tensors hang off the same new inputs and one forward pass of a model built
+    on any of them computes them all.
+    """
+    if not is_graph_model(model):
+        raise TypeError(
+            f"Model '{model.name}' is a subclassed {type(model).__name__}: it has no "
+            "layer graph whose outputs can be probed. Write it as a Functional or "
+            "Sequential model, or probe a Functional model built from its layers. "
+            f"Received: base of type {type(model).__name__}"
+        )
+    originals = _inputs(model)
+    inputs = keras.tree.map_structure(
+        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), originals
+    )
+    graph = Graph(inputs)
+    for original, tensor in zip(
+        keras.tree.flatten(originals), keras.tree.flatten(inputs), strict=True
+    ):
+        layer = original._keras_history.operation
+        _record(graph, layer.name, layer, tensor)
+    _run(model, inputs, "", graph)
+    return graph
+
+
+def _inputs(model):
     try:
         if isinstance(model, keras.Sequential):
             return model.inputs[0]  # its `input` exists only once it was called
@@ -57,52 +88,32 @@ def model_inputs(model: keras.Model):
         ) from error
 
 
-def trace(model: keras.Model, paths: list[str]):
-    """Re-runs the graph of `model` on fresh inputs and returns the tensors at `paths`.
-
-    The layers are the model's own (shared weights, nothing copied); nested
-    models that hold a requested path are stepped into, so every tensor
-    hangs off the same new inputs and one forward pass computes all of them.
-
-    Returns:
-        `(inputs, {path: KerasTensor})`, with `inputs` structured like
-        `model.input`.
-    """
-    wanted = set(paths)
-    captured = {}
-    inputs = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name),
-        model_inputs(model),
-    )
-    _run(model, inputs, "", wanted, captured)
-    return inputs, {path: captured[path] for path in paths}
+def _record(graph, path, layer, outputs):
+    graph.layers.setdefault(path, layer)
+    if path in graph.tensors or path in graph.problems:
+        graph.tensors.pop(path, None)
+        graph.problems[path] = (
+            "it is called more than once in the graph (a shared layer), so a probe "
+            "there would be ambiguous; probe the layers that follow each call instead"
+        )
+    elif not isinstance(outputs, keras.KerasTensor):
+        count = len(keras.tree.flatten(outputs))
+        graph.problems[path] = f"it returns {count} tensors; a probe point needs one"
+    else:
+        graph.tensors[path] = outputs
 
 
-def _run(model, inputs, prefix, wanted, captured):
+def _run(model, inputs, prefix, graph):
     def call(layer, *args, **kwargs):
         path = prefix + layer.name
-        if is_graph_model(layer) and any(w.startswith(path + SEPARATOR) for w in wanted):
+        if is_graph_model(layer):
             # Step into the sub-model instead of calling it whole, so that its
             # inner tensors join this graph. `training` is decided later, when
             # the traced model is called.
-            outputs = _run(layer, args[0], path + SEPARATOR, wanted, captured)
+            outputs = _run(layer, args[0], path + SEPARATOR, graph)
         else:
             outputs = layer(*args, **kwargs)
-        if path in wanted:
-            if path in captured:
-                raise ValueError(
-                    f"Layer '{path}' is called more than once in the graph of "
-                    f"'{model.name}' (a shared layer), so a probe there would be "
-                    "ambiguous. Probe the layers that follow each of its calls "
-                    f"instead. Received: points containing {path!r}"
-                )
-            if not isinstance(outputs, keras.KerasTensor):
-                raise ValueError(
-                    f"Layer '{path}' returns {len(keras.tree.flatten(outputs))} "
-                    "tensors; a probe point needs a layer with one output. "
-                    f"Received: points containing {path!r}"
-                )
-            captured[path] = outputs
+        _record(graph, path, layer, outputs)
         return outputs
 
     if isinstance(model, keras.Sequential):

@@ -7,6 +7,8 @@ inside a step compiled with XLA, assertions always run, and a bad label
 cannot turn silently into a NaN loss.
 """
 
+from collections.abc import Iterator
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,7 +29,13 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
                 f"{type(y).__name__}"
             )
         _check_dataset(x, input_spec, num_classes, labels=labels, argument=argument)
-        return x.map(lambda *batch: _checked_batch(batch, num_classes, labels))
+        return x.map(
+            lambda *batch: _checked_batch(batch, num_classes, labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).prefetch(tf.data.AUTOTUNE)
+    if isinstance(x, keras.utils.PyDataset | Iterator):
+        return x  # generators and PyDatasets are read by Keras' own adapters only
     if x is None:
         raise ValueError(f"No input data: `{argument}` is None.")
     arrays = keras.tree.flatten(x)
@@ -36,8 +44,6 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
         raise ValueError(
             f"The model takes {len(specs)} input(s); received {len(arrays)} in `{argument}`."
         )
-    if isinstance(arrays[0], keras.utils.PyDataset):
-        return x  # Keras' own adapter reads it; nothing to look at up front
     n = len(arrays[0])
     if n == 0:
         raise ValueError(

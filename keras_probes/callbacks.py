@@ -20,9 +20,9 @@ class BestProbeWeights(keras.callbacks.Callback):
         monitor: the quantity per probe, as a log key without the point:
             `"val_loss"`, `"val_accuracy"`, `"val_top5_accuracy"`, or the
             same without `val_`. Defaults to `"val_loss"`.
-        patience: number of epochs with no improvement after which a probe
-            stops; `0` stops it at its first epoch without improvement.
-            Defaults to `0`.
+        patience: number of epochs with no improvement that a probe
+            tolerates; it stops at the next one. Defaults to `0`: it stops
+            at its first epoch without improvement.
         min_delta: smallest change that counts as an improvement.
             Defaults to `0`.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracies, min
@@ -58,6 +58,11 @@ class BestProbeWeights(keras.callbacks.Callback):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        if monitor.removeprefix("val_") not in ("loss", "accuracy", "top5_accuracy"):
+            raise ValueError(
+                "`monitor` must be one of 'val_loss', 'val_accuracy', 'val_top5_accuracy' "
+                f"or the same without 'val_'. Received: monitor={monitor!r}"
+            )
         if patience < 0:
             raise ValueError(f"`patience` must be >= 0. Received: patience={patience!r}")
         self.monitor = monitor
@@ -86,9 +91,14 @@ class BestProbeWeights(keras.callbacks.Callback):
         self.stopped_epoch_ = dict.fromkeys(points)
         self._wait = dict.fromkeys(points, 0)
         self._best_weights = {}
+        self._keys_missing = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in logs):
+            self._keys_missing = sorted(logs)
+            return  # no validation this epoch (`validation_freq` > 1, or none at all)
+        self._keys_missing = None
         for point in self.model.points:
             if self.stopped_epoch_[point] is not None:
                 continue
@@ -111,7 +121,7 @@ class BestProbeWeights(keras.callbacks.Callback):
                 if self._wait[point] >= max(self.patience, 1) and (epoch >= self.start_from_epoch):
                     self.stopped_epoch_[point] = epoch
                     if self.verbose:
-                        print(
+                        keras.utils.io_utils.print_msg(
                             f"Epoch {epoch + 1}: probe {point!r} stopped; best "
                             f"{self.monitor} {self.best_[point]:.4f} at epoch "
                             f"{self.best_epoch_[point] + 1}."
@@ -120,5 +130,12 @@ class BestProbeWeights(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        if not self._best_weights and self._keys_missing is not None:
+            raise ValueError(
+                f"BestProbeWeights monitors {self._key(self.model.points[0])!r}, which "
+                f"never appeared in the logs. Available keys: {self._keys_missing}. Pass "
+                "validation_data to fit() for 'val_' quantities, or another `monitor`. "
+                f"Received: monitor={self.monitor!r}"
+            )
         for point, weights in self._best_weights.items():
             self.model.get_probe(point).set_weights(weights)

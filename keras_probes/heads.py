@@ -21,6 +21,9 @@ class ProbeHead(keras.layers.Layer):
             it needs no symmetry breaking and starts from the same point
             every time.
         bias_initializer: initializer of the bias. Defaults to `"zeros"`.
+        **kwargs: passed to `keras.layers.Layer`. The dtype defaults to
+            `"float32"` whatever the global policy: a probe is a measurement,
+            kept at full precision (its input is cast up).
 
     Input shape:
         `(batch, features)`.
@@ -43,6 +46,7 @@ class ProbeHead(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -65,12 +69,8 @@ class ProbeHead(keras.layers.Layer):
         )
 
     def logits(self, inputs):
-        """The unnormalised scores `stop_gradient(inputs) @ kernel + bias`.
-
-        Computed in the kernel's dtype (float32 under mixed precision too):
-        the probe is a measurement, kept at full precision.
-        """
-        inputs = keras.ops.cast(tf.stop_gradient(inputs), self.kernel.dtype)
+        """The unnormalised scores `stop_gradient(inputs) @ kernel + bias`."""
+        inputs = keras.ops.cast(tf.stop_gradient(inputs), self.compute_dtype)
         return keras.ops.matmul(inputs, self.kernel) + self.bias
 
     def call(self, inputs):

@@ -12,6 +12,25 @@ from keras_probes.report import ProbeReport
 __all__ = ["ProbedModel"]
 
 _METRICS = ("loss", "accuracy", "top5_accuracy")
+_EMPTY = (
+    "The data yielded no batch at all (an empty dataset, e.g. after a filter()). "
+    "Check the split name and any filter or take() applied to it."
+)
+_FIXED_COMPILE_ARGS = ("loss", "metrics", "loss_weights", "weighted_metrics")
+
+
+def _check_log_keys(points):
+    """Log keys `<point>_<metric>` must not collide (points 'd' and 'd_top5' would)."""
+    seen = {"loss": "the total loss"}
+    for point in points:
+        for metric in _METRICS:
+            key = f"{point}_{metric}"
+            if key in seen:
+                raise ValueError(
+                    f"Points {seen[key]!r} and {point!r} would both log {key!r}. Probe "
+                    f"only one of them, or rename a layer. Received: points={list(points)}"
+                )
+            seen[key] = point
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
@@ -78,8 +97,9 @@ class ProbedModel(keras.Model):
             )
         self.base = base
         self.num_classes = num_classes
-        paths = points_lib.resolve(base, points)
-        inputs, tensors = _graph.trace(base, paths)
+        graph = _graph.trace(base)
+        paths = points_lib.resolve_in(graph, points, base.name)
+        inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
         self.reducers = reducers_lib.resolve(
             reducers, {p: tuple(t.shape) for p, t in tensors.items()}
         )
@@ -105,6 +125,18 @@ class ProbedModel(keras.Model):
         for path, head in zip(paths, self.heads, strict=True):
             head.build(features[path].shape)
         self._points = tuple(paths)
+        self._trackers = {
+            point: {
+                "loss": keras.metrics.Mean(name=f"{safe}_loss"),
+                "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
+                "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
+                    k=min(5, num_classes), name=f"{safe}_top5_accuracy"
+                ),
+            }
+            for point, safe in ((p, _graph.safe_name(p)) for p in paths)
+        }
+        self._total_tracker = keras.metrics.Mean(name="loss")
+        _check_log_keys(paths)
         self.built = True
 
     @property
@@ -156,28 +188,14 @@ class ProbedModel(keras.Model):
                 `steps_per_execution` or `run_eagerly`. `loss` and `metrics`
                 are fixed by the probes and refused.
         """
-        fixed = sorted(
-            key
-            for key in ("loss", "metrics", "loss_weights", "weighted_metrics")
-            if kwargs.pop(key, None) is not None
-        )
+        given = {key: kwargs.pop(key, None) for key in _FIXED_COMPILE_ARGS}
+        fixed = sorted(key for key, value in given.items() if value is not None)
         if fixed:
             raise ValueError(
                 f"ProbedModel defines its own loss and metrics per probe; do not pass "
                 f"{fixed}. Pass only `optimizer` (and e.g. `steps_per_execution`)."
             )
         super().compile(optimizer=optimizer, **kwargs)
-        self._trackers = {
-            point: {
-                "loss": keras.metrics.Mean(name=f"{safe}_loss"),
-                "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
-                "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
-                    k=min(5, self.num_classes), name=f"{safe}_top5_accuracy"
-                ),
-            }
-            for point, safe in ((p, _graph.safe_name(p)) for p in self._points)
-        }
-        self._total_tracker = keras.metrics.Mean(name="loss")
         # Slots for the probes only: Keras would otherwise build them for every
         # trainable variable of the model, the base's included.
         self.optimizer.build(self.probe_variables)
@@ -192,8 +210,6 @@ class ProbedModel(keras.Model):
 
     @property
     def metrics(self):
-        if not getattr(self, "_trackers", None):
-            return []
         return [self._total_tracker] + [
             metric for trackers in self._trackers.values() for metric in trackers.values()
         ]
@@ -204,21 +220,32 @@ class ProbedModel(keras.Model):
             for point, head in zip(self._points, self.heads, strict=True)
         }
 
-    def _step_logs(self, y, logits, sample_weight):
+    def _probe_losses(self, y, logits, sample_weight):
+        """Per-probe weighted mean cross-entropy, and the batch's total weight."""
+        if sample_weight is None:
+            weight = keras.ops.ones_like(y, dtype="float32")
+        else:
+            weight = keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
+        total_weight = keras.ops.sum(weight)
         losses = {
-            point: keras.ops.mean(
-                keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True)
-                * (1.0 if sample_weight is None else sample_weight)
+            point: keras.ops.divide_no_nan(
+                keras.ops.sum(
+                    keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True) * weight
+                ),
+                total_weight,
             )
             for point, z in logits.items()
         }
-        return losses, keras.ops.sum(keras.ops.stack(list(losses.values())))
+        return losses, total_weight
 
-    def _update_metrics(self, y, logits, losses, total, sample_weight):
-        self._total_tracker.update_state(total)
+    def _update_metrics(self, y, logits, losses, total_weight, sample_weight):
+        # Losses are weighted by each batch's total weight, so that an epoch's
+        # figure is the exact mean over its examples, a short last batch included.
+        total = keras.ops.sum(keras.ops.stack(list(losses.values())))
+        self._total_tracker.update_state(total, sample_weight=total_weight)
         logs = {"loss": self._total_tracker.result()}
         for point, trackers in self._trackers.items():
-            trackers["loss"].update_state(losses[point])
+            trackers["loss"].update_state(losses[point], sample_weight=total_weight)
             trackers["accuracy"].update_state(y, logits[point], sample_weight)
             trackers["top5_accuracy"].update_state(y, logits[point], sample_weight)
             for key in _METRICS:
@@ -233,16 +260,20 @@ class ProbedModel(keras.Model):
         variables = self.probe_variables
         with tf.GradientTape() as tape:
             logits = self._probe_logits(features)
-            losses, total = self._step_logs(y, logits, sample_weight)
-        gradients = tape.gradient(total, variables)
+            losses, total_weight = self._probe_losses(y, logits, sample_weight)
+            # A no-op but under mixed precision, where the optimizer unscales.
+            scaled = self.optimizer.scale_loss(
+                keras.ops.sum(keras.ops.stack(list(losses.values())))
+            )
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        return self._update_metrics(y, logits, losses, total, sample_weight)
+        return self._update_metrics(y, logits, losses, total_weight, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits = self._probe_logits(self.extract_features(x))
-        losses, total = self._step_logs(y, logits, sample_weight)
-        return self._update_metrics(y, logits, losses, total, sample_weight)
+        losses, total_weight = self._probe_losses(y, logits, sample_weight)
+        return self._update_metrics(y, logits, losses, total_weight, sample_weight)
 
     # -- input checks around Keras' loops ---------------------------------
 
@@ -258,12 +289,15 @@ class ProbedModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         x = self._check(x, y)
-        if isinstance(validation_data, tf.data.Dataset):
-            validation_data = self._check(validation_data, None, argument="validation_data")
-        elif validation_data is not None:
+        if isinstance(validation_data, tuple | list):
             vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
             self._check(vx, vy, argument="validation_data")
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        elif validation_data is not None:
+            validation_data = self._check(validation_data, None, argument="validation_data")
+        history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        if not history.history and kwargs.get("epochs", 1) > kwargs.get("initial_epoch", 0):
+            raise ValueError(_EMPTY)
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         return super().evaluate(self._check(x, y), y, *args, **kwargs)
@@ -291,9 +325,11 @@ class ProbedModel(keras.Model):
         Returns:
             A `ProbeReport` with loss, error and top-5 error per point.
         """
-        if not getattr(self, "_trackers", None):
-            self.compile()
+        if not self.compiled:
+            self.compile()  # Keras evaluates compiled models only; no optimizer step runs
         logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
+        if f"{self._points[0]}_loss" not in logs:
+            raise ValueError(_EMPTY)
         return ProbeReport.from_logs(
             logs,
             self.points,

@@ -150,8 +150,8 @@ def of_type(*layer_types: type) -> Selector:
 
 
 def available(model: keras.Model) -> list[str]:
-    """Every valid point of `model`, in depth order."""
-    return list(_graph.layer_paths(model))
+    """Every valid point of `model`, in depth order: its inputs, then its layers."""
+    return list(_graph.trace(model).tensors)
 
 
 def resolve(model: keras.Model, points="all") -> list[str]:
@@ -159,22 +159,24 @@ def resolve(model: keras.Model, points="all") -> list[str]:
 
     Args:
         model: a Functional or Sequential Keras model.
-        points: `"all"` (every layer), a preset name (`kp.points.PRESETS`),
-            a layer path, a selector (`matching`, `of_type`) or a list of
-            paths and selectors. Defaults to `"all"`.
+        points: `"all"` (the inputs and every layer with one output tensor,
+            called once), a preset name (`kp.points.PRESETS`), a layer path,
+            a selector (`matching`, `of_type`) or a list of paths and
+            selectors. Defaults to `"all"`.
 
     Returns:
         The list of paths, without duplicates, input side first.
     """
-    layers = _graph.layer_paths(model)
-    if not layers:
-        raise ValueError(
-            f"Model '{model.name}' has no layers to probe. Received: model={model.name!r}"
-        )
+    return resolve_in(_graph.trace(model), points, model.name)
+
+
+def resolve_in(graph: _graph.Graph, points, model_name: str) -> list[str]:
+    """`resolve` on a model already traced by `_graph.trace`."""
+    valid = graph.tensors
     if isinstance(points, str) and points == "all":
-        chosen = list(layers)
+        chosen = list(valid)
     elif isinstance(points, str) and points in PRESETS:
-        chosen = _resolve_preset(model, points, layers)
+        chosen = _resolve_preset(graph, points, model_name)
     else:
         items = [points] if isinstance(points, str | Selector) else points
         try:
@@ -185,39 +187,47 @@ def resolve(model: keras.Model, points="all") -> list[str]:
             raise _points_error(f"Invalid points: {points!r}.", points)
         chosen = []
         for item in items:
-            chosen.extend(_resolve_item(item, layers, points))
-    order = {path: i for i, path in enumerate(layers)}
+            chosen.extend(_resolve_item(item, graph, points))
+    order = {path: i for i, path in enumerate(valid)}
     return sorted(set(chosen), key=order.__getitem__)
 
 
-def _resolve_item(item, layers, points):
+def _resolve_item(item, graph, points):
     if isinstance(item, Selector):
-        selected = item.select(layers)
+        # Bulk selections keep what can be probed, like "all".
+        selected = [p for p in item.select(graph.layers) if p in graph.tensors]
         if not selected:
-            raise _points_error(f"{item!r} matched no layer.", points)
+            raise _points_error(f"{item!r} matched no layer that can be probed.", points)
         return selected
     if not isinstance(item, str):
         raise _points_error(f"Invalid point {item!r} of type {type(item).__name__}.", points)
-    if item in layers:
+    if item in graph.problems:
+        raise ValueError(
+            f"Layer {item!r} cannot be a probe point: {graph.problems[item]}. "
+            f"Received: points={points!r}"
+        )
+    if item in graph.tensors:
         return [item]
-    close = difflib.get_close_matches(item, list(layers), n=5, cutoff=0.6)
+    close = difflib.get_close_matches(item, list(graph.tensors), n=5, cutoff=0.6)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     raise _points_error(f"Unknown probe point {item!r}.{hint}", points)
 
 
-def _resolve_preset(model, name, layers):
+def _resolve_preset(graph, name, model_name):
     # The preset's architecture may sit inside the model (transfer learning:
     # `Sequential([ResNet50(...), Dense(...)])`): look in every sub-model.
     preset = PRESETS[name]
     prefixes = [""] + [
-        path + _graph.SEPARATOR for path, layer in layers.items() if _graph.is_graph_model(layer)
+        path + _graph.SEPARATOR
+        for path, layer in graph.layers.items()
+        if _graph.is_graph_model(layer)
     ]
     for prefix in prefixes:
-        if all(prefix + layer in layers for layer in preset.layers):
+        if all(prefix + layer in graph.tensors for layer in preset.layers):
             return [prefix + layer for layer in preset.layers]
-    missing = [layer for layer in preset.layers if layer not in layers]
+    missing = [layer for layer in preset.layers if layer not in graph.tensors]
     raise ValueError(
-        f"Preset {name!r} does not fit model '{model.name}': {preset.description} "
+        f"Preset {name!r} does not fit model '{model_name}': {preset.description} "
         f"Missing layers: {', '.join(missing[:5])}"
         f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}. "
         "Pass layer names or kp.points.matching(regex) instead; "

@@ -9,7 +9,6 @@ serializable Keras layers without weights.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_probes import _graph
 
@@ -75,8 +74,13 @@ class RandomSubset(keras.layers.Layer):
 
     def __init__(self, k: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(k, int | np.integer) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ValueError(
+                "`seed` must be an integer: the indices are rebuilt from it after "
+                f"loading. Received: seed={seed!r}"
+            )
         self.k = int(k)
         self.seed = int(seed)
 
@@ -96,8 +100,8 @@ class RandomSubset(keras.layers.Layer):
         self.indices = indices.astype("int64")  # a constant of the graph, not a weight
 
     def call(self, inputs):
-        flat = tf.reshape(inputs, (tf.shape(inputs)[0], -1))
-        return tf.gather(flat, self.indices, axis=1)
+        flat = keras.ops.reshape(inputs, (keras.ops.shape(inputs)[0], -1))
+        return keras.ops.take(flat, self.indices, axis=1)
 
     def compute_output_shape(self, input_shape):
         size = int(np.prod(input_shape[1:]))

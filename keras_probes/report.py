@@ -179,13 +179,19 @@ class ProbeReport:
         return cls(data["points"], data["results"], data["num_classes"], data["model"])
 
     def to_json(self, path) -> None:
-        """Writes the report as JSON (floats written exactly)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Writes the report as strict JSON: floats exactly, NaN as `null`."""
+        data = self.to_dict()
+        data["results"] = _map_floats(data["results"], lambda v: None if math.isnan(v) else v)
+        Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def from_json(cls, path) -> "ProbeReport":
         """Reads a report written by `to_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        data["results"] = _map_floats(
+            data.get("results", {}), lambda v: math.nan if v is None else v
+        )
+        return cls.from_dict(data)
 
     def to_csv(self, path) -> None:
         """Writes one row per (split, point): `split, depth, point, <metrics>`."""
@@ -211,6 +217,13 @@ class ProbeReport:
                     metric: float(value) for metric, value in row.items() if value != ""
                 }
         return cls([points[d] for d in sorted(points)], results, num_classes, model)
+
+
+def _map_floats(results, fn):
+    return {
+        split: {point: {m: fn(v) for m, v in metrics.items()} for point, metrics in rows.items()}
+        for split, rows in results.items()
+    }
 
 
 def _repr_or_blank(value):

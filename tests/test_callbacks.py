@@ -52,11 +52,11 @@ def test_each_probe_ends_with_the_weights_of_its_best_epoch(convnet, digits):
     assert all(e is not None for e in best.stopped_epoch_.values())
 
 
-def test_unknown_monitor_lists_the_log_keys(convnet, digits):
+def test_missing_validation_lists_the_log_keys(convnet, digits):
     x, y, _, _ = digits
     probed = kp.ProbedModel(convnet, points=["relu1"], num_classes=10)
     probed.compile()
-    with pytest.raises(ValueError, match=r"monitors 'val_relu1_loss'.*Available keys: \['loss'"):
+    with pytest.raises(ValueError, match=r"'val_relu1_loss', which never appeared.*keys: \['loss'"):
         probed.fit(x[:64], y[:64], callbacks=[kp.callbacks.BestProbeWeights()], verbose=0)
 
 
@@ -72,9 +72,33 @@ def test_start_from_epoch_delays_stopping(convnet, digits):
     y_val = np.random.default_rng(0).permutation(yt[:100])
     probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
     probed.compile(keras.optimizers.Adam(0.05))
-    best = kp.callbacks.BestProbeWeights(patience=1, start_from_epoch=4)
+    best = kp.callbacks.BestProbeWeights(patience=0, start_from_epoch=4)
     history = probed.fit(
-        x[:256], y[:256], validation_data=(xt[:100], y_val), epochs=6, callbacks=[best], verbose=0
+        x[:256], y[:256], validation_data=(xt[:100], y_val), epochs=8, callbacks=[best], verbose=0
     )
-    assert best.stopped_epoch_["relu2"] is None or best.stopped_epoch_["relu2"] >= 4
-    assert len(history.epoch) >= 5
+    stopped = best.stopped_epoch_["relu2"]
+    assert stopped is not None and stopped >= 4
+    assert len(history.epoch) == stopped + 1
+
+
+def test_epochs_without_validation_are_skipped(convnet, digits):
+    x, y, xt, yt = digits
+    probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
+    probed.compile()
+    best = kp.callbacks.BestProbeWeights(patience=5)
+    history = probed.fit(
+        x[:128],
+        y[:128],
+        validation_data=(xt[:64], yt[:64]),
+        validation_freq=2,
+        epochs=4,
+        callbacks=[best],
+        verbose=0,
+    )
+    assert len(history.epoch) == 4
+    assert best.best_epoch_["relu2"] in (1, 3)
+
+
+def test_monitor_is_checked_up_front():
+    with pytest.raises(ValueError, match="`monitor` must be one of"):
+        kp.callbacks.BestProbeWeights(monitor="val_acc")

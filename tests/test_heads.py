@@ -36,7 +36,12 @@ def test_serialization():
 
 
 def test_computes_in_float32_under_mixed_precision():
-    head = kp.ProbeHead(3, dtype="mixed_float16")
-    out = head(np.ones((2, 4), dtype="float16"))
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        head = kp.ProbeHead(3)
+        out = head(np.ones((2, 4), dtype="float16"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     assert head.kernel.dtype == "float32"
+    assert out.dtype == "float32"
     assert tuple(out.shape) == (2, 3)

@@ -209,12 +209,18 @@ def test_keras_round_trip_gives_identical_outputs(digits, tmp_path):
     loaded.fit(x[:64], y[:64], epochs=1, verbose=0)
 
 
-def test_config_round_trip(convnet):
+def test_config_round_trip(convnet, digits):
     probed = kp.ProbedModel(convnet, points="all", num_classes=10, reducers=kp.RandomSubset(7))
     config = probed.get_config()
     clone = kp.ProbedModel.from_config(config)
     assert clone.points == probed.points
     assert clone.get_config()["reducers"] == config["reducers"]
+    keras.utils.set_random_seed(1)
+    probed.set_weights([np.random.normal(size=w.shape) for w in probed.get_weights()])
+    clone.set_weights(probed.get_weights())
+    x = digits[2][:16]
+    for point, expected in probed.predict(x, verbose=0).items():
+        np.testing.assert_array_equal(clone.predict(x, verbose=0)[point], expected)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(probed))
     assert restored.points == probed.points
 
@@ -266,3 +272,59 @@ def test_get_probe_unknown_point_lists_points(convnet):
     probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
     with pytest.raises(ValueError, match=r"probed points are: \['relu1', 'relu2'\]"):
         probed.get_probe("relu3")
+
+
+def test_reported_loss_is_the_exact_mean_with_a_partial_last_batch(convnet, digits):
+    x, y, xt, yt = digits
+    probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
+    probed.compile(keras.optimizers.Adam(0.05))
+    probed.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0)
+    report = probed.evaluate_probes(xt[:100], yt[:100], batch_size=33, verbose=0)  # 33+33+33+1
+    probabilities = probed.predict(xt[:100], verbose=0)
+    for point in probed.points:
+        expected = keras.losses.sparse_categorical_crossentropy(yt[:100], probabilities[point])
+        assert report.losses("test")[point] == pytest.approx(float(np.mean(expected)), rel=1e-4)
+        accuracy = np.mean(np.argmax(probabilities[point], axis=1) == yt[:100])
+        assert report.errors("test")[point] == pytest.approx(1 - accuracy, abs=1e-6)
+
+
+def test_sample_weights_give_weighted_means(convnet, digits):
+    x, y, _, _ = digits
+    probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
+    probed.compile()
+    weights = np.where(np.arange(64) < 32, 1.0, 0.0)
+    weighted = probed.evaluate(x[:64], y[:64], sample_weight=weights, return_dict=True, verbose=0)
+    first_half = probed.evaluate(x[:32], y[:32], return_dict=True, verbose=0)
+    for key in ("relu2_loss", "relu2_accuracy"):
+        assert weighted[key] == pytest.approx(first_half[key], rel=1e-5)
+
+
+def test_mixed_precision_probes_train_like_float32(digits):
+    """Under mixed_float16 Keras scales the loss: the probes' steps must be unchanged."""
+    x, y, _, _ = digits
+    steps = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((28, 28, 1))
+            base = keras.Model(inputs, keras.layers.Flatten(name="pixels")(inputs))
+            probed = kp.ProbedModel(base, points="pixels", num_classes=10)
+            probed.compile(keras.optimizers.SGD(0.5))
+            probed.fit(x[:128], y[:128], batch_size=128, epochs=1, shuffle=False, verbose=0)
+            steps[policy] = probed.get_probe("pixels").get_weights()[0]
+            assert probed.predict(x[:4], verbose=0)["pixels"].dtype == np.float32
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    assert np.abs(steps["float32"]).max() > 1e-3
+    np.testing.assert_allclose(steps["mixed_float16"], steps["float32"], rtol=0.05, atol=1e-4)
+
+
+def test_colliding_log_keys_are_refused():
+    inputs = keras.Input((4,), name="x")
+    d = keras.layers.Dense(3, name="d")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="d_top5")(d))
+    with pytest.raises(
+        ValueError, match="Points 'd' and 'd_top5' would both log 'd_top5_accuracy'"
+    ):
+        kp.ProbedModel(model, points="all", num_classes=3)

@@ -1,6 +1,7 @@
 """Probe points: names, 'all', selectors, presets, nesting and the errors."""
 
 import keras
+import numpy as np
 import pytest
 from conftest import small_convnet
 
@@ -18,10 +19,11 @@ def test_names_come_back_in_depth_order():
     assert points == ["conv1", "relu2", "predictions"]
 
 
-def test_all_is_every_layer_but_the_inputs():
+def test_all_is_the_input_and_every_layer():
     model = small_convnet()
     points = kp.points.resolve(model, "all")
-    assert points == [layer.name for layer in model.layers[1:]]
+    assert points == [layer.name for layer in model.layers]
+    assert points[0] == "image"  # the paper's first probe: on the input itself
     assert points == kp.points.available(model)
 
 
@@ -68,7 +70,7 @@ def test_unknown_name_names_the_closest_valid_ones(resnet50):
         kp.points.resolve(resnet50, ["conv9_block1_out"])
     message = str(error.value)
     assert "Unknown probe point 'conv9_block1_out'" in message
-    assert "Close matches: conv2_block1_out" in message or "Close matches: conv" in message
+    assert "Close matches: conv5_block1_out, conv4_block1_out" in message
     assert "kp.points.available(model)" in message
     assert "Received: points=['conv9_block1_out']" in message
 
@@ -102,14 +104,34 @@ def test_of_type_needs_layer_classes():
         kp.points.of_type("Conv2D")
 
 
-def test_shared_layer_point_is_refused():
+def test_shared_and_multi_output_layers_are_left_out_of_all_and_refused_by_name():
     shared = keras.layers.Dense(4, name="shared")
-    inputs = keras.Input((4,))
-    outputs = keras.layers.Add(name="add")([shared(inputs), shared(inputs * 2)])
-    model = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match="called more than once"):
+    inputs = keras.Input((5, 4), name="x")
+    added = keras.layers.Add(name="add")([shared(inputs), shared(inputs * 2)])
+    _, state_h, _ = keras.layers.LSTM(3, return_state=True, name="lstm")(added)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(state_h))
+    points = kp.ProbedModel(model, points="all", num_classes=2).points
+    assert "shared" not in points and "lstm" not in points
+    assert points[0] == "x" and "add" in points and points[-1] == "out"
+    with pytest.raises(ValueError, match="'shared' cannot be a probe point: it is called more"):
         kp.ProbedModel(model, points=["shared"], num_classes=2)
-    assert kp.ProbedModel(model, points=["add"], num_classes=2).points == ["add"]
+    with pytest.raises(ValueError, match="'lstm' cannot be a probe point: it returns 3 tensors"):
+        kp.ProbedModel(model, points=["lstm"], num_classes=2)
+
+
+def test_subclassed_base_is_refused_with_the_fix():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 4)))
+    with pytest.raises(TypeError, match="subclassed Net.*Functional or Sequential"):
+        kp.ProbedModel(net, num_classes=3)
 
 
 def test_unbuilt_sequential_says_how_to_build_it():

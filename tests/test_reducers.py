@@ -54,9 +54,15 @@ def test_random_subset_keeps_everything_of_a_small_layer():
     np.testing.assert_array_equal(layer(x), x.reshape(1, -1))
 
 
-def test_random_subset_rejects_bad_k():
+@pytest.mark.parametrize("k", [0, True, 2.5])
+def test_random_subset_rejects_bad_k(k):
     with pytest.raises(ValueError, match="positive integer"):
-        kp.RandomSubset(0)
+        kp.RandomSubset(k)
+
+
+def test_random_subset_rejects_an_unseeded_draw():
+    with pytest.raises(ValueError, match="`seed` must be an integer"):
+        kp.RandomSubset(5, seed=None)
 
 
 def test_resolve_auto_per_point_dict_and_copies():

@@ -31,6 +31,14 @@ def test_csv_round_trip_is_exact(tmp_path):
     assert restored == report
 
 
+def test_json_is_strict_and_keeps_nan(tmp_path):
+    report = kp.ProbeReport(["a"], {"s": {"a": {"loss": math.nan, "error": 0.5}}})
+    report.to_json(tmp_path / "r.json")
+    assert "NaN" not in (tmp_path / "r.json").read_text()
+    restored = kp.ProbeReport.from_json(tmp_path / "r.json")
+    assert math.isnan(restored.losses("s")["a"]) and restored.errors("s") == {"a": 0.5}
+
+
 def test_from_json_refuses_other_files(tmp_path):
     (tmp_path / "x.json").write_text('{"format": "something"}')
     with pytest.raises(ValueError, match="Not a ProbeReport"):

@@ -137,3 +137,36 @@ def test_dataset_of_inputs_only(probed, data):
     dataset = tf.data.Dataset.from_tensor_slices(data[0]).batch(8)
     with pytest.raises(ValueError, match=r"\(inputs, labels\) pairs.*as_supervised=True"):
         probed.fit(dataset, verbose=0)
+
+
+def test_empty_dataset_of_unknown_cardinality(probed, data):
+    empty = tf.data.Dataset.from_tensor_slices(data).filter(lambda x, y: y > 100).batch(8)
+    with pytest.raises(ValueError, match="yielded no batch at all"):
+        probed.evaluate_probes(empty, verbose=0)
+    with pytest.raises(ValueError, match="yielded no batch at all"):
+        probed.fit(empty, verbose=0)
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.x[16 * i : 16 * (i + 1)], self.y[16 * i : 16 * (i + 1)]
+
+
+def test_generators_and_py_datasets_are_passed_to_keras(probed, data):
+    x, y = data
+    history = probed.fit(Batches(x, y), validation_data=Batches(x, y), epochs=1, verbose=0)
+    assert "val_relu2_loss" in history.history
+
+    def batches():
+        for i in range(4):
+            yield x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)]
+
+    history = probed.fit(batches(), validation_data=batches(), epochs=1, verbose=0)
+    assert "val_relu2_loss" in history.history
