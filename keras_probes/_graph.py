@@ -61,8 +61,12 @@ def trace(model: keras.Model) -> Graph:
             f"Received: base of type {type(model).__name__}"
         )
     originals = _inputs(model)
+    # Named as the original input layers, so that inputs given by name still fit.
     inputs = keras.tree.map_structure(
-        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), originals
+        lambda x: keras.Input(
+            batch_shape=x.shape, dtype=x.dtype, name=x._keras_history.operation.name
+        ),
+        originals,
     )
     graph = Graph(inputs)
     for original, tensor in zip(

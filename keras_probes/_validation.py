@@ -38,12 +38,7 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
         return x  # generators and PyDatasets are read by Keras' own adapters only
     if x is None:
         raise ValueError(f"No input data: `{argument}` is None.")
-    arrays = keras.tree.flatten(x)
-    specs = keras.tree.flatten(input_spec)
-    if len(arrays) != len(specs):
-        raise ValueError(
-            f"The model takes {len(specs)} input(s); received {len(arrays)} in `{argument}`."
-        )
+    arrays, specs = _paired(x, input_spec, argument)
     n = len(arrays[0])
     if n == 0:
         raise ValueError(
@@ -96,6 +91,27 @@ def check_labels(y, num_classes, num_examples=None):
         )
 
 
+def _paired(x, input_spec, argument):
+    """The inputs in `x` lined up with the model's inputs: `(values, specs)`.
+
+    A dict given to a model of list inputs is matched by input name, as Keras does.
+    """
+    specs = keras.tree.flatten(input_spec)
+    if isinstance(x, dict) and not isinstance(input_spec, dict):
+        names = [spec.name for spec in specs]
+        if sorted(x) != sorted(names):
+            raise ValueError(
+                f"The model's inputs are named {names}; `{argument}` has keys {sorted(x)}."
+            )
+        return [x[name] for name in names], specs
+    values = keras.tree.flatten(x)
+    if len(values) != len(specs):
+        raise ValueError(
+            f"The model takes {len(specs)} input(s); received {len(values)} in `{argument}`."
+        )
+    return values, specs
+
+
 def _check_shape(shape, spec, argument):
     expected = tuple(spec.shape)
     compatible = len(shape) == len(expected) and all(
@@ -137,9 +153,7 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument):
             f"spec {spec}. For TFDS, load with `as_supervised=True`."
         )
     x_spec = spec[0] if isinstance(spec, tuple) else spec
-    for tensor, reference in zip(
-        keras.tree.flatten(x_spec), keras.tree.flatten(input_spec), strict=False
-    ):
+    for tensor, reference in zip(*_paired(x_spec, input_spec, argument), strict=True):
         if tensor.shape.rank == len(reference.shape) - 1:
             raise ValueError(
                 f"`{argument}` yields single examples of shape {tensor.shape}; the "

@@ -20,9 +20,9 @@ class BestProbeWeights(keras.callbacks.Callback):
         monitor: the quantity per probe, as a log key without the point:
             `"val_loss"`, `"val_accuracy"`, `"val_top5_accuracy"`, or the
             same without `val_`. Defaults to `"val_loss"`.
-        patience: number of epochs with no improvement that a probe
-            tolerates; it stops at the next one. Defaults to `0`: it stops
-            at its first epoch without improvement.
+        patience: number of epochs with no improvement after which a probe
+            stops, as in `keras.callbacks.EarlyStopping`; `0` and `1` both
+            stop it at its first epoch without improvement. Defaults to `0`.
         min_delta: smallest change that counts as an improvement.
             Defaults to `0`.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracies, min
@@ -118,7 +118,8 @@ class BestProbeWeights(keras.callbacks.Callback):
                 self._best_weights[point] = self.model.get_probe(point).get_weights()
             else:
                 self._wait[point] += 1
-                if self._wait[point] >= max(self.patience, 1) and (epoch >= self.start_from_epoch):
+                stop = self._wait[point] >= max(self.patience, 1)
+                if stop and epoch >= self.start_from_epoch:
                     self.stopped_epoch_[point] = epoch
                     if self.verbose:
                         keras.utils.io_utils.print_msg(

@@ -328,3 +328,24 @@ def test_colliding_log_keys_are_refused():
         ValueError, match="Points 'd' and 'd_top5' would both log 'd_top5_accuracy'"
     ):
         kp.ProbedModel(model, points="all", num_classes=3)
+
+
+def test_multi_input_base_takes_lists_dicts_and_datasets():
+    image = keras.Input((6, 6, 1), name="z_image")
+    vector = keras.Input((5,), name="a_vector")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(image)
+    joined = keras.layers.Concatenate(name="joined")([pooled, vector])
+    base = keras.Model([image, vector], keras.layers.Dense(2, name="out")(joined))
+    probed = kp.ProbedModel(base, points="all", num_classes=2)
+    assert probed.points[:2] == ["z_image", "a_vector"]
+    rng = np.random.default_rng(0)
+    xi, xv = rng.random((40, 6, 6, 1), "float32"), rng.random((40, 5), "float32")
+    y = rng.integers(0, 2, 40)
+    probed.compile()
+    by_list = probed.evaluate_probes([xi, xv], y, verbose=0)
+    by_name = probed.evaluate_probes({"a_vector": xv, "z_image": xi}, y, verbose=0)
+    assert by_list == by_name
+    dataset = tf.data.Dataset.from_tensor_slices(({"z_image": xi, "a_vector": xv}, y)).batch(8)
+    probed.fit(dataset, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"inputs are named \['z_image', 'a_vector'\]"):
+        probed.predict({"image": xi, "a_vector": xv}, verbose=0)
