@@ -99,6 +99,7 @@ class ProbedModel(keras.Model):
         self.num_classes = num_classes
         graph = _graph.trace(base)
         paths = points_lib.resolve_in(graph, points, base.name)
+        _check_log_keys(paths)
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
         self.reducers = reducers_lib.resolve(
             reducers, {p: tuple(t.shape) for p, t in tensors.items()}
@@ -136,7 +137,6 @@ class ProbedModel(keras.Model):
             for point, safe in ((p, _graph.safe_name(p)) for p in paths)
         }
         self._total_tracker = keras.metrics.Mean(name="loss")
-        _check_log_keys(paths)
         self.built = True
 
     @property
@@ -221,7 +221,7 @@ class ProbedModel(keras.Model):
         }
 
     def _probe_losses(self, y, logits, sample_weight):
-        """Per-probe weighted mean cross-entropy, and the batch's total weight."""
+        """Per-probe weighted mean cross-entropy, their sum, and the batch's total weight."""
         if sample_weight is None:
             weight = keras.ops.ones_like(y, dtype="float32")
         else:
@@ -236,12 +236,11 @@ class ProbedModel(keras.Model):
             )
             for point, z in logits.items()
         }
-        return losses, total_weight
+        return losses, keras.ops.sum(keras.ops.stack(list(losses.values()))), total_weight
 
-    def _update_metrics(self, y, logits, losses, total_weight, sample_weight):
+    def _update_metrics(self, y, logits, losses, total, total_weight, sample_weight):
         # Losses are weighted by each batch's total weight, so that an epoch's
         # figure is the exact mean over its examples, a short last batch included.
-        total = keras.ops.sum(keras.ops.stack(list(losses.values())))
         self._total_tracker.update_state(total, sample_weight=total_weight)
         logs = {"loss": self._total_tracker.result()}
         for point, trackers in self._trackers.items():
@@ -260,20 +259,18 @@ class ProbedModel(keras.Model):
         variables = self.probe_variables
         with tf.GradientTape() as tape:
             logits = self._probe_logits(features)
-            losses, total_weight = self._probe_losses(y, logits, sample_weight)
+            losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
             # A no-op but under mixed precision, where the optimizer unscales.
-            scaled = self.optimizer.scale_loss(
-                keras.ops.sum(keras.ops.stack(list(losses.values())))
-            )
+            scaled = self.optimizer.scale_loss(total)
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        return self._update_metrics(y, logits, losses, total_weight, sample_weight)
+        return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits = self._probe_logits(self.extract_features(x))
-        losses, total_weight = self._probe_losses(y, logits, sample_weight)
-        return self._update_metrics(y, logits, losses, total_weight, sample_weight)
+        losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
+        return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
 
     # -- input checks around Keras' loops ---------------------------------
 
