@@ -4,15 +4,19 @@ A probe is a softmax linear classifier fitted on one layer's features, with
 no influence on the model (Alain & Bengio, arXiv 1610.01644).
 """
 
-from keras_probes import callbacks, datasets, plots, points, reducers
+from keras_probes import callbacks, datasets, plots, points, reducers, solvers
+from keras_probes.cache import CacheError, FeatureCache
 from keras_probes.heads import ProbeHead
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import GlobalAveragePooling, RandomSubset
 from keras_probes.report import ProbeReport
+from keras_probes.solvers import fit_probes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheError",
+    "FeatureCache",
     "GlobalAveragePooling",
     "ProbeHead",
     "ProbeReport",
@@ -20,7 +24,9 @@ __all__ = [
     "RandomSubset",
     "callbacks",
     "datasets",
+    "fit_probes",
     "plots",
     "points",
     "reducers",
+    "solvers",
 ]

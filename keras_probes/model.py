@@ -33,99 +33,22 @@ def _check_log_keys(points):
             seen[key] = point
 
 
-@keras.saving.register_keras_serializable(package="keras_probes")
-class ProbedModel(keras.Model):
-    """Linear classifier probes on the layers of a Keras model.
+class _ProbeTrainer(keras.Model):
+    """What every probe-training model shares: heads, per-probe metrics, steps.
 
-    One model with one output per probe point: the base model runs once per
-    batch (always with `training=False`) and feeds, through a feature reducer
-    and `tf.stop_gradient`, a softmax linear classifier per point. Training
-    (`fit`) updates the probe heads only: the base's weights and BatchNorm
-    statistics never change. The base is shared, not copied, so the probes
-    always see the base as it is now, also while it trains elsewhere.
-
-    Logs of `fit` and `evaluate` hold, per point, `<point>_loss`,
-    `<point>_accuracy` and `<point>_top5_accuracy`, and `loss`, their sum.
-
-    Args:
-        base: a Functional or Sequential Keras model, e.g. any
-            `keras.applications` network. Layers of nested Functional or
-            Sequential sub-models are addressed as `"inner/layer"`.
-        points: `"all"`, a preset (`"resnet50"`, `"inception_v3"`,
-            `"mobilenet"`, `"vgg16"`), layer paths, `kp.points.matching(regex)`,
-            `kp.points.of_type(LayerClass)`, or a list of these. Defaults to
-            `"all"`.
-        num_classes: number of classes the probes predict.
-        reducers: how each point's output becomes a vector: `"auto"`
-            (global average pooling for spatial outputs, flatten for
-            vectors), `"gap"`, `"flatten"`, a reducer layer such as
-            `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
-            Defaults to `"auto"`.
-        **kwargs: passed to `keras.Model` (e.g. `name`).
-
-    Example:
-
-    ```python
-    base = keras.applications.ResNet50(weights="imagenet")
-    probed = kp.ProbedModel(base, points="resnet50", num_classes=1000)
-    probed.compile(optimizer="rmsprop")
-    probed.fit(x, y, validation_data=(xv, yv), epochs=10,
-               callbacks=[kp.callbacks.BestProbeWeights(patience=3)])
-    report = probed.evaluate_probes(x_test, y_test, split="test")
-    print(report.table())
-    ```
+    A subclass defines `extract_features(x) -> {point: (batch, features)}`;
+    `train_step` then differentiates the probes' losses with respect to the
+    heads' variables only. `ProbedModel` extracts features with its base;
+    the solvers of `kp.fit_probes` read them from a feature cache.
     """
 
-    def __init__(
-        self,
-        base: keras.Model,
-        points="all",
-        num_classes: int | None = None,
-        reducers="auto",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not isinstance(base, keras.Model):
-            raise TypeError(
-                "`base` must be a keras.Model (Functional or Sequential). "
-                f"Received: base of type {type(base).__name__}"
-            )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (num_classes < 2):
-            raise ValueError(
-                "`num_classes` must be an integer >= 2, the number of classes the "
-                f"probes predict. Received: num_classes={num_classes!r}"
-            )
-        self.base = base
+    def _init_probes(self, points, heads, num_classes, l2=0.0):
+        self._points = tuple(points)
+        self.heads = list(heads)
         self.num_classes = num_classes
-        graph = _graph.trace(base)
-        paths = points_lib.resolve_in(graph, points, base.name)
-        _check_log_keys(paths)
-        inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
-        self.reducers = reducers_lib.resolve(
-            reducers, {p: tuple(t.shape) for p, t in tensors.items()}
-        )
-        features = {}
-        for path, tensor in tensors.items():
-            features[path] = self.reducers[path](tensor)
-            if len(features[path].shape) != 2 or features[path].shape[-1] is None:
-                raise ValueError(
-                    f"The reducer of point {path!r} gives shape "
-                    f"{features[path].shape} from the layer's output {tensor.shape}; "
-                    "a probe needs (batch, features) with a known feature count. "
-                    "Choose another reducer for it, e.g. reducers={"
-                    f"{path!r}: 'gap'}} or kp.RandomSubset(k)."
-                )
-        # One Functional model: base layers up to the deepest point, plus the
-        # reducers. Calling it is the single forward pass that feeds all probes.
-        self.feature_model = keras.Model(
-            inputs, features, name=f"{_graph.safe_name(base.name)}_features"
-        )
-        self.heads = [
-            ProbeHead(num_classes, name=f"probe_{_graph.safe_name(path)}") for path in paths
-        ]
-        for path, head in zip(paths, self.heads, strict=True):
-            head.build(features[path].shape)
-        self._points = tuple(paths)
+        # The L2 penalty `l2 / 2 * ||kernel||^2` of each probe's objective. It
+        # enters the gradient only: logged losses stay the plain cross-entropy.
+        self.l2 = float(l2)
         self._trackers = {
             point: {
                 "loss": keras.metrics.Mean(name=f"{safe}_loss"),
@@ -134,10 +57,9 @@ class ProbedModel(keras.Model):
                     k=min(5, num_classes), name=f"{safe}_top5_accuracy"
                 ),
             }
-            for point, safe in ((p, _graph.safe_name(p)) for p in paths)
+            for point, safe in ((p, _graph.safe_name(p)) for p in points)
         }
         self._total_tracker = keras.metrics.Mean(name="loss")
-        self.built = True
 
     @property
     def points(self) -> list[str]:
@@ -158,14 +80,6 @@ class ProbedModel(keras.Model):
                 f"No probe at {point!r}. The probed points are: {self.points}. "
                 f"Received: point={point!r}"
             ) from None
-
-    def extract_features(self, x):
-        """The reduced features of every point for a batch: `{point: (batch, features)}`.
-
-        The base always runs in inference mode (`training=False`): Dropout is
-        off and BatchNorm uses, and never updates, its moving statistics.
-        """
-        return self.feature_model(x, training=False)
 
     def call(self, inputs, training=False):
         features = self.extract_features(inputs)
@@ -260,8 +174,14 @@ class ProbedModel(keras.Model):
         with tf.GradientTape() as tape:
             logits = self._probe_logits(features)
             losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
+            objective = total
+            if self.l2:
+                objective += self.l2 / 2 * sum(keras.ops.sum(h.kernel**2) for h in self.heads)
+            # Under a tf.distribute strategy the replicas' gradients are summed:
+            # each replica contributes its share of the mean, as in Keras' own step.
+            objective /= tf.distribute.get_strategy().num_replicas_in_sync
             # A no-op but under mixed precision, where the optimizer unscales.
-            scaled = self.optimizer.scale_loss(total)
+            scaled = self.optimizer.scale_loss(objective)
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
         return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
@@ -271,6 +191,107 @@ class ProbedModel(keras.Model):
         logits = self._probe_logits(self.extract_features(x))
         losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
         return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class ProbedModel(_ProbeTrainer):
+    """Linear classifier probes on the layers of a Keras model.
+
+    One model with one output per probe point: the base model runs once per
+    batch (always with `training=False`) and feeds, through a feature reducer
+    and `tf.stop_gradient`, a softmax linear classifier per point. Training
+    (`fit`) updates the probe heads only: the base's weights and BatchNorm
+    statistics never change. The base is shared, not copied, so the probes
+    always see the base as it is now, also while it trains elsewhere.
+
+    Logs of `fit` and `evaluate` hold, per point, `<point>_loss`,
+    `<point>_accuracy` and `<point>_top5_accuracy`, and `loss`, their sum.
+
+    Args:
+        base: a Functional or Sequential Keras model, e.g. any
+            `keras.applications` network. Layers of nested Functional or
+            Sequential sub-models are addressed as `"inner/layer"`.
+        points: `"all"`, a preset (`"resnet50"`, `"inception_v3"`,
+            `"mobilenet"`, `"vgg16"`), layer paths, `kp.points.matching(regex)`,
+            `kp.points.of_type(LayerClass)`, or a list of these. Defaults to
+            `"all"`.
+        num_classes: number of classes the probes predict.
+        reducers: how each point's output becomes a vector: `"auto"`
+            (global average pooling for spatial outputs, flatten for
+            vectors), `"gap"`, `"flatten"`, a reducer layer such as
+            `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
+            Defaults to `"auto"`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    base = keras.applications.ResNet50(weights="imagenet")
+    probed = kp.ProbedModel(base, points="resnet50", num_classes=1000)
+    probed.compile(optimizer="rmsprop")
+    probed.fit(x, y, validation_data=(xv, yv), epochs=10,
+               callbacks=[kp.callbacks.BestProbeWeights(patience=3)])
+    report = probed.evaluate_probes(x_test, y_test, split="test")
+    print(report.table())
+    ```
+    """
+
+    def __init__(
+        self,
+        base: keras.Model,
+        points="all",
+        num_classes: int | None = None,
+        reducers="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(base, keras.Model):
+            raise TypeError(
+                "`base` must be a keras.Model (Functional or Sequential). "
+                f"Received: base of type {type(base).__name__}"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (num_classes < 2):
+            raise ValueError(
+                "`num_classes` must be an integer >= 2, the number of classes the "
+                f"probes predict. Received: num_classes={num_classes!r}"
+            )
+        self.base = base
+        graph = _graph.trace(base)
+        paths = points_lib.resolve_in(graph, points, base.name)
+        _check_log_keys(paths)
+        inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
+        self.reducers = reducers_lib.resolve(
+            reducers, {p: tuple(t.shape) for p, t in tensors.items()}
+        )
+        features = {}
+        for path, tensor in tensors.items():
+            features[path] = self.reducers[path](tensor)
+            if len(features[path].shape) != 2 or features[path].shape[-1] is None:
+                raise ValueError(
+                    f"The reducer of point {path!r} gives shape "
+                    f"{features[path].shape} from the layer's output {tensor.shape}; "
+                    "a probe needs (batch, features) with a known feature count. "
+                    "Choose another reducer for it, e.g. reducers={"
+                    f"{path!r}: 'gap'}} or kp.RandomSubset(k)."
+                )
+        # One Functional model: base layers up to the deepest point, plus the
+        # reducers. Calling it is the single forward pass that feeds all probes.
+        self.feature_model = keras.Model(
+            inputs, features, name=f"{_graph.safe_name(base.name)}_features"
+        )
+        heads = [ProbeHead(num_classes, name=f"probe_{_graph.safe_name(p)}") for p in paths]
+        for path, head in zip(paths, heads, strict=True):
+            head.build(features[path].shape)
+        self._init_probes(paths, heads, num_classes)
+        self.built = True
+
+    def extract_features(self, x):
+        """The reduced features of every point for a batch: `{point: (batch, features)}`.
+
+        The base always runs in inference mode (`training=False`): Dropout is
+        off and BatchNorm uses, and never updates, its moving statistics.
+        """
+        return self.feature_model(x, training=False)
 
     # -- input checks around Keras' loops ---------------------------------
 

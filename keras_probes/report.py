@@ -144,7 +144,9 @@ class ProbeReport:
             line = f"{depth:>5}  {point:<{width}}"
             for split, metric in columns:
                 value = self.results[split].get(point, {}).get(metric, math.nan)
-                line += f"  {value:>{max(12, len(split) + len(metric) + 1)}.4f}"
+                # Small figures such as gradient norms keep their digits.
+                style = ".2e" if 0 < abs(value) < 1e-3 else ".4f"
+                line += f"  {value:>{max(12, len(split) + len(metric) + 1)}{style}}"
             lines.append(line)
         for split in splits:
             if (split, "error") in columns:

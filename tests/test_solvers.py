@@ -1,0 +1,119 @@
+"""Solvers on cached features: L-BFGS reaches scikit-learn's optimum; minibatch as the paper."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import small_convnet
+from scipy.special import logsumexp
+from sklearn.linear_model import LogisticRegression
+
+import keras_probes as kp
+from keras_probes.solvers import LBFGSProbe
+
+L2 = 1e-3
+
+
+def objective(features, labels, kernel, bias, l2):
+    """The probe objective in float64: mean cross-entropy + l2 / 2 * ||kernel||^2."""
+    logits = features.astype(np.float64) @ kernel + bias
+    cross_entropy = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
+    return cross_entropy.mean() + l2 / 2 * np.sum(kernel.astype(np.float64) ** 2)
+
+
+@pytest.fixture(scope="module")
+def cached(digits, tmp_path_factory):
+    """A small convnet's real features of 2000 MNIST digits (train) and 1000 (val)."""
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    x, y, xt, yt = digits
+    base.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    base.fit(x, y, epochs=1, batch_size=64, verbose=0)  # features of a trained layer
+    probed = kp.ProbedModel(
+        base, points=["image", "pool1", "relu2"], num_classes=10, reducers={"pool1": "flatten"}
+    )
+    directory = tmp_path_factory.mktemp("cache")
+    kp.FeatureCache.write(probed, (x, y), directory, "train", batch_size=100, verbose=0)
+    kp.FeatureCache.write(probed, (xt, yt), directory, "val", batch_size=100, verbose=0)
+    return probed, kp.FeatureCache.open(directory, model=probed), (xt, yt)
+
+
+def test_lbfgs_probe_reaches_scikit_learns_optimum(cached):
+    """Invariant 3: within 1% of LogisticRegression's optimum, same L2 (C = 1 / (l2 n))."""
+    probed, cache, (xt, yt) = cached
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=L2, verbose=0)
+    features, labels = cache.arrays("train")
+    n = len(labels)
+    for point in probed.points:
+        reference = LogisticRegression(C=1 / (L2 * n), tol=1e-10, max_iter=10_000)
+        reference.fit(features[point], labels)
+        optimum = objective(features[point], labels, reference.coef_.T, reference.intercept_, L2)
+        kernel, bias = probed.get_probe(point).get_weights()
+        ours = objective(features[point], labels, kernel, bias, L2)
+        assert ours <= optimum * 1.01, (point, ours, optimum)
+        assert ours >= optimum * (1 - 1e-4), (point, ours, optimum)  # the same problem
+        row = report.results["train"][point]
+        np.testing.assert_allclose(row["objective"], ours, rtol=1e-4)
+        assert row["grad_norm"] <= 1e-3  # float32: resolved to about 1e-4
+    # The trained probes are those of `probed`: its predictions give the report's errors.
+    predictions = probed.predict(xt, verbose=0)
+    for point in probed.points:
+        error = np.mean(predictions[point].argmax(1) != yt)
+        np.testing.assert_allclose(report.errors("val")[point], error, atol=1e-6)
+    # Deeper probes separate the digits better than the pixel average does.
+    errors = report.errors("val")
+    assert errors["relu2"] < errors["image"] and errors["pool1"] < 0.1
+
+
+def test_lbfgs_warm_start_and_certificate():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 20)).astype(np.float32)
+    labels = (features[:, :3] @ rng.normal(size=(3, 4))).argmax(1)
+    cold = LBFGSProbe(l2=1e-2, tol=1e-6, dtype="float64").fit(features, labels, num_classes=4)
+    assert cold.converged_ and cold.grad_norm_ <= 1e-6 and cold.n_iter_ > 5
+    warm = LBFGSProbe(l2=1e-2, tol=1e-6, dtype="float64").fit(
+        features, labels, 4, coef_init=cold.coef_, intercept_init=cold.intercept_
+    )
+    assert warm.n_iter_ <= 2
+    np.testing.assert_allclose(warm.loss_, cold.loss_, rtol=1e-7)
+    stopped = LBFGSProbe(l2=1e-2, max_iter=2, tol=1e-6, dtype="float64").fit(features, labels, 4)
+    assert not stopped.converged_ and stopped.grad_norm_ > 1e-6 and stopped.loss_ > cold.loss_
+    # Float16 features (a float16 cache) train to the optimum of the rounded features.
+    half = LBFGSProbe(l2=1e-2, tol=1e-6, dtype="float64").fit(
+        features.astype(np.float16), labels, 4
+    )
+    np.testing.assert_allclose(half.loss_, cold.loss_, rtol=1e-3)
+
+
+def test_minibatch_solver_trains_the_probes_of_probed(cached):
+    probed, cache, _ = cached
+    for head in probed.heads:
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    report = kp.fit_probes(
+        probed, cache, solver="adam", l2=L2, epochs=8, learning_rate=1e-2, patience=2, verbose=0
+    )
+    assert report.splits == ["train", "val"]
+    errors = report.errors("val")
+    assert errors["pool1"] < 0.15 < 0.8 < errors["image"]
+    for point in probed.points:
+        kernel = probed.get_probe(point).get_weights()[0]
+        assert np.abs(kernel).max() > 0  # trained, in place
+        row = report.results["train"][point]
+        assert row["grad_norm"] > 0 and np.isfinite(row["objective"])
+
+
+def test_bad_arguments_and_stale_caches_are_refused(cached):
+    probed, cache, _ = cached
+    with pytest.raises(ValueError, match="`solver` must be one of"):
+        kp.fit_probes(probed, cache, solver="sgd")
+    with pytest.raises(ValueError, match="`l2` must be a finite number >= 0. Received: l2=-1"):
+        kp.fit_probes(probed, cache, l2=-1)
+    with pytest.raises(ValueError, match="`tol` must be a finite number > 0"):
+        LBFGSProbe(tol=0)
+    with pytest.raises(kp.CacheError, match="has no split 'test'"):
+        kp.fit_probes(probed, cache, validation="test")
+    keras.utils.set_random_seed(5)
+    other = kp.ProbedModel(
+        small_convnet(), points=probed.points, num_classes=10, reducers={"pool1": "flatten"}
+    )
+    with pytest.raises(kp.CacheError, match="written from another model"):
+        kp.fit_probes(other, cache)
