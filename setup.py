@@ -24,6 +24,7 @@ setup(
         "scipy>=1.11",
         "matplotlib>=3.8",
     ],
+    entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={
         "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5"],
     },

@@ -284,7 +284,16 @@ class FeatureCache:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes of the probes the cache was written for."""
         return self._manifest["model"]["num_classes"]
+
+    @property
+    def reducers(self) -> dict:
+        """`{point: reducer layer}` as recorded, e.g. to rebuild the `ProbedModel`."""
+        return {
+            point: keras.saving.deserialize_keras_object(config)
+            for point, config in self._manifest["probes"]["reducers"].items()
+        }
 
     @property
     def feature_sizes(self) -> dict[str, int]:

@@ -13,8 +13,21 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["IMAGENETTE_CLASSES", "Splits", "data_dir", "imagenette_dir", "mnist"]
+__all__ = [
+    "IMAGENETTE_CLASSES",
+    "PREPROCESSING",
+    "Splits",
+    "data_dir",
+    "image_folder",
+    "imagenette_dir",
+    "mnist",
+    "tfds_images",
+]
+
+#: How images become model inputs: `keras.applications` modes, or pixels as they are.
+PREPROCESSING = ("none", "tf", "caffe", "torch")
 
 #: Imagenette's ten WordNet ids with their ImageNet-1k class indices.
 IMAGENETTE_CLASSES = {
@@ -107,3 +120,94 @@ def _read_idx(path, header):
 def imagenette_dir() -> Path:
     """The shared Imagenette subset: `train/` and `val/`, one folder per WordNet id."""
     return _require(data_dir() / "imagenette_224_subset")
+
+
+def _preprocessed(dataset, preprocess):
+    if preprocess not in PREPROCESSING:
+        raise ValueError(
+            f"`preprocess` must be one of {PREPROCESSING}: 'tf' maps pixels to [-1, 1] "
+            "(MobileNet, Inception), 'caffe' is BGR minus the ImageNet mean (ResNet50, "
+            "VGG), 'torch' standardises (DenseNet), 'none' keeps 0..255. "
+            f"Received: preprocess={preprocess!r}"
+        )
+    if preprocess == "none":
+        return dataset
+    apply = keras.applications.imagenet_utils.preprocess_input
+    return dataset.map(
+        lambda x, y: (apply(tf.cast(x, "float32"), mode=preprocess), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def image_folder(
+    directory,
+    image_size: tuple[int, int],
+    batch_size: int = 32,
+    preprocess: str = "none",
+    color_mode: str = "rgb",
+) -> tuple[tf.data.Dataset, list[str]]:
+    """Images in one sub-folder per class, as a dataset of `(images, labels)`.
+
+    Read with `keras.utils.image_dataset_from_directory`, in a fixed order (not
+    shuffled), labels by sorted sub-folder name.
+
+    Args:
+        directory: a folder holding one sub-folder of images per class.
+        image_size: `(height, width)` the images are resized to.
+        batch_size: images per batch. Defaults to `32`.
+        preprocess: one of `PREPROCESSING`. Defaults to `"none"` (0..255).
+        color_mode: `"rgb"` or `"grayscale"`. Defaults to `"rgb"`.
+
+    Returns:
+        `(dataset, class_names)`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No image folder at {directory}.")
+    dataset = keras.utils.image_dataset_from_directory(
+        directory,
+        labels="inferred",
+        label_mode="int",
+        color_mode=color_mode,
+        image_size=tuple(image_size),
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=False,
+    )
+    return _preprocessed(dataset, preprocess), list(dataset.class_names)
+
+
+def tfds_images(
+    name: str,
+    split: str,
+    image_size: tuple[int, int],
+    batch_size: int = 32,
+    preprocess: str = "none",
+    data_dir=None,
+    channels: int = 3,
+) -> tuple[tf.data.Dataset, int]:
+    """A TFDS image classification split as a dataset of `(images, labels)`.
+
+    Loaded with `tfds.load(name, split=split, as_supervised=True)` (which
+    downloads and prepares the dataset when it is not in `data_dir` yet),
+    resized to `image_size`, in the dataset's own order.
+
+    Returns:
+        `(dataset, num_classes)`.
+    """
+    import tensorflow_datasets as tfds
+
+    dataset, info = tfds.load(
+        name, split=split, as_supervised=True, with_info=True, data_dir=data_dir
+    )
+    label = info.features[info.supervised_keys[1]]
+
+    def resize(image, y):
+        image = tf.cast(image, "float32")
+        if image.shape[-1] != channels:
+            image = tf.image.grayscale_to_rgb(image) if channels == 3 else image[..., :1]
+        return tf.image.resize(image, image_size), y
+
+    dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _preprocessed(dataset.batch(batch_size), preprocess), int(label.num_classes)

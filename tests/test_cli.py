@@ -1,0 +1,118 @@
+"""The `keras-probes` command line, end to end on a model file and real-digit image folders."""
+
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from conftest import small_convnet
+
+import keras_probes as kp
+from keras_probes.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(mnist, tmp_path_factory):
+    """A saved convnet and train/val folders of real MNIST digits 0, 1, 2 as PNG files."""
+    root = tmp_path_factory.mktemp("cli")
+    (x, y), (xv, yv) = mnist.train, mnist.val
+    for split, images, labels, per_class in (("train", x, y, 40), ("val", xv, yv, 20)):
+        for digit in range(3):
+            folder = root / split / f"digit_{digit}"
+            folder.mkdir(parents=True)
+            for i, image in enumerate(images[labels == digit][:per_class]):
+                png = tf.io.encode_png(image[..., None])
+                tf.io.write_file(str(folder / f"{i:03d}.png"), png)
+    keras.utils.set_random_seed(0)
+    small_convnet().save(root / "convnet.keras")
+    return root
+
+
+def test_cache_then_fit(files, capsys):
+    model, cache = str(files / "convnet.keras"), str(files / "cache")
+    for split in ("train", "val"):
+        status = main(
+            ["cache", model, "--data", str(files / split), "--out", cache, "--split", split,
+             "--points", "image", "relu1", "gap", "--batch-size", "16", "--quiet"]
+        )  # fmt: skip
+        assert status == 0
+    assert "split 'val', 60 examples, 3 points (image, relu1, gap)" in capsys.readouterr().out
+    report_file, saved = files / "report.json", files / "probed.keras"
+    status = main(
+        ["fit", model, "--cache", cache, "--report", str(report_file), "--save", str(saved),
+         "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "train grad_norm" in printed and "val error" in printed
+    report = kp.ProbeReport.from_json(report_file)
+    assert report.splits == ["train", "val"] and report.num_classes == 3
+    probed = keras.models.load_model(saved)
+    assert probed.points == ["image", "relu1", "gap"]
+    # The saved probes are the fitted ones: their predictions give the report's errors.
+    images, _ = kp.datasets.image_folder(files / "val", (28, 28), color_mode="grayscale")
+    x = np.concatenate([batch for batch, _ in images])
+    labels = np.repeat(np.arange(3), 20)
+    predictions = probed.predict(x, verbose=0)
+    for point in probed.points:
+        error = np.mean(predictions[point].argmax(1) != labels)
+        np.testing.assert_allclose(report.errors("val")[point], error, atol=1e-6)
+    assert report.errors("val")["relu1"] < 0.5
+
+
+def test_tfds_dataset_by_name(files, tmp_path):
+    # TFDS' own mock of MNIST: the real loading path, without a download.
+    with tfds.testing.mock_data(num_examples=24):
+        status = main(
+            ["cache", str(files / "convnet.keras"), "--data", "mnist", "--tfds-split",
+             "test", "--out", str(tmp_path), "--points", "gap", "--batch-size", "8", "--quiet"]
+        )  # fmt: skip
+    assert status == 0
+    cache = kp.FeatureCache.open(tmp_path)
+    assert cache.num_examples("train") == 24 and cache.num_classes == 10
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["cache", "{root}/missing.keras", "--data", "{root}/train", "--out", "{root}/c1"],
+         "No model file at"),
+        (["cache", "{root}/convnet.keras", "--data", "{root}/train", "--out", "{root}/c2",
+          "--points", "conv9"], "Unknown probe point 'conv9'"),
+        (["cache", "{root}/convnet.keras", "--data", "{root}/train", "--out", "{root}/c3",
+          "--preprocess", "tf", "--num-classes", "2"], r"Labels must lie in \[0, num_classes\)"),
+        (["fit", "{root}/convnet.keras", "--cache", "{root}/nowhere"], "No feature cache at"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_line(files, capsys, argv, message):
+    argv = [a.format(root=files) for a in argv] + ["--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"keras-probes {argv[0]}: error: ")
+    assert re.search(message, error), error
+
+
+def test_fit_refuses_a_cache_of_another_model(files, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    main(["cache", str(files / "convnet.keras"), "--data", str(files / "train"), "--out",
+          str(cache), "--points", "gap", "--quiet"])  # fmt: skip
+    keras.utils.set_random_seed(1)
+    small_convnet().save(tmp_path / "other.keras")
+    assert main(["fit", str(tmp_path / "other.keras"), "--cache", str(cache), "--quiet"]) == 2
+    assert "written from another model" in capsys.readouterr().err
+
+
+def test_help_of_the_console_script():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_probes.cli", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for option in ("--solver", "--l2", "--report", "--save", "--validation"):
+        assert option in result.stdout
