@@ -49,7 +49,9 @@ class LBFGSProbe:
             scikit-learn's `C` is `1 / (l2 * n)`. Defaults to `1e-4`.
         max_iter: most L-BFGS iterations. Defaults to `1000`.
         tol: stop once no entry of the gradient exceeds `tol` in magnitude,
-            as scikit-learn's `tol` for `lbfgs`. Defaults to `1e-4`.
+            as scikit-learn's `tol` for `lbfgs`; the gradient with respect to
+            the weights of the centred, rescaled features L-BFGS works on
+            (`grad_norm_` is the plain one). Defaults to `1e-4`.
         memory: number of L-BFGS correction pairs. Defaults to `20`.
         dtype: `"float32"` (fast) or `"float64"` for the computation. In
             float32 the objective is resolved to about 1e-7 of its value,
@@ -64,7 +66,8 @@ class LBFGSProbe:
         grad_norm_: the largest gradient entry in magnitude at the end: the
             optimality certificate (0 exactly at the optimum).
         n_iter_: iterations run.
-        converged_: whether `grad_norm_ <= tol`.
+        converged_: whether L-BFGS met its stopping criterion (rather than
+            `max_iter`, or a line search that float32 could not resolve).
 
     Example:
 
@@ -103,16 +106,22 @@ class LBFGSProbe:
                 f"Received: features of shape {features.shape}, labels of shape {labels.shape}"
             )
         objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
-        start = np.concatenate(
-            [
-                np.zeros((d, num_classes)) if coef_init is None else np.ravel(coef_init),
-                np.zeros(num_classes) if intercept_init is None else np.ravel(intercept_init),
-            ],
-            axis=None,
-        )
+        kernel = np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init)
+        bias = np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init)
+        # L-BFGS runs on centred, rescaled features, an exact change of
+        # variables: the objective is the same, but pooled activations of very
+        # different scales no longer make it ill-conditioned.
+        mean, std = _moments(features, self.l2)
+
+        def standardized(theta):
+            loss, gradient = objective(_from_standardized(theta, mean, std, num_classes))
+            grad_kernel, grad_bias = objective.unpack(gradient)
+            grad_kernel = (grad_kernel - mean[:, None] * grad_bias[None, :]) * (1 / std)[:, None]
+            return loss, np.concatenate([grad_kernel.ravel(), grad_bias])
+
         result = scipy.optimize.minimize(
-            objective,
-            start.astype(np.float64),
+            standardized,
+            np.concatenate([(kernel * std[:, None]).ravel(), bias + mean @ kernel]),
             jac=True,
             method="L-BFGS-B",
             options={
@@ -123,12 +132,33 @@ class LBFGSProbe:
                 "maxcor": self.memory,
             },
         )
-        self.coef_, self.intercept_ = objective.unpack(result.x)
-        self.loss_, gradient = objective(result.x)
+        theta = _from_standardized(result.x, mean, std, num_classes)
+        self.coef_, self.intercept_ = objective.unpack(theta)
+        self.loss_, gradient = objective(theta)
         self.grad_norm_ = float(np.abs(gradient).max())
         self.n_iter_ = int(result.nit)
-        self.converged_ = self.grad_norm_ <= self.tol
+        self.converged_ = result.status == 0
         return self
+
+
+def _moments(features, l2, rows=1 << 16):
+    """Per-feature mean, and the scale that equalises each weight's curvature.
+
+    A weight on feature i has curvature about `var_i` from the data and `l2`
+    from the penalty: dividing it by `sqrt(var_i + l2)` makes both sum to
+    about one for every feature, large or nearly constant. Float64, two passes.
+    """
+    chunks = [slice(i, i + rows) for i in range(0, len(features), rows)]
+    mean = sum(np.asarray(features[c], np.float64).sum(0) for c in chunks) / len(features)
+    variance = sum(((np.asarray(features[c], np.float64) - mean) ** 2).sum(0) for c in chunks)
+    scale = np.sqrt(variance / len(features) + l2)
+    return mean, np.where(scale > 0, scale, 1.0)
+
+
+def _from_standardized(theta, mean, std, num_classes):
+    """Parameters for `(x - mean) / std` turned into those for `x` itself."""
+    kernel = theta[:-num_classes].reshape(-1, num_classes) / std[:, None]
+    return np.concatenate([kernel.ravel(), theta[-num_classes:] - mean @ kernel])
 
 
 class _Objective:
@@ -200,6 +230,7 @@ def fit_probes(
     patience: int = 3,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    callbacks: list | None = None,
     verbose: int = 1,
 ) -> ProbeReport:
     """Trains every probe of `probed` on cached features, then reports every split.
@@ -227,6 +258,8 @@ def fit_probes(
         epochs, batch_size, patience, learning_rate: minibatch settings.
             Default to `50`, `256`, `3` and `1e-3`.
         seed: seed of the minibatch shuffling. Defaults to `0`.
+        callbacks: more Keras callbacks for the minibatch solvers' `fit`,
+            e.g. `keras.callbacks.TensorBoard`. Defaults to `None`.
         verbose: `1` shows progress. Defaults to `1`.
 
     Returns:
@@ -263,7 +296,9 @@ def fit_probes(
             {"class_name": solver, "config": {"learning_rate": learning_rate}}
         )
         trainer.compile(optimizer=optimizer)
-        callbacks = [BestProbeWeights(patience=patience)] if validation else []
+        callbacks = list(callbacks or [])
+        if validation:
+            callbacks.append(BestProbeWeights(patience=patience))
         trainer.fit(
             cache.dataset(train, batch_size, shuffle=True, seed=seed),
             validation_data=cache.dataset(validation, batch_size) if validation else None,
