@@ -218,12 +218,13 @@ class FeatureCache:
     def check_model(self, probed):
         """Raises `CacheError` unless this cache was written from `probed`."""
         recorded, fix = self._manifest, self._rebuild_hint()
-        if recorded["model"]["fingerprint"] != model_fingerprint(probed):
+        fingerprint = model_fingerprint(probed)
+        if recorded["model"]["fingerprint"] != fingerprint:
             raise CacheError(
                 f"The feature cache at {self.directory} was written from another model: "
                 f"{self._manifest_path} records model {recorded['model']['name']!r} with "
                 f"fingerprint {recorded['model']['fingerprint'][:16]}, and the model given, "
-                f"{probed.base.name!r}, has {model_fingerprint(probed)[:16]} (its "
+                f"{probed.base.name!r}, has {fingerprint[:16]} (its "
                 f"architecture or weights differ). {fix}"
             )
         if recorded["probes"]["fingerprint"] != probes_fingerprint(probed):

@@ -261,10 +261,15 @@ with strategy.scope():
                             num_classes=10, reducers={reducers!r})
     cache = kp.FeatureCache.write(probed, (data["x"], data["y"]), directory, batch_size=50,
                                   shard_size=100, verbose=0)
-    kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, verbose=0)
-    kernels = {{p: probed.get_probe(p).get_weights()[0] for p in probed.points}}
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, verbose=0)
+    objectives = [report.results["train"][p]["objective"] for p in probed.points]
+    # Minibatch training is Keras' own fit, distributed by the strategy.
+    for head in probed.heads:
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    kp.fit_probes(probed, cache, solver="adam", validation=None, epochs=2, verbose=0)
+    assert np.abs(probed.get_probe("gap").get_weights()[0]).max() > 0
 print("replicas", strategy.num_replicas_in_sync)
-np.savez(directory + ".kernels.npz", **{{str(i): k for i, k in enumerate(kernels.values())}})
+np.save(directory + ".objectives.npy", objectives)
 """
 
 
@@ -286,9 +291,7 @@ def test_cache_and_lbfgs_under_mirrored_strategy_equal_single_device(setup, tmp_
     single = tmp_path / "single"
     cache = write(probed, (x, y), single)
     assert files_of(mirrored) == files_of(single)
-    kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, verbose=0)
-    kernels = np.load(str(mirrored) + ".kernels.npz")
-    for i, point in enumerate(probed.points):
-        np.testing.assert_allclose(
-            kernels[str(i)], probed.get_probe(point).get_weights()[0], atol=2e-3, rtol=1e-2
-        )
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, verbose=0)
+    # The same convex problems, summed over two replicas: the same optima.
+    objectives = [report.results["train"][p]["objective"] for p in probed.points]
+    np.testing.assert_allclose(np.load(str(mirrored) + ".objectives.npy"), objectives, rtol=1e-5)
