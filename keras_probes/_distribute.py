@@ -7,6 +7,8 @@ results restores the batch's own order: a cache written under
 `MirroredStrategy` holds the rows the single-device run would write.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -41,13 +43,24 @@ def gathered(fn):
     return run
 
 
-def summed(fn):
+@functools.cache
+def _compiled(fn, jit_compile):
+    # One tf.function per module-level function: a fit makes many objectives,
+    # and retracing for each would cost more than a small fit itself.
+    return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
+
+
+def summed(fn, jit_compile: bool = False):
     """`fn(batch, *args)` on every replica's slice of `batch`, summed over the replicas.
 
-    `fn` must return sums over the batch (not means), so that the total is
-    exact however the batch is cut.
+    `fn` must be a module-level function (it is compiled once and kept) that
+    returns sums over the batch (not means), so that the total is exact
+    however the batch is cut. `jit_compile` compiles it with XLA.
     """
-    strategy, compiled = tf.distribute.get_strategy(), tf.function(fn, reduce_retracing=True)
+    compiled = _compiled(fn, jit_compile)
+    if not tf.distribute.has_strategy():
+        return compiled  # no replicas to cut the batch for
+    strategy = tf.distribute.get_strategy()
 
     def run(batch, *args):
         per_replica = strategy.run(compiled, args=(split_batch(strategy, batch), *args))
