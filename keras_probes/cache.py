@@ -284,6 +284,11 @@ class FeatureCache:
         return list(self._manifest["splits"])
 
     @property
+    def complete_splits(self) -> list[str]:
+        """The splits written to the end, the ones that can be read."""
+        return [s for s, record in self._manifest["splits"].items() if record["complete"]]
+
+    @property
     def num_classes(self) -> int:
         """The number of classes of the probes the cache was written for."""
         return self._manifest["model"]["num_classes"]

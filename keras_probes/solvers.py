@@ -314,7 +314,7 @@ def fit_probes(
     if not trainer.compiled:
         trainer.compile()  # Keras evaluates compiled models only; no step runs
     report = None
-    for split in [s for s in cache.splits if cache._split(s)["complete"]]:
+    for split in cache.complete_splits:
         logs = trainer.evaluate(cache.dataset(split, batch_size), verbose=0, return_dict=True)
         part = ProbeReport.from_logs(
             logs, probed.points, split, probed.num_classes, probed.base.name
