@@ -31,7 +31,10 @@ def split_batch(strategy, batch):
 
 def gathered(fn):
     """`fn` run on every replica's slice, the results concatenated in batch order."""
-    strategy, compiled = tf.distribute.get_strategy(), tf.function(fn, reduce_retracing=True)
+    compiled = tf.function(fn, reduce_retracing=True)
+    if not tf.distribute.has_strategy():
+        return compiled  # no replicas to cut the batch for
+    strategy = tf.distribute.get_strategy()
 
     def run(batch):
         # Distributed values are made and combined eagerly: passed into a

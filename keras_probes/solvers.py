@@ -288,7 +288,7 @@ def fit_probes(
     validation = _validation_split(cache, train, validation)
     trainer = _CachedProbes(probed, l2=l2)
     if solver == "lbfgs":
-        _fit_lbfgs(
+        certificates = _fit_lbfgs(
             probed,
             cache,
             train,
@@ -311,6 +311,7 @@ def fit_probes(
             callbacks=callbacks,
             verbose=verbose and 2,
         )
+        certificates = _certificates(probed, cache, train, l2, dtype)
     if not trainer.compiled:
         trainer.compile()  # Keras evaluates compiled models only; no step runs
     report = None
@@ -320,18 +321,14 @@ def fit_probes(
             logs, probed.points, split, probed.num_classes, probed.base.name
         )
         report = part if report is None else report.merge(part)
-    for point, head in zip(probed.points, probed.heads, strict=True):
-        features, labels = cache.arrays(train, points=[point])
-        objective = _Objective(features[point], labels, probed.num_classes, l2, dtype)
-        kernel, bias = head.get_weights()
-        value, gradient = objective(np.concatenate([kernel.ravel(), bias]).astype(np.float64))
-        report.results[train][point].update(
-            objective=float(value), grad_norm=float(np.abs(gradient).max())
-        )
+    for point, (value, grad_norm) in certificates.items():
+        report.results[train][point].update(objective=float(value), grad_norm=grad_norm)
     return report
 
 
 def _fit_lbfgs(probed, cache, train, solver, verbose):
+    """Fits every probe of `probed` in place; returns `{point: (objective, grad_norm)}`."""
+    certificates = {}
     progress = keras.utils.Progbar(len(probed.points), unit_name="probe") if verbose else None
     for i, (point, head) in enumerate(zip(probed.points, probed.heads, strict=True)):
         features, labels = cache.arrays(train, points=[point])
@@ -340,8 +337,22 @@ def _fit_lbfgs(probed, cache, train, solver, verbose):
             features[point], labels, probed.num_classes, coef_init=kernel, intercept_init=bias
         )
         head.set_weights([probe.coef_.astype(kernel.dtype), probe.intercept_.astype(bias.dtype)])
+        certificates[point] = (probe.loss_, probe.grad_norm_)
         if progress is not None:
             progress.update(i + 1, [("iterations", probe.n_iter_), ("grad_norm", probe.grad_norm_)])
+    return certificates
+
+
+def _certificates(probed, cache, train, l2, dtype):
+    """`{point: (objective, grad_norm)}` of the heads as they are, on the train split."""
+    certificates = {}
+    for point, head in zip(probed.points, probed.heads, strict=True):
+        features, labels = cache.arrays(train, points=[point])
+        objective = _Objective(features[point], labels, probed.num_classes, l2, dtype)
+        kernel, bias = head.get_weights()
+        value, gradient = objective(np.concatenate([kernel.ravel(), bias]).astype(np.float64))
+        certificates[point] = (value, float(np.abs(gradient).max()))
+    return certificates
 
 
 def _validation_split(cache, train, validation):
