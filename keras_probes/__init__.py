@@ -9,7 +9,7 @@ from keras_probes.cache import CacheError, FeatureCache
 from keras_probes.heads import ProbeHead
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import GlobalAveragePooling, RandomSubset
-from keras_probes.report import ProbeReport
+from keras_probes.report import ProbeHistory, ProbeReport
 from keras_probes.solvers import fit_probes
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "FeatureCache",
     "GlobalAveragePooling",
     "ProbeHead",
+    "ProbeHistory",
     "ProbeReport",
     "ProbedModel",
     "RandomSubset",

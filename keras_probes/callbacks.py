@@ -1,9 +1,17 @@
-"""Keras callbacks for probe training."""
+"""Keras callbacks: early stopping per probe, and probes watching a model train."""
+
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
+from scipy.special import logsumexp
 
-__all__ = ["BestProbeWeights"]
+from keras_probes._lbfgs import LBFGSProbe, fit_head
+from keras_probes.model import ProbedModel
+from keras_probes.report import ProbeHistory
+
+__all__ = ["BestProbeWeights", "ProbeMonitor"]
 
 
 class BestProbeWeights(keras.callbacks.Callback):
@@ -122,7 +130,7 @@ class BestProbeWeights(keras.callbacks.Callback):
                 if stop and epoch >= self.start_from_epoch:
                     self.stopped_epoch_[point] = epoch
                     if self.verbose:
-                        keras.utils.io_utils.print_msg(
+                        print(
                             f"Epoch {epoch + 1}: probe {point!r} stopped; best "
                             f"{self.monitor} {self.best_[point]:.4f} at epoch "
                             f"{self.best_epoch_[point] + 1}."
@@ -140,3 +148,200 @@ class BestProbeWeights(keras.callbacks.Callback):
             )
         for point, weights in self._best_weights.items():
             self.model.get_probe(point).set_weights(weights)
+
+
+class ProbeMonitor(keras.callbacks.Callback):
+    """Probes at every chosen layer, fitted again and again while a model trains.
+
+    Attach it to the `fit` of the model being trained, not of a probed model.
+    At the scheduled moments it extracts, in one forward pass of the model as
+    it is then (inference mode), the features of a fixed probe-training set
+    and of a fixed validation set, fits every probe to its optimum with
+    L-BFGS (warm-started from its previous fit: the features drift slowly,
+    so later fits take few iterations), and records errors and losses. The
+    result is `history`, a `kp.ProbeHistory` of points x measurements
+    (Alain & Bengio, Fig. 7/8): `kp.plots.plot_history` draws it as a heatmap
+    and `kp.plots.animate_history` as a GIF of the per-layer error curve.
+
+    The training itself is untouched: the features are computed with
+    `training=False` (no BatchNorm update, no dropout, no random draw), the
+    probes are separate variables, and the optimizer never sees them. Same
+    seed, same weights, with or without the monitor.
+
+    Args:
+        data: `(x, y)` arrays the probes are trained on, e.g. a few thousand
+            training examples; integer labels.
+        num_classes: number of classes the probes predict.
+        validation_data: optional `(x, y)` arrays the probes are evaluated
+            on (their `val_error`, `val_loss`).
+        points: probe points, as `kp.ProbedModel` takes them. Defaults to
+            `"all"`.
+        reducers: reducers, as `kp.ProbedModel` takes them. Defaults to `"auto"`.
+        unit: `"epoch"` or `"batch"`: what `every` and `at` count.
+            Defaults to `"epoch"`.
+        every: measure every `every` units. Defaults to `1`.
+        at: measure at these unit counts only (e.g. batches
+            `[100, 500, 2000]`), instead of `every`. Defaults to `None`.
+        at_start: also measure before the first training step (once, not
+            again at a later `fit` call). Defaults to `True`.
+        max_examples: draw a fixed random subset of at most this many
+            examples of `data` and of `validation_data` (seeded). Defaults
+            to `None`: all of them.
+        l2, max_iter, tol: the L-BFGS fit, as `kp.solvers.LBFGSProbe`.
+            Default to `1e-4`, `500` and `1e-4`.
+        batch_size: batch size of the feature extraction. Defaults to `256`.
+        path: a JSON file the history is written to after every measurement
+            (atomically): an interrupted run keeps what it measured.
+            Defaults to `None`.
+        seed: seed of the subsets. Defaults to `0`.
+        verbose: `1` prints a line per measurement. Defaults to `1`.
+
+    Attributes:
+        history: the `kp.ProbeHistory`; its metrics are `train_error`,
+            `train_loss`, `objective` (loss plus penalty), `grad_norm` (the
+            fits' optimality certificates) and, with validation data,
+            `val_error` and `val_loss`.
+        probed: the `kp.ProbedModel` whose heads hold the latest fit.
+
+    Example:
+
+    ```python
+    monitor = kp.callbacks.ProbeMonitor(
+        (x_train[:2000], y_train[:2000]), num_classes=10,
+        validation_data=(x_val, y_val), unit="batch", every=100,
+        path="history.json")
+    model.fit(x_train, y_train, epochs=5, callbacks=[monitor])
+    kp.plots.plot_history(monitor.history, "val_error").savefig("heatmap.png")
+    ```
+    """
+
+    def __init__(
+        self,
+        data,
+        num_classes: int,
+        validation_data=None,
+        points="all",
+        reducers="auto",
+        unit: str = "epoch",
+        every: int = 1,
+        at=None,
+        at_start: bool = True,
+        max_examples: int | None = None,
+        l2: float = 1e-4,
+        max_iter: int = 500,
+        tol: float = 1e-4,
+        batch_size: int = 256,
+        path=None,
+        seed: int = 0,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        if unit not in ("epoch", "batch"):
+            raise ValueError(f"`unit` must be 'epoch' or 'batch'. Received: unit={unit!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be an integer >= 1. Received: every={every!r}")
+        self.splits = {"train": _subset(data, "data", max_examples, seed)}
+        if validation_data is not None:
+            self.splits["val"] = _subset(validation_data, "validation_data", max_examples, seed)
+        self.num_classes = num_classes
+        self.points, self.reducers = points, reducers
+        self.unit, self.every = unit, every
+        self.at = None if at is None else sorted({int(a) for a in at})
+        self.at_start = at_start
+        self.solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol)
+        self.batch_size = batch_size
+        self.path = None if path is None else Path(path)
+        self.verbose = verbose
+        self.history = None
+        self.probed = None
+
+    def _due(self, count):
+        return count in self.at if self.at is not None else count % self.every == 0
+
+    def on_train_begin(self, logs=None):
+        if self.probed is None:
+            self.probed = ProbedModel(
+                self.model,
+                points=self.points,
+                num_classes=self.num_classes,
+                reducers=self.reducers,
+                name=f"{self.model.name}_monitor",
+            )
+            self.history = ProbeHistory(
+                self.probed.points, num_classes=self.num_classes, model=self.model.name
+            )
+        self._epoch = 0
+        if self.at_start and not self.history.steps:
+            self._measure(epoch=0.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.unit == "batch" and self._due(self._step()):
+            steps = self.params.get("steps")
+            self._measure(epoch=self._epoch + ((batch + 1) / steps if steps else 0.0))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.unit == "epoch" and self._due(epoch + 1):
+            self._measure(epoch=float(epoch + 1))
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _measure(self, epoch):
+        step = self._step()
+        if self.history.steps and step <= self.history.steps[-1]:
+            return  # already measured at this step
+        start = time.perf_counter()
+        features = {
+            split: self.probed.feature_model.predict(x, batch_size=self.batch_size, verbose=0)
+            for split, (x, _) in self.splits.items()
+        }
+        _, y = self.splits["train"]
+        values = {}
+        for point, head in zip(self.probed.points, self.probed.heads, strict=True):
+            probe = fit_head(self.solver, head, features["train"][point], y, self.num_classes)
+            measured = {"objective": probe.loss_, "grad_norm": probe.grad_norm_}
+            for split, (_, labels) in self.splits.items():
+                error, loss = _error_and_loss(features[split][point], labels, probe)
+                measured.update({f"{split}_error": error, f"{split}_loss": loss})
+            for metric, value in measured.items():
+                values.setdefault(metric, {})[point] = value
+        self.history.append(step, epoch, values)
+        if self.path is not None:
+            self.history.to_json(self.path)
+        if self.verbose:
+            key = "val_error" if "val" in self.splits else "train_error"
+            errors = values[key]
+            first, last = self.probed.points[0], self.probed.points[-1]
+            print(
+                f"ProbeMonitor, step {step} (epoch {epoch:.2f}): {key} {errors[first]:.3f} "
+                f"({first}) ... {errors[last]:.3f} ({last}), best {min(errors.values()):.3f}; "
+                f"{len(errors)} probes in {time.perf_counter() - start:.1f} s"
+            )
+
+
+def _subset(data, name, max_examples, seed):
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise ValueError(
+            f"`{name}` must be a tuple `(x, y)` of arrays, a fixed set the probes are "
+            f"fitted on at every measurement. Received: {type(data).__name__}"
+        )
+    x, y = np.asarray(data[0]), np.asarray(data[1]).reshape(-1)
+    if len(x) != len(y) or len(y) == 0:
+        raise ValueError(
+            f"`{name}` must hold as many labels as inputs, at least one. "
+            f"Received: x of shape {x.shape}, y of shape {y.shape}"
+        )
+    if max_examples is not None and max_examples < len(y):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_examples])
+        x, y = x[keep], y[keep]
+    return x, y.astype("int64")
+
+
+def _error_and_loss(features, labels, probe):
+    """Top-1 error and mean cross-entropy of a fitted `LBFGSProbe`, in float64."""
+    logits = np.asarray(features, np.float64) @ probe.coef_ + probe.intercept_
+    loss = np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels])
+    return float(np.mean(np.argmax(logits, axis=1) != labels)), float(loss)

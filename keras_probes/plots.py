@@ -1,13 +1,16 @@
 """Figures of probe measurements. Each function takes data and returns a
 `matplotlib.figure.Figure`; nothing is shown, nothing global is touched."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import numpy as np
+from matplotlib import animation
 from matplotlib.figure import Figure
 
-from keras_probes.report import ProbeReport
+from keras_probes.report import ProbeHistory, ProbeReport
 
-__all__ = ["plot_errors"]
+__all__ = ["animate_history", "plot_errors", "plot_history", "plot_history_frames"]
 
 
 def plot_errors(
@@ -65,3 +68,163 @@ def plot_errors(
     ax.legend()
     ax.set_title(title if title is not None else f"Linear probes on {report.model or 'model'}")
     return fig
+
+
+def _point_ticks(points, most=24):
+    """Every point's name when they fit, else every k-th (128-layer models)."""
+    stride = max(1, int(np.ceil(len(points) / most)))
+    return list(range(0, len(points), stride)), [points[i] for i in range(0, len(points), stride)]
+
+
+def _chance(history, metric):
+    if history.num_classes and metric.endswith("error"):
+        return 1 - 1 / history.num_classes
+    return None
+
+
+def plot_history(
+    history: ProbeHistory,
+    metric: str = "train_error",
+    title: str | None = None,
+    cmap: str = "RdYlGn_r",
+    ax=None,
+) -> Figure:
+    """Probe errors over training as a heatmap: points x measurements (Fig. 7/8).
+
+    Rows are the probe points, input side at the top; columns are the
+    measurements in order, labelled with their training step; the colour is
+    the metric (red is bad, green is good for errors). A signal spreading
+    from the input to the output over training shows as a diagonal front.
+
+    Args:
+        history: what `kp.callbacks.ProbeMonitor` recorded.
+        metric: e.g. `"train_error"` or `"val_error"`. Defaults to `"train_error"`.
+        title: figure title. Defaults to the model's name and the metric.
+        cmap: a Matplotlib colormap. Defaults to `"RdYlGn_r"`.
+        ax: a Matplotlib axes to draw in. Defaults to a new figure's.
+
+    Returns:
+        The figure.
+    """
+    values = history.matrix(metric)
+    if ax is None:
+        width = min(14.0, max(6.0, 0.25 * len(history.steps) + 4))
+        height = min(12.0, max(4.0, 0.12 * len(history.points) + 2))
+        fig = Figure(figsize=(width, height), layout="constrained")
+        ax = fig.add_subplot()
+    error = metric.endswith("error")
+    image = ax.imshow(
+        values,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        vmin=0.0 if error else None,
+        vmax=1.0 if error else None,
+    )
+    ax.figure.colorbar(image, ax=ax, label=metric.replace("_", " "))
+    ticks, labels = _point_ticks(history.points)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    columns, steps = _point_ticks([str(s) for s in history.steps], most=12)
+    ax.set_xticks(columns, steps, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("training step (batches) of each measurement")
+    ax.set_ylabel("probe point (input at the top)")
+    ax.set_title(title if title is not None else f"{metric.replace('_', ' ')}: {history.model}")
+    return ax.figure
+
+
+def _draw_curve(ax, history, metric, index, **style):
+    values = history.matrix(metric)[:, index]
+    label = f"step {history.steps[index]} (epoch {history.epochs[index]:.2f})"
+    return ax.plot(range(len(history.points)), values, marker=".", label=label, **style)
+
+
+def _frame_axes(ax, history, metric):
+    chance = _chance(history, metric)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.2f})")
+    ticks, labels = _point_ticks(history.points)
+    ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("probe point (input side first)")
+    ax.set_ylabel(metric.replace("_", " "))
+    if metric.endswith("error"):
+        ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def plot_history_frames(
+    history: ProbeHistory,
+    metric: str = "train_error",
+    steps: Sequence[int] | None = None,
+    title: str | None = None,
+    ax=None,
+) -> Figure:
+    """The per-layer error curve at a few moments of training, on one axes
+    (the paper's three frames of Fig. 7/8 drawn together).
+
+    Args:
+        history: what `kp.callbacks.ProbeMonitor` recorded.
+        metric: e.g. `"train_error"`. Defaults to `"train_error"`.
+        steps: the measured steps to draw. Defaults to the first, the middle
+            and the last measurement.
+        title: figure title. Defaults to the model's name.
+        ax: a Matplotlib axes to draw in. Defaults to a new figure's.
+
+    Returns:
+        The figure.
+    """
+    if steps is None:
+        n = len(history.steps)
+        steps = [history.steps[i] for i in sorted({0, n // 2, n - 1})]
+    missing = [s for s in steps if s not in history.steps]
+    if missing:
+        raise ValueError(f"No measurement at steps {missing}. Measured: {history.steps}")
+    if ax is None:
+        fig = Figure(figsize=(min(16.0, max(6.0, 0.1 * len(history.points) + 5)), 4.5))
+        fig.set_layout_engine("constrained")
+        ax = fig.add_subplot()
+    for step in steps:
+        _draw_curve(ax, history, metric, history.steps.index(step))
+    _frame_axes(ax, history, metric)
+    ax.legend(fontsize=8)
+    ax.set_title(title if title is not None else f"Linear probes during training: {history.model}")
+    return ax.figure
+
+
+def animate_history(
+    history: ProbeHistory,
+    path,
+    metric: str = "train_error",
+    fps: int = 4,
+    title: str | None = None,
+) -> Path:
+    """Writes a GIF of the per-layer error curve, one frame per measurement
+    (the paper's videos of Fig. 5, 7 and 8).
+
+    Args:
+        history: what `kp.callbacks.ProbeMonitor` recorded.
+        path: the `.gif` file to write.
+        metric: e.g. `"train_error"`. Defaults to `"train_error"`.
+        fps: frames per second. Defaults to `4`.
+        title: title above every frame. Defaults to the model's name.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fig = Figure(figsize=(min(12.0, max(6.0, 0.08 * len(history.points) + 5)), 4.5))
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot()
+    (line,) = _draw_curve(ax, history, metric, 0)
+    _frame_axes(ax, history, metric)
+    ax.set_title(title if title is not None else f"Linear probes during training: {history.model}")
+    label = ax.text(0.01, 0.97, "", transform=ax.transAxes, va="top")
+    values = history.matrix(metric)
+
+    def frame(index):
+        line.set_ydata(values[:, index])
+        label.set_text(f"step {history.steps[index]}, epoch {history.epochs[index]:.2f}")
+        return line, label
+
+    movie = animation.FuncAnimation(fig, frame, frames=len(history.steps), blit=False)
+    movie.save(path, writer=animation.PillowWriter(fps=fps))
+    return path

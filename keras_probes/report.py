@@ -1,4 +1,5 @@
-"""`ProbeReport`: what the probes measured, per point and split, as plain data."""
+"""What the probes measured, as plain data: `ProbeReport` (per point and split)
+and `ProbeHistory` (per point over the training of a model)."""
 
 import csv
 import json
@@ -6,11 +7,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
-__all__ = ["ProbeReport"]
+__all__ = ["ProbeHistory", "ProbeReport"]
 
 _FORMAT = "keras_probes.ProbeReport"
+_HISTORY_FORMAT = "keras_probes.ProbeHistory"
 _VERSION = 1
 _ORDER = ("loss", "error", "top5_error")  # columns come first in this order
 
@@ -183,16 +186,14 @@ class ProbeReport:
     def to_json(self, path) -> None:
         """Writes the report as strict JSON: floats exactly, NaN as `null`."""
         data = self.to_dict()
-        data["results"] = _map_floats(data["results"], lambda v: None if math.isnan(v) else v)
-        Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        data["results"] = _map_floats(data["results"], _null_nan)
+        _write_json(path, data)
 
     @classmethod
     def from_json(cls, path) -> "ProbeReport":
         """Reads a report written by `to_json`."""
         data = json.loads(Path(path).read_text())
-        data["results"] = _map_floats(
-            data.get("results", {}), lambda v: math.nan if v is None else v
-        )
+        data["results"] = _map_floats(data.get("results", {}), _nan_null)
         return cls.from_dict(data)
 
     def to_csv(self, path) -> None:
@@ -219,6 +220,129 @@ class ProbeReport:
                     metric: float(value) for metric, value in row.items() if value != ""
                 }
         return cls([points[d] for d in sorted(points)], results, num_classes, model)
+
+
+@dataclass
+class ProbeHistory:
+    """Probe measurements over the training of a model: a points x steps matrix
+    per metric (Alain & Bengio, Fig. 7/8), as `kp.callbacks.ProbeMonitor` records.
+
+    Attributes:
+        points: the probe points, input side first.
+        steps: the training step (batches seen) of each measurement.
+        epochs: the epoch of each measurement (`0` before training, `e` after
+            `e` epochs; fractional between epochs).
+        metrics: `{metric: [[value per step] per point]}`, e.g. `"train_error"`,
+            `"val_error"`, `"train_loss"`, `"grad_norm"`.
+        num_classes: number of classes of the probes, if known.
+        model: name of the probed model, if known.
+
+    Example:
+
+    ```python
+    history = kp.ProbeHistory.from_json("history.json")
+    history.matrix("val_error").shape     # (len(history.points), len(history.steps))
+    kp.plots.plot_history(history, "val_error").savefig("heatmap.png")
+    ```
+    """
+
+    points: list[str]
+    steps: list[int] = field(default_factory=list)
+    epochs: list[float] = field(default_factory=list)
+    metrics: dict[str, list[list[float]]] = field(default_factory=dict)
+    num_classes: int | None = None
+    model: str | None = None
+
+    def append(self, step: int, epoch: float, values: dict[str, dict[str, float]]) -> None:
+        """Adds one measurement: `values` is `{metric: {point: value}}` for every point."""
+        if self.steps and step <= self.steps[-1]:
+            raise ValueError(
+                f"Steps must increase: the last one is {self.steps[-1]}. Received: step={step}"
+            )
+        if self.steps and set(values) != set(self.metrics):
+            raise ValueError(
+                f"Every measurement must hold the same metrics {sorted(self.metrics)}. "
+                f"Received: {sorted(values)}"
+            )
+        for metric, by_point in values.items():
+            rows = self.metrics.setdefault(metric, [[] for _ in self.points])
+            for row, point in zip(rows, self.points, strict=True):
+                row.append(float(by_point[point]))
+        self.steps.append(int(step))
+        self.epochs.append(float(epoch))
+
+    def matrix(self, metric: str) -> np.ndarray:
+        """`metric` as an array of shape `(points, steps)`."""
+        if metric not in self.metrics:
+            raise ValueError(
+                f"No metric {metric!r} in this history. Available: {sorted(self.metrics)}"
+            )
+        return np.array(self.metrics[metric], dtype=float).reshape(len(self.points), -1)
+
+    def at(self, step: int, metric: str) -> dict[str, float]:
+        """`{point: value}` of `metric` at the measurement of `step`."""
+        if step not in self.steps:
+            raise ValueError(f"No measurement at step {step}. Steps: {self.steps}")
+        column = self.matrix(metric)[:, self.steps.index(step)]
+        return dict(zip(self.points, column.tolist(), strict=True))
+
+    def to_dict(self) -> dict:
+        return {
+            "format": _HISTORY_FORMAT,
+            "version": _VERSION,
+            "model": self.model,
+            "num_classes": self.num_classes,
+            "points": list(self.points),
+            "steps": list(self.steps),
+            "epochs": list(self.epochs),
+            "metrics": {
+                m: [[_null_nan(v) for v in row] for row in rows] for m, rows in self.metrics.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProbeHistory":
+        if data.get("format") != _HISTORY_FORMAT or data.get("version") != _VERSION:
+            raise ValueError(
+                f"Not a ProbeHistory (format {_HISTORY_FORMAT!r}, version {_VERSION}). "
+                f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
+            )
+        metrics = {
+            m: [[_nan_null(v) for v in row] for row in rows] for m, rows in data["metrics"].items()
+        }
+        return cls(
+            data["points"],
+            data["steps"],
+            data["epochs"],
+            metrics,
+            data["num_classes"],
+            data["model"],
+        )
+
+    def to_json(self, path) -> None:
+        """Writes the history as strict JSON (NaN as `null`), atomically: a run
+        interrupted while writing leaves the previous file whole."""
+        _write_json(path, self.to_dict())
+
+    @classmethod
+    def from_json(cls, path) -> "ProbeHistory":
+        """Reads a history written by `to_json`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _write_json(path, data):
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    partial.replace(path)
+
+
+def _null_nan(value):
+    return None if math.isnan(value) else value
+
+
+def _nan_null(value):
+    return math.nan if value is None else value
 
 
 def _map_floats(results, fn):

@@ -1,7 +1,9 @@
 """Shared fixtures. Keras reads KERAS_HOME once, at import, so the offline cache is
 set up here, before any test module imports keras."""
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +92,19 @@ def make_report():
         "test": {p: {"loss": 1.0, "error": 0.3, "top5_error": 0.1} for p in points},
     }
     return kp.ProbeReport(points, results, num_classes=10, model="convnet")
+
+
+def run_reproduction(name, out, *args, timeout=900):
+    """Runs `reproductions/<name>.py --quick --out <out> *args`; returns (its JSON, stdout)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "reproductions" / f"{name}.py"), "--quick", "--out", str(out)]
+        + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    payload = json.loads((Path(out) / f"{name}.json").read_text())
+    assert payload["name"] == name and payload["quick"] is True
+    assert (Path(out) / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    return payload, result.stdout

@@ -1,0 +1,145 @@
+"""What every reproduction shares: the offline Keras cache, the command line,
+the results files and the paper's figures printed beside ours.
+
+Import it first, before keras: Keras reads `KERAS_HOME` once, when it is
+imported, and `use_shared_keras_cache` points it at the shared weight files.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+sys.path.insert(0, str(ROOT / "examples"))  # _offline.py, shared with the examples and tests
+import _offline  # noqa: E402  (imports neither keras nor keras_probes)
+
+_offline.use_shared_keras_cache()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
+
+__all__ = ["RESULTS", "ROOT", "Run", "parser"]
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every reproduction takes: `--quick`, `--out`, `--seed`."""
+    first, _, rest = doc.partition("\n\n")
+    result = argparse.ArgumentParser(
+        description=first,
+        epilog=rest,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    result.add_argument(
+        "--quick", action="store_true", help="a smoke run at a tiny scale (tests use it)"
+    )
+    result.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})"
+    )
+    result.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    return result
+
+
+class Run:
+    """One reproduction's results: settings, our figures beside the paper's, files.
+
+    Args:
+        name: the script's name; files are `<out>/<name>.json`, `.png`, `.gif`.
+        args: the parsed command line.
+
+    Example:
+
+    ```python
+    run = Run("toy", args)
+    run.compare("error at the input", paper="~0", ours=0.01)
+    run.save(results={...}, figure=fig)
+    ```
+    """
+
+    def __init__(self, name: str, args: argparse.Namespace):
+        self.name, self.args = name, args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.comparison: list[dict] = []
+        self.notes: list[str] = []
+        self._start = time.perf_counter()
+
+    def path(self, suffix: str) -> Path:
+        return self.out / f"{self.name}{suffix}"
+
+    def note(self, text: str) -> None:
+        """A line on how this run differs from the paper (data, scale); printed and saved."""
+        print(f"note: {text}")
+        self.notes.append(text)
+
+    def compare(self, quantity: str, paper, ours) -> None:
+        """One row of the paper-vs-ours table."""
+        self.comparison.append({"quantity": quantity, "paper": paper, "ours": ours})
+
+    def save(self, results: dict, figure=None, animations: dict | None = None) -> Path:
+        """Writes `<name>.json` (atomically), `<name>.png` and any GIFs; prints the table.
+
+        Args:
+            results: the measurements, JSON-serialisable.
+            figure: a Matplotlib figure, saved as `<name>.png`.
+            animations: `{suffix: function(path)}` writing e.g. `_plain.gif`.
+
+        Returns:
+            The JSON path.
+        """
+        import keras
+        import tensorflow as tf
+
+        files = []
+        if figure is not None:
+            figure.savefig(self.path(".png"), dpi=110)
+            files.append(self.path(".png").name)
+        for suffix, write in (animations or {}).items():
+            write(self.path(suffix))
+            files.append(self.path(suffix).name)
+        payload = {
+            "name": self.name,
+            "command": " ".join(["python", f"reproductions/{self.name}.py", *sys.argv[1:]]),
+            "quick": bool(self.args.quick),
+            "seed": self.args.seed,
+            "seconds": round(time.perf_counter() - self._start, 1),
+            "versions": {
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+            },
+            "notes": self.notes,
+            "paper_vs_ours": self.comparison,
+            "results": results,
+            "files": files,
+        }
+        path = self.path(".json")
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(payload, indent=1, default=_plain) + "\n")
+        partial.replace(path)
+        self._print_comparison()
+        print(f"wrote {', '.join([path.name, *files])} to {self.out} in {payload['seconds']:.0f} s")
+        return path
+
+    def _print_comparison(self):
+        if not self.comparison:
+            return
+        width = max(len(row["quantity"]) for row in self.comparison)
+        print(f"\n{'':{width}}  {'paper':>14}  {'ours':>10}")
+        for row in self.comparison:
+            print(f"{row['quantity']:{width}}  {_cell(row['paper']):>14}  {_cell(row['ours']):>10}")
+        print()
+
+
+def _cell(value):
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _plain(value):
+    """NumPy scalars and arrays as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Not JSON-serialisable: {type(value).__name__}")
