@@ -46,6 +46,14 @@ class LBFGSProbe:
             which bounds how small the gradient can be driven (about 1e-4 to
             1e-5); float64 goes as far as `tol` asks, at about twice the time.
             Defaults to `"float32"`.
+        standardize: fit on features standardised to mean 0 and variance 1
+            (with their own statistics), so that the penalty weighs every
+            feature, and every layer, at the same scale: a layer whose
+            activations are 1000x smaller is then probed as well as if they
+            were not, as scikit-learn's `StandardScaler` before
+            `LogisticRegression`. `coef_` and `intercept_` still apply to the
+            raw features; `loss_` and `grad_norm_` are those of the
+            standardised problem. Defaults to `False`.
 
     Attributes:
         coef_: the kernel, `(features, classes)`.
@@ -73,6 +81,7 @@ class LBFGSProbe:
         tol: float = 1e-4,
         memory: int = 20,
         dtype: str = "float32",
+        standardize: bool = False,
     ):
         _check_positive("l2", l2, allow_zero=True)
         _check_positive("max_iter", max_iter)
@@ -81,6 +90,7 @@ class LBFGSProbe:
             raise ValueError(f"`dtype` must be 'float32' or 'float64'. Received: dtype={dtype!r}")
         self.l2, self.max_iter, self.tol, self.memory = float(l2), int(max_iter), tol, memory
         self.dtype = dtype
+        self.standardize = standardize
 
     def fit(self, features, labels, num_classes: int, coef_init=None, intercept_init=None):
         """Fits the probe; `coef_init`/`intercept_init` warm-start it (zeros by default)."""
@@ -93,9 +103,13 @@ class LBFGSProbe:
                 f"`features` and `labels` must hold the same number (> 0) of examples. "
                 f"Received: features of shape {features.shape}, labels of shape {labels.shape}"
             )
-        objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
         kernel = np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init)
         bias = np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init)
+        if self.standardize:
+            center, spread = _moments(features, 0.0)
+            features = ((np.asarray(features, np.float64) - center) / spread).astype("float32")
+            kernel, bias = kernel * spread[:, None], bias + center @ kernel
+        objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
         # L-BFGS runs on centred, rescaled features, an exact change of
         # variables: the objective is the same, but pooled activations of very
         # different scales no longer make it ill-conditioned.
@@ -122,6 +136,9 @@ class LBFGSProbe:
         )
         theta = _from_standardized(result.x, mean, std, num_classes)
         self.coef_, self.intercept_ = objective.unpack(theta)
+        if self.standardize:
+            self.coef_ = self.coef_ / spread[:, None]
+            self.intercept_ = self.intercept_ - center @ self.coef_
         self.loss_, gradient = objective(theta)
         self.grad_norm_ = float(np.abs(gradient).max())
         self.n_iter_ = int(result.nit)

@@ -189,6 +189,13 @@ class ProbeMonitor(keras.callbacks.Callback):
             to `None`: all of them.
         l2, max_iter, tol: the L-BFGS fit, as `kp.solvers.LBFGSProbe`.
             Default to `1e-4`, `500` and `1e-4`.
+        standardize: fit each probe on its features standardised with the
+            probe-training set's statistics of the moment, as
+            `kp.solvers.LBFGSProbe(standardize=True)`: activations grow or
+            shrink by orders of magnitude while a model trains (and across
+            the layers of a deep one), and a fixed penalty on raw features
+            would measure that scale along with the separability.
+            Defaults to `True`.
         batch_size: batch size of the feature extraction. Defaults to `256`.
         path: a JSON file the history is written to after every measurement
             (atomically): an interrupted run keeps what it measured.
@@ -230,6 +237,7 @@ class ProbeMonitor(keras.callbacks.Callback):
         l2: float = 1e-4,
         max_iter: int = 500,
         tol: float = 1e-4,
+        standardize: bool = True,
         batch_size: int = 256,
         path=None,
         seed: int = 0,
@@ -248,7 +256,7 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.unit, self.every = unit, every
         self.at = None if at is None else sorted({int(a) for a in at})
         self.at_start = at_start
-        self.solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol)
+        self.solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol, standardize=standardize)
         self.batch_size = batch_size
         self.path = None if path is None else Path(path)
         self.verbose = verbose

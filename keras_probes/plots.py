@@ -5,12 +5,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib import animation
+from matplotlib import animation, colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from keras_probes.report import ProbeHistory, ProbeReport
 
-__all__ = ["animate_history", "plot_errors", "plot_history", "plot_history_frames"]
+__all__ = [
+    "animate_history",
+    "plot_error_colors",
+    "plot_errors",
+    "plot_history",
+    "plot_history_frames",
+]
 
 
 def plot_errors(
@@ -67,6 +76,92 @@ def plot_errors(
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title if title is not None else f"Linear probes on {report.model or 'model'}")
+    return fig
+
+
+def plot_error_colors(
+    report: ProbeReport,
+    split: str = "val",
+    references: Mapping[str, float | None] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Probe errors as a row of coloured boxes along depth (Alain & Bengio, Fig. 5).
+
+    One box per probe point, input side on the left, coloured by the probe's
+    error on `split` on a fixed 0..1 scale (red is bad, green is good), with
+    the error written in it and the point's name below. References, such as
+    the network's own classifier (the paper's "main head"), follow as boxes
+    with a heavier dashed outline. A smooth gradient from red to green is the
+    paper's finding: linear separability grows steadily with depth.
+
+    Args:
+        report: the measurements.
+        split: the split whose errors colour the boxes. Defaults to `"val"`.
+        references: more boxes after the probes, `{label: error}`, e.g.
+            `{"main head": 0.22}`; an error of `None` or NaN (unknown) is
+            drawn grey, marked "n/a". Defaults to none.
+        title: figure title. Defaults to the split and the model's name.
+
+    Returns:
+        The figure. Its first axes holds one `matplotlib.patches.Rectangle`
+        per box, in order, labelled with the point or reference name; the
+        second is the colorbar.
+
+    Example:
+
+    ```python
+    fig = kp.plots.plot_error_colors(report, references={"main head": 0.22})
+    fig.savefig("error_colors.png")
+    ```
+    """
+    errors = report.errors(split)
+    boxes = [*errors.items(), *(references or {}).items()]
+    cmap, norm = colormaps["RdYlGn_r"], Normalize(vmin=0.0, vmax=1.0)
+    gap = 0.5 if references else 0.0  # sets the references apart from the probes
+    width = min(18.0, max(6.0, 0.62 * (len(boxes) + gap) + 2.5))
+    fig = Figure(figsize=(width, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    centres = []
+    for i, (name, value) in enumerate(boxes):
+        reference = i >= len(errors)
+        left = i + (gap if reference else 0.0)
+        known = value is not None and bool(np.isfinite(value))
+        colour = cmap(norm(value)) if known else (0.8, 0.8, 0.8, 1.0)
+        ax.add_patch(
+            Rectangle(
+                (left + 0.06, 0.0),
+                0.88,
+                1.0,
+                facecolor=colour,
+                edgecolor="black",
+                linewidth=1.8 if reference else 0.6,
+                linestyle="--" if reference else "-",
+                label=name,
+            )
+        )
+        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        ax.text(
+            left + 0.5,
+            0.5,
+            f"{value:.3f}" if known else "n/a",
+            ha="center",
+            va="center",
+            rotation=90,
+            fontsize=9,
+            color="white" if luminance < 0.45 else "black",
+        )
+        centres.append(left + 0.5)
+    ax.set_xlim(0.0, len(boxes) + gap)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xticks(centres, [name for name, _ in boxes], rotation=60, ha="right", fontsize=8)
+    ax.tick_params(axis="x", length=0)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel("probe point, input side first" + (" (dashed: references)" if references else ""))
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"probe error ({split})")
+    model = report.model or "the model"
+    ax.set_title(title if title is not None else f"Probe {split} error along the depth of {model}")
     return fig
 
 

@@ -84,6 +84,34 @@ def test_lbfgs_warm_start_and_certificate():
     np.testing.assert_allclose(half.loss_, cold.loss_, rtol=1e-3)
 
 
+def test_standardized_probe_ignores_the_features_scale():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(500, 20))
+    labels = (signal[:, :3] @ rng.normal(size=(3, 4))).argmax(1)
+    features = signal * rng.uniform(0.5, 2, size=20) + 3
+    fits = [
+        LBFGSProbe(l2=1e-2, tol=1e-7, dtype="float64", standardize=True).fit(
+            (features * scale).astype(np.float32), labels, 4
+        )
+        for scale in (1.0, 1e-6)
+    ]
+    # The same problem once standardised: same objective, same predictions; and
+    # the coefficients apply to the raw features, whatever their scale.
+    np.testing.assert_allclose(fits[0].loss_, fits[1].loss_, rtol=1e-6)
+    np.testing.assert_allclose(fits[0].coef_, fits[1].coef_ * 1e-6, rtol=1e-3, atol=1e-5)
+    logits = [(features * s) @ f.coef_ + f.intercept_ for f, s in zip(fits, (1, 1e-6), strict=True)]
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)
+    assert np.mean(logits[0].argmax(1) == labels) > 0.9
+    # Raw, the penalty crushes the tiny features: a worse fit.
+    raw = LBFGSProbe(l2=1e-2, tol=1e-7, dtype="float64").fit(features * 1e-6, labels, 4)
+    assert raw.loss_ > fits[1].loss_ + 0.5
+    # A warm start from the raw-feature coefficients is converted: no iteration needed.
+    warm = LBFGSProbe(l2=1e-2, tol=1e-5, dtype="float64", standardize=True).fit(
+        features, labels, 4, coef_init=fits[0].coef_, intercept_init=fits[0].intercept_
+    )
+    assert warm.n_iter_ <= 1
+
+
 def test_minibatch_solver_trains_the_probes_of_probed(cached):
     probed, cache, _ = cached
     for head in probed.heads:

@@ -1,0 +1,184 @@
+"""MNIST convnet of Alain & Bengio (arXiv 1610.01644 v1 Sec. 3.3, v4 Sec. 3.5, Fig. 5 / 3).
+
+conv5x5(32) - ReLU - maxpool - conv5x5(64) - ReLU - maxpool - fc(512) - ReLU -
+fc(10), with a probe on each side of every convolution, activation and pooling
+(the layers are named as the paper's probes: conv1_preact, conv1_postact, ...,
+fc1_postact, logits). Probes see each layer's whole output, flattened. They are
+trained twice: on the network as initialised, and after it has trained for 10
+epochs; each time with RMSProp, every probe early-stopped on its own validation
+loss (`kp.callbacks.BestProbeWeights`), and measured on the test split.
+
+The paper: at initialisation the test error goes from about 8% at the input to
+about 2% after the first ReLU (random features help); after training it
+improves at every layer, but for a minor kink at fc1_preact.
+
+Data: `keras.datasets.mnist` when it can be downloaded (60k train, of which the
+last 10k are the validation split, as the paper; 10k test). Offline, only the
+10,000 official test images are here: they are split 7,000 train / 1,500
+validation / 1,500 test, and the output says so.
+
+    python reproductions/mnist_convnet.py            # about 15 minutes on 2 CPU cores offline
+    python reproductions/mnist_convnet.py --quick    # 1,000 images, 1 epoch: a smoke run
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the offline cache)
+
+import time  # noqa: E402
+
+import keras  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+PAPER_INIT = {"input": "~0.08", "conv1_postact": "~0.02"}
+
+
+def convnet(seed: int) -> keras.Model:
+    """The paper's MNIST convnet, one named layer per probe point."""
+    layers = keras.layers
+    init = {"kernel_initializer": keras.initializers.GlorotUniform(seed)}
+    x = inputs = keras.Input((28, 28, 1), name="input")
+    x = layers.Conv2D(32, 5, padding="same", name="conv1_preact", **init)(x)
+    x = layers.ReLU(name="conv1_postact")(x)
+    x = layers.MaxPooling2D(name="conv1_postpool")(x)
+    x = layers.Conv2D(64, 5, padding="same", name="conv2_preact", **init)(x)
+    x = layers.ReLU(name="conv2_postact")(x)
+    x = layers.MaxPooling2D(name="conv2_postpool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, name="fc1_preact", **init)(x)
+    x = layers.ReLU(name="fc1_postact")(x)
+    outputs = layers.Dense(10, name="logits", **init)(x)
+    return keras.Model(inputs, outputs, name="mnist_convnet")
+
+
+POINTS = [
+    "input",
+    "conv1_preact",
+    "conv1_postact",
+    "conv1_postpool",
+    "conv2_preact",
+    "conv2_postact",
+    "conv2_postpool",
+    "fc1_preact",
+    "fc1_postact",
+    "logits",
+]
+
+
+def probe(model, data, args, label):
+    """Trains fresh probes on `model` as it is now; returns their test report."""
+    (x, y), (xv, yv), (xt, yt) = data
+    probed = kp.ProbedModel(model, points=POINTS, num_classes=10, reducers="flatten")
+    probed.compile(optimizer=keras.optimizers.RMSprop(args.probe_lr))
+    stopper = kp.callbacks.BestProbeWeights(patience=args.patience)
+    start = time.perf_counter()
+    probed.fit(
+        x,
+        y,
+        validation_data=(xv, yv),
+        epochs=args.probe_epochs,
+        batch_size=args.batch_size,
+        callbacks=[stopper],
+        verbose=0,
+    )
+    best = [stopper.best_epoch_[p] + 1 for p in POINTS]
+    print(f"{label}: probes trained in {time.perf_counter() - start:.0f} s, best epochs {best}")
+    report = probed.evaluate_probes(xt, yt, split=label, verbose=0)
+    return report.merge(probed.evaluate_probes(xv, yv, split=f"{label} (validation)", verbose=0))
+
+
+def main(argv=None):
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the convnet")
+    parser.add_argument("--probe-epochs", type=int, default=30, help="most epochs per probe")
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    parser.add_argument(
+        "--probe-lr", type=float, default=1e-3, help="RMSProp learning rate of the probes"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    run = _common.Run("mnist_convnet", args)
+
+    splits = kp.datasets.mnist(seed=args.seed)
+    run.note(f"data: {splits.source}")
+    scale = lambda a: (a[..., None] / 255.0).astype("float32")  # noqa: E731
+    data = [(scale(x), y.astype("int64")) for x, y in (splits.train, splits.val, splits.test)]
+    if args.quick:
+        data = [(x[:n], y[:n]) for (x, y), n in zip(data, (1000, 300, 300), strict=True)]
+        args.epochs, args.probe_epochs = 1, 2
+    sizes = [len(y) for _, y in data]
+    print(f"train / validation / test: {sizes}")
+
+    keras.utils.set_random_seed(args.seed)
+    model = convnet(args.seed)
+    before = probe(model, data, args, "after initialisation")
+
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    (x, y), (xv, yv), (xt, yt) = data
+    start = time.perf_counter()
+    history = model.fit(
+        x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch_size, verbose=2
+    )
+    print(f"convnet trained for {args.epochs} epochs in {time.perf_counter() - start:.0f} s")
+    model_error = 1 - model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    after = probe(model, data, args, f"after {args.epochs} epochs")
+    report = before.merge(after)
+    print(report.table(metrics=["error"]))
+
+    init, trained = (
+        before.errors("after initialisation"),
+        after.errors(f"after {args.epochs} epochs"),
+    )
+    run.compare("init: test error at the input", PAPER_INIT["input"], init["input"])
+    run.compare(
+        "init: test error after the first ReLU", PAPER_INIT["conv1_postact"], init["conv1_postact"]
+    )
+    kinks = [f"{b}" for a, b in zip(POINTS, POINTS[1:], strict=False) if trained[b] > trained[a]]
+    run.compare(
+        "trained: layers worse than the one before",
+        "fc1_preact (minor)",
+        ", ".join(kinks) or "none",
+    )
+    run.compare("trained: test error at logits", "lowest", trained["logits"])
+    run.compare(
+        "trained: every probe better than at init",
+        "yes",
+        "yes" if all(trained[p] <= init[p] for p in POINTS) else "no",
+    )
+    run.compare("the convnet's own test error", "-", float(model_error))
+
+    figure = kp.plots.plot_errors(
+        report,
+        splits=["after initialisation", f"after {args.epochs} epochs"],
+        references={"the trained convnet itself": float(model_error)},
+        chance=False,
+        title="MNIST convnet: probe test error before and after training (paper Fig. 5)",
+    )
+    run.save(
+        {
+            "data_source": splits.source,
+            "sizes": {"train": sizes[0], "validation": sizes[1], "test": sizes[2]},
+            "points": POINTS,
+            "test_error_init": init,
+            "test_error_trained": trained,
+            "model_test_error": float(model_error),
+            "model_history": history.history,
+            "report": report.to_dict(),
+            "settings": {
+                "epochs": args.epochs,
+                "probe_epochs": args.probe_epochs,
+                "patience": args.patience,
+                "probe_optimizer": f"RMSprop({args.probe_lr})",
+                "reducers": "flatten",
+                "batch_size": args.batch_size,
+            },
+        },
+        figure,
+    )
+
+
+if __name__ == "__main__":
+    main()

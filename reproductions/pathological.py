@@ -1,0 +1,222 @@
+"""Pathologically deep MLPs diagnosed by probes (Alain & Bengio, arXiv 1610.01644
+v1 Sec. 3.4, Fig. 7 and 8; v4 Sec. 5.1, Fig. 6).
+
+128 fully connected layers of 128 units, leaky ReLU, Glorot initialisation, on
+MNIST, in three variants:
+
+- `plain`: the main loss at the top only. The signal fades layer after layer
+  (garbage forwardprop, garbage backprop): the model does not train.
+- `aux`: an auxiliary linear classifier after every 16th layer adds its loss to
+  the main one (as Inception's auxiliary heads): the model trains.
+- `skip`: the input is concatenated to layer 63's output to feed layer 64. The
+  model trains, through its second half only: layers 1-63 stay dead.
+
+`kp.callbacks.ProbeMonitor` fits a linear probe at the input and after every
+one of the 128 layers, before training and at a series of minibatches, on a
+fixed set of training examples (the paper plots the probes' *train* error) and
+on a validation set. Each variant gives a heatmap (layers x minibatches), the
+per-layer error curve at a few moments (the paper's frames), and a GIF (the
+paper's videos).
+
+Data: offline, MNIST's 10,000 official test images split 7,000 train / 1,500
+validation / 1,500 test (said in the output); `keras.datasets.mnist` otherwise.
+
+    python reproductions/pathological.py            # about 20 minutes on 2 CPU cores
+    python reproductions/pathological.py --quick    # 16 layers, a few steps: a smoke run
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the offline cache)
+
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+VARIANTS = ("plain", "aux", "skip")
+WIDTH = 128
+
+
+def deep_mlp(variant: str, depth: int, seed: int, every: int = 16) -> keras.Model:
+    """`depth` Dense(128) + LeakyReLU layers named `layer_i`; outputs: main logits
+    first, then the auxiliary classifiers' logits (variant `aux`)."""
+    inputs = keras.Input((784,), name="input")
+    h, outputs = inputs, []
+    for i in range(1, depth + 1):
+        if variant == "skip" and i == depth // 2:
+            h = keras.layers.Concatenate(name="skip_from_input")([h, inputs])
+        init = keras.initializers.GlorotUniform(seed=seed * 1000 + i)
+        h = keras.layers.Dense(WIDTH, kernel_initializer=init, name=f"dense_{i}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=0.2, name=f"layer_{i}")(h)
+        if variant == "aux" and i % every == 0 and i < depth:
+            outputs.append(keras.layers.Dense(10, name=f"aux_{i}")(h))
+    main = keras.layers.Dense(10, name="output")(h)
+    return keras.Model(inputs, [main, *outputs], name=f"mlp_{depth}_{variant}")
+
+
+def train_variant(variant, data, args, schedule):
+    (x, y), (xv, yv) = data
+    keras.utils.set_random_seed(args.seed)
+    model = deep_mlp(variant, args.depth, args.seed, every=args.aux_every)
+    n_out = len(model.outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n_out,
+        metrics=[["accuracy"]] + [[]] * (n_out - 1),
+    )
+    points = ["input", *(f"layer_{i}" for i in range(1, args.depth + 1))]
+    monitor = kp.callbacks.ProbeMonitor(
+        (x, y),
+        num_classes=10,
+        validation_data=(xv, yv),
+        points=points,
+        unit="batch",
+        at=schedule,
+        max_examples=args.probe_examples,
+        l2=args.l2,
+        max_iter=args.max_iter,
+        path=args.out / f"pathological_{variant}_history.json",
+        seed=args.seed,
+        verbose=1,
+    )
+    steps_per_epoch = int(np.ceil(len(y) / args.batch_size))
+    epochs = int(np.ceil(args.steps / steps_per_epoch))
+    start = time.perf_counter()
+    model.fit(
+        x,
+        [y] * n_out,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        steps_per_epoch=None,
+        callbacks=[monitor, _StopAt(args.steps)],
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    main = model.predict(x, batch_size=1024, verbose=0)
+    main = main[0] if isinstance(main, list) else main
+    train_error = float(np.mean(np.argmax(main, axis=1) != y))
+    print(
+        f"{variant}: {model.optimizer.iterations.numpy()} steps in {seconds:.0f} s, "
+        f"train error of the model's output {train_error:.3f}"
+    )
+    return monitor.history, train_error, seconds
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Ends training after exactly `steps` minibatches."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
+def figure(histories, depth, metric="train_error"):
+    fig = Figure(figsize=(15, 4.2 * len(histories)), layout="constrained")
+    axes = fig.subplots(len(histories), 2, width_ratios=[1, 1.3], squeeze=False)
+    titles = {
+        "plain": "plain: the main loss only",
+        "aux": "aux: + a classifier loss every 16 layers",
+        "skip": f"skip: input concatenated into layer {depth // 2}",
+    }
+    for row, (variant, history) in enumerate(histories.items()):
+        kp.plots.plot_history(history, metric, ax=axes[row, 0], title=titles[variant])
+        kp.plots.plot_history_frames(history, metric, ax=axes[row, 1], title=titles[variant])
+    fig.suptitle(
+        f"Probe train error at every layer of a {depth}-layer MLP on MNIST, over training "
+        "(paper Fig. 7/8)"
+    )
+    return fig
+
+
+def main(argv=None):
+    parser = _common.parser(__doc__)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--depth", type=int, default=128)
+    parser.add_argument("--aux-every", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000, help="training minibatches")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (momentum 0.9)")
+    parser.add_argument("--probe-examples", type=int, default=1000, help="probe training set")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
+    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.depth, args.aux_every, args.steps, args.probe_examples = 16, 4, 30, 300
+    schedule = sorted(
+        {
+            s
+            for s in (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
+            if s < args.steps
+        }
+        | {args.steps}
+    )
+    run = _common.Run("pathological", args)
+    splits = kp.datasets.mnist(seed=args.seed)
+    run.note(f"data: {splits.source}")
+    run.note(
+        "probes: L-BFGS on standardised features (ProbeMonitor's default), "
+        f"{args.probe_examples} fixed training examples; the model: SGD({args.lr}, momentum 0.9)"
+    )
+    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype("float32")  # noqa: E731
+    data = [(flat(x), y.astype("int64")) for x, y in (splits.train, splits.val)]
+    if args.quick:
+        data = [(x[:1000], y[:1000]) for x, y in data]
+
+    histories, model_errors, seconds = {}, {}, {}
+    for variant in args.variants:
+        histories[variant], model_errors[variant], seconds[variant] = train_variant(
+            variant, data, args, schedule
+        )
+    half = args.depth // 2
+    results = {"schedule": schedule, "model_train_error": model_errors, "seconds": seconds}
+    for variant, history in histories.items():
+        final = history.matrix("train_error")[:, -1]
+        start = history.matrix("train_error")[:, 0]
+        results[variant] = {
+            "history": history.to_dict(),
+            "final_train_error": dict(zip(history.points, final.tolist(), strict=True)),
+            "mean_error_layers_1_to_half": float(final[1:half].mean()),
+            "mean_error_layers_half_to_top": float(final[half:].mean()),
+            "initial_train_error": dict(zip(history.points, start.tolist(), strict=True)),
+        }
+    paper = {"plain": "fails to train", "aux": "trains", "skip": "trains"}
+    for variant in histories:
+        run.compare(
+            f"{variant}: model train error at the end", paper[variant], model_errors[variant]
+        )
+    if "skip" in histories:
+        run.compare(
+            f"skip: mean probe error, layers 1-{half - 1}, at the end",
+            "dead (~0.9)",
+            results["skip"]["mean_error_layers_1_to_half"],
+        )
+        run.compare(
+            f"skip: mean probe error, layers {half}-{args.depth}, at the end",
+            "low",
+            results["skip"]["mean_error_layers_half_to_top"],
+        )
+    if "aux" in histories:
+        run.compare(
+            f"aux: mean probe error, layers 1-{args.depth}, at the end",
+            "low",
+            float(histories["aux"].matrix("train_error")[1:, -1].mean()),
+        )
+    animations = {
+        f"_{variant}.gif": (
+            lambda path, h=history, v=variant: kp.plots.animate_history(
+                h, path, "train_error", title=f"{v}: probe train error per layer"
+            )
+        )
+        for variant, history in histories.items()
+    }
+    run.save(results, figure(histories, args.depth), animations)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The reproductions of Alain & Bengio run end to end at `--quick` scale and
+write what they promise: sane values under the expected keys."""
+
+import numpy as np
+import pytest
+from conftest import run_reproduction
+
+import keras_probes as kp
+
+
+@pytest.mark.slow
+def test_toy(tmp_path):
+    payload, stdout = run_reproduction("toy", tmp_path)
+    results = payload["results"]
+    assert len(results["points"]) == 33  # the input and 32 layers
+    test = np.array(results["test_error_per_dataset"])
+    assert test.shape == (3, 33) and np.all((test >= 0) & (test <= 1))
+    mean = np.array(results["test_error_mean"])
+    # The input is linearly separable; 32 random layers leave close to a coin flip.
+    assert mean[0] < 0.2 and mean[-1] > 0.4 and results["monotonicity"] > 0.5
+    assert payload["paper_vs_ours"][0]["ours"] == pytest.approx(mean[0])
+    assert "paper" in stdout and "ours" in stdout
+
+
+@pytest.mark.slow
+def test_mnist_convnet(tmp_path):
+    payload, _ = run_reproduction("mnist_convnet", tmp_path)
+    results = payload["results"]
+    assert results["points"][0] == "input" and results["points"][-1] == "logits"
+    assert "offline" in results["data_source"] or "official" in results["data_source"]
+    report = kp.ProbeReport.from_dict(results["report"])
+    assert report.splits == [
+        "after initialisation",
+        "after initialisation (validation)",
+        "after 1 epochs",
+        "after 1 epochs (validation)",
+    ]
+    for split in report.splits:
+        assert all(0 <= e <= 1 for e in report.errors(split).values())
+    # A linear classifier on pixels does far better than chance even from 1,000 digits.
+    assert results["test_error_init"]["input"] < 0.5
+    assert 0 <= results["model_test_error"] <= 1
+
+
+@pytest.mark.slow
+def test_pathological(tmp_path):
+    payload, _ = run_reproduction("pathological", tmp_path)
+    results = payload["results"]
+    for variant in ("plain", "aux", "skip"):
+        history = kp.ProbeHistory.from_dict(results[variant]["history"])
+        assert history.points == ["input", *(f"layer_{i}" for i in range(1, 17))]
+        assert history.steps == results["schedule"] and history.steps[0] == 0
+        errors = history.matrix("val_error")
+        assert np.all((errors >= 0) & (errors <= 1))
+        assert np.all(errors[0] == errors[0, 0])  # the input never changes
+        assert (tmp_path / f"pathological_{variant}.gif").read_bytes()[:6] == b"GIF89a"
+        # The history was also written as it was measured.
+        saved = kp.ProbeHistory.from_json(tmp_path / f"pathological_{variant}_history.json")
+        assert saved == history
+    assert set(results["model_train_error"]) == {"plain", "aux", "skip"}
