@@ -165,22 +165,11 @@ class ProbeReport:
     # -- files -------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "model": self.model,
-            "num_classes": self.num_classes,
-            "points": list(self.points),
-            "results": self.results,
-        }
+        return {**_header(_FORMAT, self), "results": self.results}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProbeReport":
-        if data.get("format") != _FORMAT or data.get("version") != _VERSION:
-            raise ValueError(
-                f"Not a ProbeReport (format {_FORMAT!r}, version {_VERSION}). "
-                f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
-            )
+        _check_header(data, _FORMAT, "ProbeReport")
         return cls(data["points"], data["results"], data["num_classes"], data["model"])
 
     def to_json(self, path) -> None:
@@ -288,11 +277,7 @@ class ProbeHistory:
 
     def to_dict(self) -> dict:
         return {
-            "format": _HISTORY_FORMAT,
-            "version": _VERSION,
-            "model": self.model,
-            "num_classes": self.num_classes,
-            "points": list(self.points),
+            **_header(_HISTORY_FORMAT, self),
             "steps": list(self.steps),
             "epochs": list(self.epochs),
             "metrics": {
@@ -302,11 +287,7 @@ class ProbeHistory:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProbeHistory":
-        if data.get("format") != _HISTORY_FORMAT or data.get("version") != _VERSION:
-            raise ValueError(
-                f"Not a ProbeHistory (format {_HISTORY_FORMAT!r}, version {_VERSION}). "
-                f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
-            )
+        _check_header(data, _HISTORY_FORMAT, "ProbeHistory")
         metrics = {
             m: [[_nan_null(v) for v in row] for row in rows] for m, rows in data["metrics"].items()
         }
@@ -328,6 +309,24 @@ class ProbeHistory:
     def from_json(cls, path) -> "ProbeHistory":
         """Reads a history written by `to_json`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _header(format, measurements):
+    return {
+        "format": format,
+        "version": _VERSION,
+        "model": measurements.model,
+        "num_classes": measurements.num_classes,
+        "points": list(measurements.points),
+    }
+
+
+def _check_header(data, format, kind):
+    if data.get("format") != format or data.get("version") != _VERSION:
+        raise ValueError(
+            f"Not a {kind} (format {format!r}, version {_VERSION}). "
+            f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
+        )
 
 
 def _write_json(path, data):
