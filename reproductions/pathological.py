@@ -4,12 +4,12 @@ v1 Sec. 3.4, Fig. 7 and 8; v4 Sec. 5.1, Fig. 6).
 128 fully connected layers of 128 units, leaky ReLU, Glorot initialisation, on
 MNIST, in three variants:
 
-- `plain`: the main loss at the top only. The signal fades layer after layer
-  (garbage forwardprop, garbage backprop): the model does not train.
+- `plain`: the main loss at the top only. The paper: the signal fades layer
+  after layer (garbage forwardprop, garbage backprop) and the model does not train.
 - `aux`: an auxiliary linear classifier after every 16th layer adds its loss to
-  the main one (as Inception's auxiliary heads): the model trains.
+  the main one (as Inception's auxiliary heads). The paper: the model trains.
 - `skip`: the input is concatenated to layer 63's output to feed layer 64. The
-  model trains, through its second half only: layers 1-63 stay dead.
+  paper: the model trains through its second half only; layers 1-63 stay dead.
 
 `kp.callbacks.ProbeMonitor` fits a linear probe at the input and after every
 one of the 128 layers, before training and at a series of minibatches, on a
@@ -41,7 +41,9 @@ VARIANTS = ("plain", "aux", "skip")
 WIDTH = 128
 
 
-def deep_mlp(variant: str, depth: int, seed: int, every: int = 16) -> keras.Model:
+def deep_mlp(
+    variant: str, depth: int, seed: int, every: int = 16, slope: float = 0.2
+) -> keras.Model:
     """`depth` Dense(128) + LeakyReLU layers named `layer_i`; outputs: main logits
     first, then the auxiliary classifiers' logits (variant `aux`)."""
     inputs = keras.Input((784,), name="input")
@@ -51,7 +53,7 @@ def deep_mlp(variant: str, depth: int, seed: int, every: int = 16) -> keras.Mode
             h = keras.layers.Concatenate(name="skip_from_input")([h, inputs])
         init = keras.initializers.GlorotUniform(seed=seed * 1000 + i)
         h = keras.layers.Dense(WIDTH, kernel_initializer=init, name=f"dense_{i}")(h)
-        h = keras.layers.LeakyReLU(negative_slope=0.2, name=f"layer_{i}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=slope, name=f"layer_{i}")(h)
         if variant == "aux" and i % every == 0 and i < depth:
             outputs.append(keras.layers.Dense(10, name=f"aux_{i}")(h))
     main = keras.layers.Dense(10, name="output")(h)
@@ -64,7 +66,7 @@ def train_variant(variant, data, args, schedule):
     model = deep_mlp(variant, args.depth, args.seed, every=args.aux_every)
     n_out = len(model.outputs)
     model.compile(
-        optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
+        optimizer=keras.optimizers.Adam(args.lr),
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n_out,
         metrics=[["accuracy"]] + [[]] * (n_out - 1),
     )
@@ -143,7 +145,7 @@ def main(argv=None):
     parser.add_argument("--aux-every", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2000, help="training minibatches")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (momentum 0.9)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--probe-examples", type=int, default=1000, help="probe training set")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
     parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
@@ -163,7 +165,10 @@ def main(argv=None):
     run.note(f"data: {splits.source}")
     run.note(
         "probes: L-BFGS on standardised features (ProbeMonitor's default), "
-        f"{args.probe_examples} fixed training examples; the model: SGD({args.lr}, momentum 0.9)"
+        f"{args.probe_examples} fixed training examples; the model: Adam({args.lr}) for "
+        f"{args.steps} minibatches of {args.batch_size} (the paper: SGD, longer; in a trial "
+        "here SGD(0.01, momentum 0.9) moved no variant in 330 steps, Adam moved the "
+        "auxiliary heads)"
     )
     flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype("float32")  # noqa: E731
     data = [(flat(x), y.astype("int64")) for x, y in (splits.train, splits.val)]
