@@ -21,6 +21,10 @@ import _offline  # noqa: E402  (imports neither keras nor keras_probes)
 
 _offline.use_shared_keras_cache()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
+# Before NumPy is imported. L-BFGS makes many tiny BLAS calls; OpenBLAS's threads
+# spin-wait for each other, and on a busy 2-core machine one fit then took 10-50 s
+# instead of 0.3 s. TensorFlow's own kernels do not use OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["RESULTS", "ROOT", "Run", "parser"]
 

@@ -28,3 +28,41 @@ def test_plot_one_split_and_another_metric():
     assert ax.get_yscale() == "log"
     assert [line.get_label() for line in ax.get_lines()] == ["test top5_error"]
     assert ax.get_title() == "T"
+
+
+def test_plot_error_colors_draws_one_box_per_point_coloured_by_its_error(tmp_path):
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    report = make_report()  # val errors 0.5, 0.4, 0.3 along depth
+    references = {"main head": 0.1, "unknown head": None}
+    fig = kp.plots.plot_error_colors(report, references=references)
+    assert isinstance(fig, Figure)
+    ax, colorbar = fig.axes
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle)]
+    names = [*report.points, "main head", "unknown head"]
+    assert [box.get_label() for box in boxes] == names
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    # Colours on a fixed 0..1 scale, red is bad: each box is the colormap at its error.
+    errors = [*report.errors("val").values(), 0.1]
+    for box, error in zip(boxes, errors, strict=False):
+        np.testing.assert_allclose(box.get_facecolor(), colormaps["RdYlGn_r"](error))
+    np.testing.assert_allclose(boxes[-1].get_facecolor(), (0.8, 0.8, 0.8, 1.0))  # unknown: grey
+    greenness = [box.get_facecolor()[1] - box.get_facecolor()[0] for box in boxes[:4]]
+    assert greenness == sorted(greenness) and greenness[0] < greenness[-1]  # lower error: greener
+    assert [t.get_text() for t in ax.texts] == ["0.500", "0.400", "0.300", "0.100", "n/a"]
+    assert [box.get_linestyle() for box in boxes].count("--") == 2  # references stand apart
+    assert colorbar.get_ylim() == (0.0, 1.0) and colorbar.get_ylabel() == "probe error (val)"
+    assert "val" in ax.get_title() and "convnet" in ax.get_title()
+    fig.savefig(tmp_path / "colors.png")
+    assert (tmp_path / "colors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_error_colors_of_another_split_without_references():
+    report = make_report()  # test errors all 0.3
+    fig = kp.plots.plot_error_colors(report, split="test", title="T")
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(report.points)
+    assert len({tuple(p.get_facecolor()) for p in ax.patches}) == 1  # equal errors, equal colours
+    assert ax.get_title() == "T" and fig.axes[1].get_ylabel() == "probe error (test)"

@@ -1,0 +1,548 @@
+"""The protocol both ImageNet reproductions share (Alain & Bengio, Sec. 4.1 and 4.2).
+
+A pretrained `keras.applications` network is probed at its preset points: the
+features of every point over the train and val images are extracted once into a
+`kp.FeatureCache` (resumable, re-used by a second run), then each probe is fitted
+to its convex optimum by L-BFGS (`kp.fit_probes(..., solver="lbfgs")`). The
+probes' val errors are set beside the pretrained network's own classifier on the
+same images and classes: its 1000-way ImageNet scores restricted to the
+dataset's classes, argmax among those.
+
+`resnet50.py` and `inception_v3.py` differ only in the network, the reducer
+(average pooling, or 1000 fixed random features) and what they compare with the
+paper; each passes an `Experiment` to `main`. Import `_common` before this
+module: it points Keras at the shared weight files before Keras is imported.
+"""
+
+import atexit
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import _common  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+__all__ = ["MODELS", "Experiment", "ModelSpec", "load_base", "main"]
+
+#: Images per class of the `--quick` smoke run: (train, val).
+QUICK_PER_CLASS = (4, 2)
+#: Examples per cache shard (about): an interrupted extraction loses at most this many.
+SHARD_EXAMPLES = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A `keras.applications` network and how it is probed and fed.
+
+    Args:
+        label: its name in print, e.g. `"ResNet-50"`.
+        call: the Keras call that builds it, as text (`{weights}` filled in).
+        build: `weights -> keras.Model`, the real `keras.applications` call.
+        preset: the probe points (a `kp.points` preset).
+        preprocess: `keras.applications` preprocessing mode.
+        image_size: input `(height, width)`.
+        weight_file: the ImageNet weight file Keras looks for in `$KERAS_HOME/models/`.
+    """
+
+    label: str
+    call: str
+    build: Callable[[str | None], keras.Model]
+    preset: str
+    preprocess: str
+    image_size: tuple[int, int]
+    weight_file: str
+
+
+MODELS = {
+    "resnet50": ModelSpec(
+        "ResNet-50",
+        "keras.applications.ResNet50(weights={weights})",
+        lambda weights: keras.applications.ResNet50(weights=weights),
+        "resnet50",
+        "caffe",
+        (224, 224),
+        # keras/src/applications/resnet.py: f"{weights_name}_weights_tf_dim_ordering_tf_kernels.h5"
+        "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "inception_v3": ModelSpec(
+        "Inception v3",
+        "keras.applications.InceptionV3(weights={weights})",
+        lambda weights: keras.applications.InceptionV3(weights=weights),
+        "inception_v3",
+        "tf",
+        (299, 299),
+        "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+    ),
+    "mobilenet": ModelSpec(
+        "MobileNet (alpha 0.75)",
+        "keras.applications.MobileNet(alpha=0.75, weights={weights})",
+        lambda weights: keras.applications.MobileNet(alpha=0.75, weights=weights),
+        "mobilenet",
+        "tf",
+        (224, 224),
+        "mobilenet_7_5_224_tf.h5",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What a reproduction script adds to the shared protocol.
+
+    Args:
+        name: the script's name, also of its results files.
+        section: where the paper describes it, e.g. `"Sec. 4.1"`.
+        model: the paper's network, a key of `MODELS`.
+        reducer: `"gap"` (average pooling) or `"random"` (`kp.RandomSubset`).
+        compare: `(run, results)`: adds the paper-vs-ours rows.
+        figure: `(report, results) -> Figure`.
+        notes: `results -> [str]`: the experiment's own notes.
+    """
+
+    name: str
+    section: str
+    model: str
+    reducer: str
+    compare: Callable
+    figure: Callable
+    notes: Callable = lambda results: []
+    random_features: int = 1000
+
+
+# -- the network ---------------------------------------------------------------
+
+
+def weights_folder() -> Path:
+    """Where `keras.applications` looks for weight files: `$KERAS_HOME/models`, resolved."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return (Path(home) / "models").resolve()
+
+
+def load_base(model: str, weights: str, script: str) -> keras.Model:
+    """Builds the network with the real `keras.applications` call (it downloads online).
+
+    Without the weight file and without the network, prints one line naming the
+    file, the folder to put it in and the MobileNet command, and exits with 2.
+    """
+    spec = MODELS[model]
+    try:
+        return spec.build(None if weights == "none" else "imagenet")
+    except Exception as error:  # keras' get_file raises a bare Exception when offline
+        folder = weights_folder()
+        if weights == "none" or (folder / spec.weight_file).is_file():
+            raise  # not a missing weight file
+        reason = " ".join(str(error).split(" -- ")[-1].split())[:120]
+        print(
+            f"{script}.py: error: the {spec.label} ImageNet weights, {spec.weight_file}, are "
+            f"not in {folder}/ ($KERAS_HOME/models/) and could not be downloaded ({reason}): "
+            "put the file there, or run the same protocol on the pretrained MobileNet "
+            f"(alpha 0.75) whose weights are there: python reproductions/{script}.py "
+            "--model mobilenet",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
+# -- the images ----------------------------------------------------------------
+
+
+@dataclass
+class ImageData:
+    """Train and val images as batched `(preprocessed images, int labels)` datasets."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    class_names: list[str]
+    source: str
+    tag: str  # a short name of the data, for the default cache folder
+
+
+def load_data(data: str, spec: ModelSpec, batch_size: int, quick: bool, data_dir=None):
+    """Resolves `--data` and loads the train and val images for `spec`'s network.
+
+    `"imagenette"`: an already prepared TFDS `imagenette`, else the shared
+    offline folder, else a TFDS download (never a download that could hang when
+    the shared folder is there). A folder: it needs `train/` and `val/`, one
+    sub-folder per class in each. Anything else: a TFDS dataset name.
+    """
+    if data == "imagenette":
+        if _tfds_prepared("imagenette", data_dir):
+            return _tfds_data("imagenette", spec, batch_size, quick, data_dir)
+        try:
+            folder = kp.datasets.imagenette_dir()
+        except FileNotFoundError:
+            return _tfds_data("imagenette", spec, batch_size, quick, data_dir)
+        images = _folder_data(folder, spec, batch_size, quick)
+        images.source = (
+            f"Imagenette, the shared offline subset {folder} (the first 300 train and 100 "
+            "val images of each of the 10 classes of fastai's imagenette2, 224x224)"
+            + (" (quick: a part of it)" if quick else "")
+        )
+        images.tag = "imagenette"
+        return images
+    if Path(data).is_dir():
+        return _folder_data(Path(data), spec, batch_size, quick)
+    return _tfds_data(data, spec, batch_size, quick, data_dir)
+
+
+def _folder_data(folder: Path, spec, batch_size, quick):
+    missing = [s for s in ("train", "val") if not (folder / s).is_dir()]
+    if missing:
+        raise ValueError(
+            f"The image folder {folder} has no {' and no '.join(f'{s}/' for s in missing)} "
+            "sub-folder: pass a folder holding train/ and val/, each with one sub-folder of "
+            f"images per class. Received: --data {folder}"
+        )
+    per_class = {"train": QUICK_PER_CLASS[0], "val": QUICK_PER_CLASS[1]}
+    root = _small_copy(folder, per_class) if quick else folder
+    train, names = kp.datasets.image_folder(
+        root / "train", spec.image_size, batch_size, spec.preprocess
+    )
+    val, val_names = kp.datasets.image_folder(
+        root / "val", spec.image_size, batch_size, spec.preprocess
+    )
+    if val_names != names:
+        raise ValueError(
+            f"The class folders of {folder / 'train'} and {folder / 'val'} differ: "
+            f"{names} and {val_names}."
+        )
+    quick_text = (
+        f" (quick: {QUICK_PER_CLASS[0]} train and {QUICK_PER_CLASS[1]} val images per class)"
+    )
+    return ImageData(
+        train,
+        val,
+        names,
+        f"image folder {folder}" + (quick_text if quick else ""),
+        re.sub(r"[^A-Za-z0-9]+", "_", folder.name).strip("_") or "folder",
+    )
+
+
+def _small_copy(root: Path, per_class: dict[str, int]) -> Path:
+    """The first `per_class[split]` images of each class, linked into a temporary folder."""
+    copy = Path(tempfile.mkdtemp(prefix="imagenet_quick_"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    for split, count in per_class.items():
+        for folder in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            (copy / split / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:count]:
+                (copy / split / folder.name / image.name).symlink_to(image.resolve())
+    return copy
+
+
+def _tfds_prepared(name, data_dir):
+    from absl import logging as absl_logging
+
+    # Looking is not preparing: no "has no dataset_info.json" warning for a missing dataset.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        import tensorflow_datasets as tfds
+
+        return tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception:  # no TFDS, or an unknown name: not prepared
+        return False
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+def _tfds_data(name, spec, batch_size, quick, data_dir):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        print(f"Downloading and preparing the TFDS dataset {name!r} ...")
+        builder.download_and_prepare()
+    splits = list(builder.info.splits)
+    val_split = next((s for s in ("validation", "val", "test") if s in splits), None)
+    if "train" not in splits or val_split is None:
+        raise ValueError(
+            f"The TFDS dataset {name!r} has splits {splits}; the probes need 'train' and one "
+            f"of 'validation', 'val', 'test'. Received: --data {name}"
+        )
+    label = builder.info.features[builder.info.supervised_keys[1]]
+    sizes = (len(label.names) * QUICK_PER_CLASS[0], len(label.names) * QUICK_PER_CLASS[1])
+    train_split, val_split = (
+        (f"train[:{sizes[0]}]", f"{val_split}[:{sizes[1]}]") if quick else ("train", val_split)
+    )
+    train, _ = kp.datasets.tfds_images(
+        name, train_split, spec.image_size, batch_size, spec.preprocess, data_dir
+    )
+    val, _ = kp.datasets.tfds_images(
+        name, val_split, spec.image_size, batch_size, spec.preprocess, data_dir
+    )
+    return ImageData(
+        train,
+        val,
+        list(label.names),
+        f"TFDS {name!r}, splits {train_split!r} (train) and {val_split!r} (val)",
+        re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + "_tfds",
+    )
+
+
+def imagenet_indices(class_names: list[str]) -> np.ndarray | None:
+    """The ImageNet-1k index of each class, when the classes are ImageNet classes known here.
+
+    Imagenette's WordNet ids (`kp.datasets.IMAGENETTE_CLASSES`), or a 1000-class
+    dataset in ImageNet's own order; else `None`: no pretrained reference.
+    """
+    if all(name in kp.datasets.IMAGENETTE_CLASSES for name in class_names):
+        return np.array([kp.datasets.IMAGENETTE_CLASSES[name] for name in class_names])
+    if len(class_names) == 1000:
+        return np.arange(1000)
+    return None
+
+
+def pretrained_errors(base: keras.Model, data: tf.data.Dataset, indices: np.ndarray):
+    """The pretrained classifier's own top-1 errors: among the dataset's classes, and 1000-way.
+
+    Among the classes: argmax of its ImageNet scores at `indices`, the probes' task.
+    """
+    infer = tf.function(lambda x: base(x, training=False))
+    scores, labels = [], []
+    for x, y in data:
+        scores.append(infer(x).numpy())
+        labels.append(y.numpy())
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    among = float(np.mean(np.argmax(scores[:, indices], axis=1) != labels))
+    top1 = float(np.mean(np.argmax(scores, axis=1) != indices[labels]))
+    return among, top1
+
+
+# -- the run -------------------------------------------------------------------
+
+
+def parser(doc: str, experiment: Experiment):
+    """`_common.parser` plus the options of the ImageNet reproductions."""
+    result = _common.parser(doc)
+    result.add_argument(
+        "--model",
+        choices=[experiment.model, "mobilenet"],
+        default=experiment.model,
+        help="the network (default: %(default)s; mobilenet: MobileNet alpha 0.75, whose "
+        "weights are in the shared offline cache)",
+    )
+    result.add_argument(
+        "--weights",
+        choices=["imagenet", "none"],
+        default="imagenet",
+        help="pretrained ImageNet weights, or none (random weights, seeded) (default: imagenet)",
+    )
+    result.add_argument(
+        "--data",
+        default="imagenette",
+        help="'imagenette' (TFDS if prepared, else the shared offline folder), a TFDS dataset "
+        "name, or an image folder with train/ and val/ (one sub-folder per class in each) "
+        "(default: %(default)s)",
+    )
+    result.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    result.add_argument(
+        "--l2",
+        type=float,
+        default=1e-4,
+        help="L2 penalty of every probe, l2/2 ||kernel||^2; scikit-learn's C = 1/(l2 n_train) "
+        "(default: %(default)s)",
+    )
+    result.add_argument(
+        "--cache",
+        type=Path,
+        help="feature cache folder; an interrupted run resumes there, a second run re-uses it "
+        f"(default: {_common.ROOT}/.cache/reproductions/{experiment.name}-<model>[-...])",
+    )
+    result.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
+    )
+    return result
+
+
+def _default_cache(experiment, args, data_tag):
+    parts = [experiment.name, args.model]
+    if args.weights == "none":
+        parts.append(f"random{args.seed}")
+    elif experiment.reducer == "random" and args.seed:
+        parts.append(f"seed{args.seed}")
+    if data_tag != "imagenette":
+        parts.append(data_tag)
+    if args.quick:
+        parts.append("quick")
+    return _common.ROOT / ".cache" / "reproductions" / "-".join(parts)
+
+
+def _fail(script, message):
+    print(f"{script}.py: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(doc: str, experiment: Experiment, argv=None) -> dict:
+    """Runs the protocol; writes `results/<name>.json` and `.png`; returns the results."""
+    args = parser(doc, experiment).parse_args(argv)
+    script, spec = experiment.name, MODELS[args.model]
+    keras.utils.set_random_seed(args.seed)
+    # First the network: without its weights nothing else is worth doing.
+    base = load_base(args.model, args.weights, script)
+    try:
+        images = load_data(args.data, spec, args.batch_size, args.quick, args.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(script, error)
+    run = _common.Run(script, args)
+    weights_text = "'imagenet'" if args.weights == "imagenet" else "None"
+    call = spec.call.format(weights=weights_text)
+    stand_in = args.model != experiment.model
+    paper = MODELS[experiment.model].label
+    described = f"{spec.label}, {'ImageNet' if args.weights == 'imagenet' else 'random'} weights"
+    print(f"Model: {described}: {call}" + (f", standing in for {paper}" if stand_in else ""))
+    if stand_in:
+        run.note(
+            f"The network is {spec.label} ({call}), standing in for the paper's {paper}, "
+            f"whose weights ({MODELS[experiment.model].weight_file}) are not available "
+            f"offline. Same protocol; its points are the preset {spec.preset!r}."
+        )
+    if args.weights == "none":
+        run.note(f"Random weights (seed {args.seed}), not the pretrained ones: a smoke test.")
+    print(f"Data: {images.source}")
+
+    indices = imagenet_indices(images.class_names)
+
+    if experiment.reducer == "random":
+        reducers = kp.RandomSubset(experiment.random_features, seed=args.seed)
+        reducer_text = (
+            f"{experiment.random_features} fixed random features per point "
+            f"(kp.RandomSubset({experiment.random_features}, seed={args.seed}))"
+        )
+    else:
+        reducers, reducer_text = "gap", "global average pooling per channel"
+    probed = kp.ProbedModel(
+        base, points=spec.preset, num_classes=len(images.class_names), reducers=reducers
+    )
+    print(f"Points: {len(probed.points)} (preset {spec.preset!r}), {reducer_text}")
+
+    directory = args.cache or _default_cache(experiment, args, images.tag)
+    shard_size = args.batch_size * max(1, SHARD_EXAMPLES // args.batch_size)
+    seconds = {}
+    try:
+        for split, dataset in (("train", images.train), ("val", images.val)):
+            start = time.perf_counter()
+            print(f"Features of the {split} images -> {directory}")
+            kp.FeatureCache.write(
+                probed,
+                dataset,
+                directory,
+                split=split,
+                batch_size=args.batch_size,
+                shard_size=shard_size,
+                verbose=1,
+            )
+            seconds[f"cache_{split}"] = round(time.perf_counter() - start, 1)
+        cache = kp.FeatureCache.open(directory, model=probed)
+    except kp.CacheError as error:
+        _fail(script, f"{error} (or pass another --cache folder)")
+    num_train, num_val = cache.num_examples("train"), cache.num_examples("val")
+
+    start = time.perf_counter()
+    print(f"Fitting {len(probed.points)} probes by L-BFGS (l2={args.l2:g}) on {num_train} images")
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=args.l2, verbose=1)
+    seconds["fit"] = round(time.perf_counter() - start, 1)
+
+    pretrained = (None, None)
+    if args.weights == "imagenet" and indices is not None:
+        start = time.perf_counter()
+        pretrained = pretrained_errors(base, images.val, indices)
+        seconds["pretrained_val"] = round(time.perf_counter() - start, 1)
+
+    print(f"\nProbes on {described}; {images.source}:\n")
+    print(report.table(metrics=["loss", "error", "grad_norm"]))
+    if pretrained[0] is not None:
+        print(
+            f"Pretrained {spec.label}'s own classifier on the same {num_val} val images: error "
+            f"{pretrained[0]:.4f} among the {len(images.class_names)} classes (1000-way "
+            f"ImageNet top-1 error {pretrained[1]:.4f})."
+        )
+
+    train = report.results["train"]
+    results = {
+        "experiment": f"Alain & Bengio (arXiv 1610.01644), {experiment.section}",
+        "model": spec.label,
+        "model_call": call,
+        "paper_model": paper,
+        "stands_in_for_paper_model": stand_in,
+        "weights": args.weights,
+        "preset": spec.preset,
+        "preprocess": spec.preprocess,
+        "image_size": list(spec.image_size),
+        "reducer": reducer_text,
+        "data": args.data,
+        "data_source": images.source,
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_classes": len(images.class_names),
+        "class_names": images.class_names,
+        "points": list(probed.points),
+        "point_shapes": {p: list(base.get_layer(p).output.shape[1:]) for p in probed.points},
+        "feature_sizes": cache.feature_sizes,
+        "solver": "lbfgs",
+        "l2": args.l2,
+        "sklearn_C": 1 / (args.l2 * num_train) if args.l2 else None,
+        "val_error": _rounded(report.errors("val")),
+        "val_loss": report.losses("val"),
+        "val_top5_error": _rounded(report.top5_errors("val")),
+        "train_error": _rounded(report.errors("train")),
+        "train_loss": report.losses("train"),
+        "grad_norm": {p: train[p]["grad_norm"] for p in probed.points},
+        "objective": {p: train[p]["objective"] for p in probed.points},
+        "pretrained_val_error": pretrained[0],
+        "pretrained_val_error_1000way": pretrained[1],
+        "monotonicity": _finite(report.monotonicity("val")),
+        "monotonicity_train": _finite(report.monotonicity("train")),
+        "cache": str(directory),
+        "seconds": seconds,
+    }
+    run.note(
+        f"Data: {images.source}; {num_train} train / {num_val} val images of "
+        f"{len(images.class_names)} classes, where the paper used ImageNet's 1000 classes "
+        "(1.28M train / 50,000 val images). Fewer classes make the absolute errors far "
+        "smaller than the paper's: compare the shape (monotonicity with depth, probes "
+        "against the pretrained head), not the values."
+    )
+    run.note(
+        f"Probes fitted to their optimum by L-BFGS on cached features (l2={args.l2:g}), not "
+        "by the paper's minibatch training; grad_norm is each fit's optimality certificate."
+    )
+    if args.weights == "imagenet" and indices is None:
+        run.note("The data's classes are not ImageNet classes known here: no pretrained reference.")
+    for text in experiment.notes(results):
+        run.note(text)
+    experiment.compare(run, results)
+    run.save(results, figure=experiment.figure(report, results))
+    return results
+
+
+def title(results: dict, what: str) -> str:
+    """The figure title: the network first, then the experiment and data."""
+    weights = "ImageNet weights" if results["weights"] == "imagenet" else "random weights"
+    model = f"{results['model']}, {weights}"
+    if results["stands_in_for_paper_model"]:
+        model += f" (standing in for {results['paper_model']})"
+    return (
+        f"{model}\n{what}\n{results['num_classes']} classes, "
+        f"{results['num_train']} train / {results['num_val']} val images"
+    )
+
+
+def _finite(value):
+    return None if value is None or math.isnan(value) else value
+
+
+def _rounded(errors: dict) -> dict:
+    """Error rates computed in float32 (0.7299999892) as the fractions they are (0.73)."""
+    return {point: round(value, 6) for point, value in errors.items()}

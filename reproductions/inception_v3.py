@@ -1,0 +1,120 @@
+"""Inception v3 probed on 1000 random features per block (Alain & Bengio, Sec. 4.2, App. C).
+
+The paper probes Inception v3 on ImageNet after two weeks of training and draws
+the probes' errors as colours on the network's diagram (Fig. 5: red is bad,
+green is good): the smooth gradient from the input to the output shows linear
+separability growing monotonically with depth. Its early layers have millions of
+features, so each probe sees only 1000 fixed random ones (App. C).
+
+Here `keras.applications.InceptionV3(weights="imagenet")` (299x299 inputs) is
+probed at the outputs of its 11 mixed blocks (`points="inception_v3"`), each
+reduced to 1000 fixed random features (`kp.RandomSubset(1000, seed)`). As in
+`resnet50.py`, the features of the train and val images are cached once
+(`kp.FeatureCache`, resumable and re-used) and each probe is fitted to its
+optimum by L-BFGS. It prints the val error per point, the monotonicity (minus
+Kendall's tau of error against depth) and the pretrained network's own error
+on the same images and classes, and draws Fig. 5 as a row of boxes coloured by
+error, the pretrained classifier ("main head") last: results/inception_v3.json
+and results/inception_v3.png.
+
+Data as in `resnet50.py`: Imagenette by default (TFDS if prepared, else the
+shared offline subset of 3000 train / 1000 val images), or any TFDS name or
+image folder with `--data`. With 10 classes the errors are far smaller than the
+paper's 1000-class ones: compare the shape.
+
+Offline, the Inception v3 weight file is not available: the script then stops
+with one line naming the file and the folder, and `--model mobilenet` runs the
+same protocol (1000 random features per point) on the pretrained MobileNet
+(alpha 0.75) of the shared cache, at its 14 preset points.
+
+    python reproductions/inception_v3.py                  # Inception v3 (needs its weights)
+    python reproductions/inception_v3.py --model mobilenet   # about 2 minutes on 2 CPU cores
+    python reproductions/inception_v3.py --quick --weights none   # smoke run, random weights
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the shared weight files)
+import _imagenet
+
+import keras_probes as kp
+
+
+def compare(run: _common.Run, results: dict) -> None:
+    """The paper's Inception v3 observations (1000 ImageNet classes) beside ours."""
+    errors = list(results["val_error"].values())
+    pretrained = results["pretrained_val_error"]
+    run.compare(
+        "monotonicity of val error with depth (-Kendall tau)",
+        paper="~1 (smooth colours)",
+        ours=results["monotonicity"],
+    )
+    run.compare("val error of the first probe", paper="high (red)", ours=errors[0])
+    run.compare("val error of the last probe", paper="low (green)", ours=errors[-1])
+    run.compare(
+        "main head's own top-1 val error",
+        paper="not given",
+        ours=pretrained if pretrained is not None else "n/a",
+    )
+    run.compare(
+        "auxiliary head ahead of the main head",
+        paper="slightly",
+        ours="n/a (no aux head)",
+    )
+
+
+def figure(report: kp.ProbeReport, results: dict):
+    """The paper's Fig. 5: the probes as boxes along depth coloured by error, main head last."""
+    references = {}
+    if results["weights"] == "imagenet":
+        references["main head (pretrained)"] = results["pretrained_val_error"]
+    return kp.plots.plot_error_colors(
+        report,
+        split="val",
+        references=references,
+        title=_imagenet.title(
+            results,
+            "Alain & Bengio Sec. 4.2 / Fig. 5 protocol: probes on 1000 random features at "
+            f"{len(results['points'])} points, fitted by L-BFGS",
+        ),
+    )
+
+
+def notes(results: dict) -> list[str]:
+    sizes = {p: 1 for p in results["points"]}
+    for point, shape in results["point_shapes"].items():
+        for dim in shape:
+            sizes[point] *= dim
+    smallest, largest = min(sizes.values()), max(sizes.values())
+    separated = sum(error == 0 for error in results["train_error"].values())
+    result = [
+        f"Each probe sees 1000 fixed random features of its point (App. C), out of "
+        f"{smallest:,} to {largest:,}. The paper's Fig. 5 colours probe training error "
+        "after 2 weeks of training; ours colours val error: with 1000 features and "
+        f"{results['num_train']} train images the train error is 0 at {separated} of "
+        f"{len(sizes)} points (in the JSON).",
+        "keras.applications.InceptionV3 has no auxiliary head to compare with the main one.",
+    ]
+    if results["stands_in_for_paper_model"]:
+        result.append(
+            "The points are MobileNet's stem and its 13 depthwise-separable blocks, not "
+            "Inception v3's 11 mixed blocks."
+        )
+    return result
+
+
+EXPERIMENT = _imagenet.Experiment(
+    name="inception_v3",
+    section="Sec. 4.2 and App. C (Inception v3)",
+    model="inception_v3",
+    reducer="random",
+    compare=compare,
+    figure=figure,
+    notes=notes,
+)
+
+
+def main(argv=None) -> dict:
+    return _imagenet.main(__doc__, EXPERIMENT, argv)
+
+
+if __name__ == "__main__":
+    main()
