@@ -139,6 +139,7 @@ def main(argv=None):
         "train_error_mean": train.mean(0),
         "train_error_std": train.std(0),
         "test_error_per_dataset": test,
+        # ProbeReport's measure: -1 when every deeper probe does worse, as here.
         "monotonicity": kp.ProbeReport(
             points, {"test": {p: {"error": float(e)} for p, e in zip(points, mean, strict=True)}}
         ).monotonicity("test"),
