@@ -23,6 +23,7 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",
         "matplotlib>=3.8",
+        "scikit-image>=0.22",
     ],
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={
