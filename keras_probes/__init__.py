@@ -4,7 +4,17 @@ A probe is a softmax linear classifier fitted on one layer's features, with
 no influence on the model (Alain & Bengio, arXiv 1610.01644).
 """
 
-from keras_probes import callbacks, concepts, datasets, flawed, plots, points, reducers, solvers
+from keras_probes import (
+    callbacks,
+    concepts,
+    datasets,
+    flawed,
+    plots,
+    points,
+    reducers,
+    regression,
+    solvers,
+)
 from keras_probes.cache import CacheError, FeatureCache
 from keras_probes.heads import ProbeHead
 from keras_probes.model import ProbedModel
@@ -31,5 +41,6 @@ __all__ = [
     "plots",
     "points",
     "reducers",
+    "regression",
     "solvers",
 ]
