@@ -7,6 +7,7 @@ no influence on the model (Alain & Bengio, arXiv 1610.01644).
 from keras_probes import (
     callbacks,
     concepts,
+    controls,
     datasets,
     flawed,
     plots,
@@ -35,6 +36,7 @@ __all__ = [
     "RandomSubset",
     "callbacks",
     "concepts",
+    "controls",
     "datasets",
     "fit_probes",
     "flawed",

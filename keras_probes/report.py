@@ -108,6 +108,31 @@ class ProbeReport:
             return math.nan
         return float(-stats.kendalltau(range(len(values)), values).statistic)
 
+    def with_selectivity(self, control: "ProbeReport", split: str) -> "ProbeReport":
+        """This report with a `selectivity` metric on `split`: each probe's accuracy
+        minus the accuracy of the same probe in `control` (Hewitt & Liang, 2019),
+        e.g. trained on shuffled labels or on a re-initialised network
+        (`kp.controls`). High selectivity: the layer, not the probe's own
+        capacity, makes the task linearly separable.
+
+        Args:
+            control: the control probes' report, with the same points and `split`.
+            split: the split both are measured on, e.g. `"val"`.
+
+        Returns:
+            A new report; this one is left unchanged.
+        """
+        if control.points != self.points:
+            raise ValueError(
+                "The control report must probe the same points. "
+                f"Received: {self.points} and {control.points}"
+            )
+        mine, theirs = self.errors(split), control.errors(split)
+        results = {s: {p: dict(m) for p, m in rows.items()} for s, rows in self.results.items()}
+        for point in self.points:
+            results[split][point]["selectivity"] = theirs[point] - mine[point]
+        return ProbeReport(list(self.points), results, self.num_classes, self.model)
+
     def merge(self, other: "ProbeReport") -> "ProbeReport":
         """A report with the splits of both; `other` wins where a split is in both."""
         if other.points != self.points:
