@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from scipy.special import logsumexp
 
+from keras_probes import _validation
 from keras_probes._lbfgs import LBFGSProbe, fit_head
 from keras_probes.model import ProbedModel
 from keras_probes.report import ProbeHistory
@@ -251,6 +252,8 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.splits = {"train": _subset(data, "data", max_examples, seed)}
         if validation_data is not None:
             self.splits["val"] = _subset(validation_data, "validation_data", max_examples, seed)
+        for _, labels in self.splits.values():
+            _validation.check_labels(labels, num_classes)
         self.num_classes = num_classes
         self.points, self.reducers = points, reducers
         self.unit, self.every = unit, every

@@ -142,6 +142,7 @@ def test_history_refuses_bad_appends_and_metrics():
         ({"every": 0}, "`every` must be"),
         ({"data": np.zeros((3, 28, 28, 1))}, r"tuple `\(x, y\)`"),
         ({"data": (np.zeros((3, 28, 28, 1)), np.zeros(2))}, "as many labels"),
+        ({"data": (np.zeros((3, 28, 28, 1)), np.array([0, 1, 10]))}, r"\[0, 10\)"),
     ],
 )
 def test_monitor_refuses_bad_arguments(kwargs, match):
