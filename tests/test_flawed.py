@@ -81,8 +81,6 @@ def test_corruption_monitor_splits_accuracy(digits):
     predicted = model.predict(x, verbose=0).argmax(1)
     assert history["clean_accuracy"][-1] == np.mean(predicted[~corrupted] == y[~corrupted])
     assert history["corrupted_accuracy"][-1] == np.mean(predicted[corrupted] == noisy[corrupted])
-    assert history["corrupted_true_accuracy"][-1] == np.mean(
-        predicted[corrupted] == y[corrupted]
-    )
+    assert history["corrupted_true_accuracy"][-1] == np.mean(predicted[corrupted] == y[corrupted])
     with pytest.raises(ValueError, match="same length"):
         kp.flawed.CorruptionMonitor(x, noisy, corrupted[:10])
