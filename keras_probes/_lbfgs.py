@@ -145,6 +145,14 @@ class LBFGSProbe:
         self.converged_ = result.status == 0
         return self
 
+    def decision_function(self, features) -> np.ndarray:
+        """The logits `features @ coef_ + intercept_`, in float64: `(n, classes)`."""
+        return np.asarray(features, np.float64) @ self.coef_ + self.intercept_
+
+    def predict(self, features) -> np.ndarray:
+        """The most likely class of each example: `(n,)`."""
+        return np.argmax(self.decision_function(features), axis=1)
+
 
 def fit_head(solver: LBFGSProbe, head, features, labels, num_classes: int) -> LBFGSProbe:
     """Fits `solver` warm-started from a `ProbeHead`'s weights, and writes the result back."""

@@ -353,6 +353,6 @@ def _subset(data, name, max_examples, seed):
 
 def _error_and_loss(features, labels, probe):
     """Top-1 error and mean cross-entropy of a fitted `LBFGSProbe`, in float64."""
-    logits = np.asarray(features, np.float64) @ probe.coef_ + probe.intercept_
+    logits = probe.decision_function(features)
     loss = np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels])
     return float(np.mean(np.argmax(logits, axis=1) != labels)), float(loss)

@@ -93,7 +93,6 @@ def train_variant(variant, data, args, schedule):
         [y] * n_out,
         batch_size=args.batch_size,
         epochs=epochs,
-        steps_per_epoch=None,
         callbacks=[monitor, _StopAt(args.steps)],
         verbose=0,
     )

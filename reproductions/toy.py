@@ -60,8 +60,7 @@ def one_dataset(depth, n_train, n_test, l2, seed):
     for point in probed.points:
         probe = solver.fit(features[point][train], y[train], num_classes=2)
         for split, rows in (("train", train), ("test", test)):
-            logits = features[point][rows] @ probe.coef_ + probe.intercept_
-            errors[split].append(float(np.mean(np.argmax(logits, axis=1) != y[rows])))
+            errors[split].append(float(np.mean(probe.predict(features[point][rows]) != y[rows])))
     return probed.points, errors
 
 
