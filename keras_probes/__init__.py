@@ -17,9 +17,10 @@ from keras_probes import (
     solvers,
 )
 from keras_probes.cache import CacheError, FeatureCache
-from keras_probes.heads import ProbeHead
+from keras_probes.heads import ProbeHead, RegressionHead
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import GlobalAveragePooling, RandomSubset
+from keras_probes.regression import RegressionProbedModel, fit_regression_probes
 from keras_probes.report import ProbeHistory, ProbeReport
 from keras_probes.solvers import fit_probes
 
@@ -34,11 +35,14 @@ __all__ = [
     "ProbeReport",
     "ProbedModel",
     "RandomSubset",
+    "RegressionHead",
+    "RegressionProbedModel",
     "callbacks",
     "concepts",
     "controls",
     "datasets",
     "fit_probes",
+    "fit_regression_probes",
     "flawed",
     "plots",
     "points",

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import scipy.optimize
+import scipy.special
 import tensorflow as tf
 
 from keras_probes import _distribute
@@ -152,6 +153,20 @@ class LBFGSProbe:
     def predict(self, features) -> np.ndarray:
         """The most likely class of each example: `(n,)`."""
         return np.argmax(self.decision_function(features), axis=1)
+
+    def evaluate(self, features, labels) -> dict[str, float]:
+        """Mean cross-entropy, top-1 and top-5 error on `(features, labels)`, in float64."""
+        logits = self.decision_function(features)
+        labels = np.asarray(labels).astype(np.int64)
+        true = logits[np.arange(len(labels)), labels]
+        # As Keras' metrics: top-1 is the argmax (the first of tied classes);
+        # top-5 counts the label in when fewer than 5 classes score above it.
+        above = (logits > true[:, None]).sum(axis=1)
+        return {
+            "loss": float(np.mean(scipy.special.logsumexp(logits, axis=1) - true)),
+            "error": float(np.mean(np.argmax(logits, axis=1) != labels)),
+            "top5_error": float(np.mean(above >= min(5, logits.shape[1]))),
+        }
 
 
 def fit_head(solver: LBFGSProbe, head, features, labels, num_classes: int) -> LBFGSProbe:

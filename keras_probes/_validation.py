@@ -14,8 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 
-def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
+def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x", num_targets=None):
     """Validates `(x, y)` as given to `fit`, `evaluate` or `predict`.
+
+    With `num_targets`, `y` holds regression targets, not class labels.
 
     Returns:
         `x`, or for a `tf.data.Dataset` the same dataset with its batches
@@ -28,9 +30,9 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
                 "dataset yields (inputs, labels) pairs itself. Received: y of type "
                 f"{type(y).__name__}"
             )
-        _check_dataset(x, input_spec, num_classes, labels=labels, argument=argument)
+        _check_dataset(x, input_spec, num_classes, labels, argument, num_targets)
         return x.map(
-            lambda *batch: _checked_batch(batch, num_classes, labels),
+            lambda *batch: _checked_batch(batch, num_classes, labels, num_targets),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         ).prefetch(tf.data.AUTOTUNE)
@@ -49,19 +51,56 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x"):
         array = np.asarray(array)
         _check_shape(array.shape, spec, argument)
         _check_finite(array, argument)
-    if labels:
+    if labels and num_targets:
+        check_targets(y, num_targets, num_examples=n)
+    elif labels:
         check_labels(y, num_classes, num_examples=n)
     return x
 
 
+def check_targets(y, num_targets, num_examples=None) -> np.ndarray:
+    """Regression targets must be finite numbers, `(n,)` for one target or `(n, num_targets)`.
+
+    Returns:
+        The targets as a float64 array `(n, num_targets)`.
+    """
+    if y is None:
+        raise ValueError(
+            "Targets are required: pass `y` (n, targets), or a tf.data.Dataset of "
+            "(inputs, targets)."
+        )
+    y = np.asarray(y)
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise ValueError(f"Targets must be numbers. Received: y of dtype {y.dtype}")
+    if y.ndim == 1 and num_targets == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[1] != num_targets:
+        raise ValueError(
+            f"Targets must have shape (n, {num_targets}), one column per target"
+            f"{' (or (n,) for one)' if num_targets == 1 else ''}. Received: y.shape={y.shape}"
+        )
+    if num_examples is not None and len(y) != num_examples:
+        raise ValueError(
+            f"Inputs and targets differ in length: {num_examples} inputs, {len(y)} targets."
+        )
+    y = y.astype(np.float64)
+    if not np.isfinite(y).all():
+        bad = np.argwhere(~np.isfinite(y).all(axis=1))[:, 0]
+        raise ValueError(
+            f"Targets hold NaN or infinite values in {len(bad)} example(s), e.g. at "
+            f"index {bad[:3].tolist()}. Drop or repair them first."
+        )
+    return y
+
+
 def check_labels(y, num_classes, num_examples=None):
-    """Labels must be integer class indices in `[0, num_classes)`."""
+    """Labels must be integer class indices in `[0, num_classes)` (`>= 0` if it is None)."""
     if y is None:
         raise ValueError("Labels are required: pass `y`, or a tf.data.Dataset of (inputs, labels).")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+    if y.ndim == 2 and num_classes is not None and y.shape[1] == num_classes > 1:
         raise ValueError(
             f"Labels look one-hot encoded (shape {y.shape}). Probes take integer "
             "class indices: pass `np.argmax(y, axis=-1)`."
@@ -82,8 +121,9 @@ def check_labels(y, num_classes, num_examples=None):
             "Labels must be integer class indices. Received: y of dtype "
             f"{y.dtype}, e.g. {y[:3].tolist()}"
         )
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        bad = y[(y < 0) | (y >= num_classes)]
+    upper = np.inf if num_classes is None else num_classes
+    if len(y) and (y.min() < 0 or y.max() >= upper):
+        bad = y[(y < 0) | (y >= upper)]
         raise ValueError(
             f"Labels must lie in [0, num_classes) = [0, {num_classes}). Found "
             f"{len(bad)} outside it, e.g. {bad[:3].tolist()}. Pass the right "
@@ -140,7 +180,7 @@ def _check_finite(array, argument):
         )
 
 
-def _check_dataset(dataset, input_spec, num_classes, labels, argument):
+def _check_dataset(dataset, input_spec, num_classes, labels, argument, num_targets=None):
     if dataset.cardinality() == 0:
         raise ValueError(
             f"`{argument}` is an empty tf.data.Dataset (cardinality 0). Check the "
@@ -162,9 +202,17 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument):
             )
         if tensor.shape.rank is not None:
             _check_shape(tensor.shape.as_list(), reference, argument)
-    if labels:
+    if labels and num_targets:
         y_spec = spec[1]
-        if y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None) and num_classes > 1:
+        width = 1 if y_spec.shape.rank == 1 else y_spec.shape[-1]
+        if y_spec.shape.rank not in (None, 1, 2) or width not in (None, num_targets):
+            raise ValueError(
+                f"`{argument}` yields targets of shape {y_spec.shape}; the probes regress "
+                f"{num_targets} target(s): batches of shape (batch, {num_targets})."
+            )
+    elif labels:
+        y_spec = spec[1]
+        if y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None):
             raise ValueError(
                 f"`{argument}` yields labels of shape {y_spec.shape}, which look "
                 "one-hot encoded. Probes take integer class indices: map "
@@ -172,7 +220,7 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument):
             )
 
 
-def _checked_batch(batch, num_classes, labels):
+def _checked_batch(batch, num_classes, labels, num_targets=None):
     """A batch `(x, y[, w])` or `(x,)` with in-graph assertions on x and y."""
     x, *rest = batch
     checks = [
@@ -182,7 +230,14 @@ def _checked_batch(batch, num_classes, labels):
         for t in keras.tree.flatten(x)
         if t.dtype.is_floating
     ]
-    if labels:
+    if labels and num_targets:
+        checks.append(
+            tf.debugging.assert_all_finite(
+                tf.cast(rest[0], "float32"),
+                "Targets hold NaN or infinite values. Drop or repair those examples.",
+            )
+        )
+    elif labels and num_classes is not None:
         y = tf.cast(rest[0], "int64")
         checks += [
             tf.debugging.assert_non_negative(

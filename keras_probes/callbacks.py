@@ -5,7 +5,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from scipy.special import logsumexp
 
 from keras_probes import _validation
 from keras_probes._lbfgs import LBFGSProbe, fit_head
@@ -315,8 +314,8 @@ class ProbeMonitor(keras.callbacks.Callback):
             probe = fit_head(self.solver, head, features["train"][point], y, self.num_classes)
             measured = {"objective": probe.loss_, "grad_norm": probe.grad_norm_}
             for split, (_, labels) in self.splits.items():
-                error, loss = _error_and_loss(features[split][point], labels, probe)
-                measured.update({f"{split}_error": error, f"{split}_loss": loss})
+                scores = probe.evaluate(features[split][point], labels)
+                measured.update({f"{split}_{m}": scores[m] for m in ("error", "loss")})
             for metric, value in measured.items():
                 values.setdefault(metric, {})[point] = value
         self.history.append(step, epoch, values)
@@ -349,10 +348,3 @@ def _subset(data, name, max_examples, seed):
         keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_examples])
         x, y = x[keep], y[keep]
     return x, y.astype("int64")
-
-
-def _error_and_loss(features, labels, probe):
-    """Top-1 error and mean cross-entropy of a fitted `LBFGSProbe`, in float64."""
-    logits = probe.decision_function(features)
-    loss = np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels])
-    return float(np.mean(np.argmax(logits, axis=1) != labels)), float(loss)

@@ -1,13 +1,60 @@
-"""The probe itself: a softmax linear classifier behind a gradient stop."""
+"""The probes themselves: linear maps behind a gradient stop.
+
+`ProbeHead` is a softmax linear classifier (Alain & Bengio); `RegressionHead`
+a linear regression of continuous targets (Graziani et al.'s Regression
+Concept Vectors). Both cast their input up to float32 after
+`tf.stop_gradient`, so no loss put on a probe reaches the model it measures.
+"""
 
 import keras
 import tensorflow as tf
 
-__all__ = ["ProbeHead"]
+__all__ = ["ProbeHead", "RegressionHead"]
+
+
+class _LinearHead(keras.layers.Layer):
+    """`stop_gradient(inputs) @ kernel + bias`, at float32, with `units` outputs."""
+
+    def __init__(self, units, kernel_initializer="zeros", bias_initializer="zeros", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=2)
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a known number of features. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.kernel = self.add_weight(
+            shape=(features, self.units), initializer=self.kernel_initializer, name="kernel"
+        )
+        self.bias = self.add_weight(
+            shape=(self.units,), initializer=self.bias_initializer, name="bias"
+        )
+
+    def linear(self, inputs):
+        """`stop_gradient(inputs) @ kernel + bias`: `(batch, units)`."""
+        inputs = keras.ops.cast(tf.stop_gradient(inputs), self.compute_dtype)
+        return keras.ops.matmul(inputs, self.kernel) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
-class ProbeHead(keras.layers.Layer):
+class ProbeHead(_LinearHead):
     """A softmax linear classifier that never sends gradients back.
 
     The input first goes through `tf.stop_gradient`, so whatever loss is put
@@ -39,50 +86,54 @@ class ProbeHead(keras.layers.Layer):
     >>> kernel, bias = head.get_weights()
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        kernel_initializer="zeros",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=2)
-
-    def build(self, input_shape):
-        features = input_shape[-1]
-        if features is None:
-            raise ValueError(
-                f"ProbeHead needs a known number of features. Received: input_shape={input_shape}"
-            )
-        self.kernel = self.add_weight(
-            shape=(features, self.num_classes),
-            initializer=self.kernel_initializer,
-            name="kernel",
-        )
-        self.bias = self.add_weight(
-            shape=(self.num_classes,), initializer=self.bias_initializer, name="bias"
-        )
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(num_classes, **kwargs)
+        self.num_classes = self.units
 
     def logits(self, inputs):
         """The unnormalised scores `stop_gradient(inputs) @ kernel + bias`."""
-        inputs = keras.ops.cast(tf.stop_gradient(inputs), self.compute_dtype)
-        return keras.ops.matmul(inputs, self.kernel) + self.bias
+        return self.linear(inputs)
 
     def call(self, inputs):
-        return keras.ops.softmax(self.logits(inputs), axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
+        return keras.ops.softmax(self.linear(inputs), axis=-1)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-        }
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class RegressionHead(_LinearHead):
+    """A linear regression probe that never sends gradients back.
+
+    Predicts `num_targets` continuous values (concept measures, see
+    `kp.concepts`) as `stop_gradient(inputs) @ kernel + bias`. Column `j` of
+    the kernel, scaled to unit length, is the layer's Regression Concept
+    Vector for target `j` (`kp.RegressionProbedModel.concept_vectors`).
+
+    Args:
+        num_targets: number of targets regressed together. Defaults to `1`.
+        **kwargs: as for `ProbeHead`: initializers (zeros by default) and
+            `keras.layers.Layer` arguments; float32 whatever the policy.
+
+    Input shape:
+        `(batch, features)`.
+
+    Output shape:
+        `(batch, num_targets)`: the predictions.
+
+    Example:
+
+    >>> head = kp.RegressionHead(3)
+    >>> head(np.zeros((2, 64))).shape
+    (2, 3)
+    """
+
+    def __init__(self, num_targets: int = 1, **kwargs):
+        super().__init__(num_targets, **kwargs)
+        self.num_targets = self.units
+
+    def call(self, inputs):
+        return self.linear(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "num_targets": self.num_targets}

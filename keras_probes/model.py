@@ -11,7 +11,6 @@ from keras_probes.report import ProbeReport
 
 __all__ = ["ProbedModel"]
 
-_METRICS = ("loss", "accuracy", "top5_accuracy")
 _EMPTY = (
     "The data yielded no batch at all (an empty dataset, e.g. after a filter()). "
     "Check the split name and any filter or take() applied to it."
@@ -19,11 +18,11 @@ _EMPTY = (
 _FIXED_COMPILE_ARGS = ("loss", "metrics", "loss_weights", "weighted_metrics")
 
 
-def _check_log_keys(points):
+def _check_log_keys(points, metrics):
     """Log keys `<point>_<metric>` must not collide (points 'd' and 'd_top5' would)."""
     seen = {"loss": "the total loss"}
     for point in points:
-        for metric in _METRICS:
+        for metric in metrics:
             key = f"{point}_{metric}"
             if key in seen:
                 raise ValueError(
@@ -40,6 +39,9 @@ class _ProbeTrainer(keras.Model):
     `train_step` then differentiates the probes' losses with respect to the
     heads' variables only. `ProbedModel` extracts features with its base;
     the solvers of `kp.fit_probes` read them from a feature cache.
+
+    The task is classification; a regression trainer overrides the three
+    task hooks: `_log_metrics`, `_new_trackers` and `_example_losses`.
     """
 
     def _init_probes(self, points, heads, num_classes, l2=0.0):
@@ -47,19 +49,30 @@ class _ProbeTrainer(keras.Model):
         self.heads = list(heads)
         self.num_classes = num_classes
         # The L2 penalty `l2 / 2 * ||kernel||^2` of each probe's objective. It
-        # enters the gradient only: logged losses stay the plain cross-entropy.
+        # enters the gradient only: logged losses stay the plain task loss.
         self.l2 = float(l2)
-        self._trackers = {
-            point: {
-                "loss": keras.metrics.Mean(name=f"{safe}_loss"),
-                "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
-                "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
-                    k=min(5, num_classes), name=f"{safe}_top5_accuracy"
-                ),
-            }
-            for point, safe in ((p, _graph.safe_name(p)) for p in points)
-        }
+        self._trackers = {point: self._new_trackers(_graph.safe_name(point)) for point in points}
         self._total_tracker = keras.metrics.Mean(name="loss")
+
+    # -- the task: classification ----------------------------------------------
+
+    def _log_metrics(self):
+        """The metrics logged per point, as `<point>_<metric>`."""
+        return ("loss", "accuracy", "top5_accuracy")
+
+    def _new_trackers(self, safe):
+        """`{name: metric}` of one probe; `"loss"` takes the loss, the rest `(y, outputs)`."""
+        return {
+            "loss": keras.metrics.Mean(name=f"{safe}_loss"),
+            "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
+            "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
+                k=min(5, self.num_classes), name=f"{safe}_top5_accuracy"
+            ),
+        }
+
+    def _example_losses(self, y, outputs):
+        """Each example's loss, `(batch,)`, from the heads' linear outputs."""
+        return keras.losses.sparse_categorical_crossentropy(y, outputs, from_logits=True)
 
     @property
     def points(self) -> list[str]:
@@ -129,24 +142,22 @@ class _ProbeTrainer(keras.Model):
         ]
 
     def _probe_logits(self, features):
+        """Every head's linear output (logits, or a regression's predictions)."""
         return {
-            point: head.logits(features[point])
+            point: head.linear(features[point])
             for point, head in zip(self._points, self.heads, strict=True)
         }
 
     def _probe_losses(self, y, logits, sample_weight):
-        """Per-probe weighted mean cross-entropy, their sum, and the batch's total weight."""
+        """Per-probe weighted mean loss, their sum, and the batch's total weight."""
         if sample_weight is None:
-            weight = keras.ops.ones_like(y, dtype="float32")
+            weight = keras.ops.ones(keras.ops.shape(y)[:1], dtype="float32")
         else:
             weight = keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
         total_weight = keras.ops.sum(weight)
         losses = {
             point: keras.ops.divide_no_nan(
-                keras.ops.sum(
-                    keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True) * weight
-                ),
-                total_weight,
+                keras.ops.sum(self._example_losses(y, z) * weight), total_weight
             )
             for point, z in logits.items()
         }
@@ -158,11 +169,15 @@ class _ProbeTrainer(keras.Model):
         self._total_tracker.update_state(total, sample_weight=total_weight)
         logs = {"loss": self._total_tracker.result()}
         for point, trackers in self._trackers.items():
-            trackers["loss"].update_state(losses[point], sample_weight=total_weight)
-            trackers["accuracy"].update_state(y, logits[point], sample_weight)
-            trackers["top5_accuracy"].update_state(y, logits[point], sample_weight)
-            for key in _METRICS:
-                logs[f"{point}_{key}"] = trackers[key].result()
+            for key, tracker in trackers.items():
+                if key == "loss":
+                    tracker.update_state(losses[point], sample_weight=total_weight)
+                else:
+                    tracker.update_state(y, logits[point], sample_weight)
+                result = tracker.result()
+                # A metric of several figures (one per regression target) logs each.
+                for name, value in (result if isinstance(result, dict) else {key: result}).items():
+                    logs[f"{point}_{name}"] = value
         return logs
 
     def train_step(self, data):
@@ -245,20 +260,26 @@ class ProbedModel(_ProbeTrainer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(base, keras.Model):
-            raise TypeError(
-                "`base` must be a keras.Model (Functional or Sequential). "
-                f"Received: base of type {type(base).__name__}"
-            )
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (num_classes < 2):
             raise ValueError(
                 "`num_classes` must be an integer >= 2, the number of classes the "
                 f"probes predict. Received: num_classes={num_classes!r}"
             )
+        self._build_probes(
+            base, points, reducers, num_classes, lambda name: ProbeHead(num_classes, name=name)
+        )
+
+    def _build_probes(self, base, points, reducers, num_classes, new_head):
+        """The feature model (base up to the deepest point, plus reducers) and a head per point."""
+        if not isinstance(base, keras.Model):
+            raise TypeError(
+                "`base` must be a keras.Model (Functional or Sequential). "
+                f"Received: base of type {type(base).__name__}"
+            )
         self.base = base
         graph = _graph.trace(base)
         paths = points_lib.resolve_in(graph, points, base.name)
-        _check_log_keys(paths)
+        _check_log_keys(paths, self._log_metrics())
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
         self.reducers = reducers_lib.resolve(
             reducers, {p: tuple(t.shape) for p, t in tensors.items()}
@@ -279,7 +300,7 @@ class ProbedModel(_ProbeTrainer):
         self.feature_model = keras.Model(
             inputs, features, name=f"{_graph.safe_name(base.name)}_features"
         )
-        heads = [ProbeHead(num_classes, name=f"probe_{_graph.safe_name(p)}") for p in paths]
+        heads = [new_head(f"probe_{_graph.safe_name(p)}") for p in paths]
         for path, head in zip(paths, heads, strict=True):
             head.build(features[path].shape)
         self._init_probes(paths, heads, num_classes)
@@ -348,12 +369,11 @@ class ProbedModel(_ProbeTrainer):
         logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
         if f"{self._points[0]}_loss" not in logs:
             raise ValueError(_EMPTY)
+        return self._report(logs, split)
+
+    def _report(self, logs, split):
         return ProbeReport.from_logs(
-            logs,
-            self.points,
-            split=split,
-            num_classes=self.num_classes,
-            model=self.base.name,
+            logs, self.points, split=split, num_classes=self.num_classes, model=self.base.name
         )
 
     # -- serialization ----------------------------------------------------

@@ -1,8 +1,9 @@
 """Control tasks and selectivity: real probes on real digits against shuffled labels."""
 
+import keras
 import numpy as np
 import pytest
-from conftest import make_report
+from conftest import assert_weights_equal, make_report, small_convnet
 
 import keras_probes as kp
 
@@ -48,3 +49,41 @@ def test_selectivity_needs_the_same_points():
     other = kp.ProbeReport(["a"], {"val": {"a": {"error": 0.5}}})
     with pytest.raises(ValueError, match="same points"):
         report.with_selectivity(other, "val")
+
+
+def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
+    """Shuffled-label and re-initialised-network controls of real probes, and selectivity."""
+    x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    base.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    base.fit(x, y, epochs=10, batch_size=64, verbose=0)
+    points = ["pool1", "gap", "predictions"]
+    probed = kp.ProbedModel(base, points, num_classes=10, reducers={"pool1": "flatten"})
+    kp.FeatureCache.write(probed, (x, y), tmp_path, split="train", verbose=0)
+    kp.FeatureCache.write(probed, (xt, yt), tmp_path, split="val", verbose=0)
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    report = kp.fit_probes(probed, cache, l2=1e-3, verbose=0)
+    heads = [probed.get_probe(p).get_weights() for p in probed.points]
+
+    shuffled = kp.controls.shuffled_label_probes(probed, cache, l2=1e-3, verbose=0)
+    # The real probes are untouched; the control's held-out error is chance.
+    assert_weights_equal(
+        [w for h in heads for w in h],
+        [w for p in probed.points for w in probed.get_probe(p).get_weights()],
+    )
+    for point in probed.points:
+        assert shuffled.errors("val")[point] > 0.8
+        # Memorising shuffled labels is harder than learning the real ones.
+        assert shuffled.errors("train")[point] > report.errors("train")[point] + 0.15
+    selective = report.with_selectivity(shuffled, "train").values("train", "selectivity")
+    assert selective["gap"] > 0.5
+
+    random = kp.controls.reinitialized_probes(
+        probed, {"train": (x, y), "val": (xt, yt)}, l2=1e-3, seed=1, verbose=0
+    )
+    assert random.points == probed.points and set(random.splits) == {"train", "val"}
+    # Training made the deep layers, not the probes, separate the digits.
+    versus_random = report.with_selectivity(random, "val").values("val", "selectivity")
+    assert versus_random["gap"] > 0.1
+    assert versus_random["gap"] > versus_random["pool1"]

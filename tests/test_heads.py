@@ -45,3 +45,17 @@ def test_computes_in_float32_under_mixed_precision():
     assert head.kernel.dtype == "float32"
     assert out.dtype == "float32"
     assert tuple(out.shape) == (2, 3)
+
+
+def test_regression_head_is_linear_float32_and_stops_gradients():
+    head = kp.RegressionHead(3)
+    x = tf.Variable(np.random.default_rng(0).random((4, 5)).astype("float32"))
+    head.build((None, 5))
+    kernel, bias = np.arange(15.0).reshape(5, 3) / 10, np.array([1.0, -1.0, 0.5])
+    head.set_weights([kernel, bias])
+    np.testing.assert_allclose(head(x), x.numpy() @ kernel + bias, rtol=1e-6)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(head(x) ** 2)
+    assert tape.gradient(loss, x) is None
+    assert head.kernel.dtype == "float32"
+    assert serialization_round_trip(head).num_targets == 3
