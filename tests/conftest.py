@@ -64,6 +64,31 @@ def convnet():
     return small_convnet()
 
 
+@keras.saving.register_keras_serializable(package="keras_probes_tests")
+class CallCounter(keras.layers.Layer):
+    """Identity that counts how many batches went through it."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(
+            shape=(), initializer="zeros", dtype="int64", trainable=False, name="calls"
+        )
+
+    def call(self, inputs):
+        self.calls.assign_add(1)
+        return inputs
+
+
+def counted_convs(convs):
+    """`(model, counter)`: a `CallCounter` on the digit input, then `convs` small convolutions
+    named `conv0`...: the counter says how many batches went through the model."""
+    inputs = keras.Input((28, 28, 1))
+    counter = CallCounter(name="counter")
+    h = counter(inputs)
+    for i in range(convs):
+        h = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{i}")(h)
+    return keras.Model(inputs, h), counter
+
+
 def assert_weights_equal(a, b):
     """Every array of `a` equals the one of `b`, bit for bit."""
     assert len(a) == len(b)

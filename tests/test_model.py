@@ -4,24 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_weights_equal, small_convnet
+from conftest import CallCounter, assert_weights_equal, counted_convs, small_convnet
 from sklearn.linear_model import LogisticRegression
 
 import keras_probes as kp
-
-
-@keras.saving.register_keras_serializable(package="keras_probes_tests")
-class CallCounter(keras.layers.Layer):
-    """Identity that counts how many batches went through it."""
-
-    def build(self, input_shape):
-        self.calls = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", trainable=False, name="calls"
-        )
-
-    def call(self, inputs):
-        self.calls.assign_add(1)
-        return inputs
 
 
 def trained_base(digits):
@@ -90,12 +76,7 @@ def test_base_runs_in_inference_mode_even_when_training(convnet, digits):
 def test_one_forward_pass_feeds_every_probe(digits):
     """Invariant 2: K probes over B batches run the base B times, not K x B."""
     x, y, _, _ = digits
-    inputs = keras.Input((28, 28, 1))
-    counter = CallCounter(name="counter")
-    h = counter(inputs)
-    for i in range(4):
-        h = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{i}")(h)
-    base = keras.Model(inputs, h)
+    base, counter = counted_convs(4)
     probed = kp.ProbedModel(base, points=kp.points.matching(r"conv\d"), num_classes=10)
     assert len(probed.points) == 4
     probed.compile()

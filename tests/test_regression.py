@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_weights_equal, small_convnet
+from conftest import assert_weights_equal, counted_convs, small_convnet
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import mean_squared_error, r2_score
 
@@ -118,15 +118,9 @@ def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task):
 
 def test_regression_probes_run_the_base_once_per_batch(digit_task):
     """Invariant 2: one pass of the base feeds every regression probe."""
-    from test_model import CallCounter
-
     x, y, _, _ = digit_task
-    inputs = keras.Input((28, 28, 1))
-    counter = CallCounter(name="counter")
-    h = counter(inputs)
-    for i in range(3):
-        h = keras.layers.Conv2D(4, 3, activation="relu", name=f"conv{i}")(h)
-    probed = kp.RegressionProbedModel(keras.Model(inputs, h), points=kp.points.matching(r"conv\d"))
+    base, counter = counted_convs(3)
+    probed = kp.RegressionProbedModel(base, points=kp.points.matching(r"conv\d"))
     probed.compile()
     counter.calls.assign(0)
     probed.fit(x[:160], y[:160, 0], batch_size=32, epochs=1, verbose=0)

@@ -1,0 +1,265 @@
+"""Intentionally flawed MLPs on MNIST (Graziani et al. 2019, Sec. 4 Fig. 4 and Sec. 3 Fig. 1a).
+
+Six-hidden-layer MLPs are trained on MNIST with a fraction N of the training
+labels replaced at random (N-memorizing networks, N = 0, 0.2, ..., 1.0), all
+from the same initial weights, each to a full fit of its labels. Then, at the
+input and at each hidden layer:
+
+- Regression Concept Vectors of the digit's shape, `area`, `perimeter` and
+  `eccentricity` (scikit-image `regionprops` of the stroke): closed-form ridge
+  on the layer's activations, penalty per concept by leave-one-out, R^2 on
+  held-out digits (`kp.fit_regression_probes`). The paper (Fig. 4): the
+  concepts are best regressed in the first layer, whose R^2 label corruption
+  does not affect; deeper layers lose R^2 as the corruption grows.
+- Linear classifier probes of the true classes over training, for the random
+  (untrained), 0.4-memorizing and generalizing networks (`ProbeMonitor`,
+  held-out accuracy). The paper (Fig. 1a): training increases the classes'
+  linear separability, for the memorizing network too.
+- Controls (not in the paper): the generalizing network's class probes against
+  probes on shuffled labels and on a re-initialised network (selectivity).
+
+Scaled down from the paper: 512 units per layer instead of 4,096, Adam for
+100 epochs instead of SGD for 1,000 (every network still fits its labels);
+offline, 7,000 training digits (a split of the official test images).
+
+    python reproductions/flawed_mlp_mnist.py           # about 15 minutes on 2 CPU cores
+    python reproductions/flawed_mlp_mnist.py --quick   # a smoke run
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the offline cache)
+
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from _mnist_mlp import SHAPES, accuracy, data, mlp, train  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+MONITORED = {"generalizing": 0.0, "0.4-memorizing": 0.4}
+
+
+def shape_concepts(images) -> np.ndarray:
+    measured = kp.concepts.shape_measures(images)
+    return np.stack([measured[c] for c in SHAPES], axis=1)
+
+
+def regression_report(model, parts, targets, directory):
+    """RCV R^2 / MSPE of every point of `model` on the validation digits."""
+    points = ["input", *(layer.name for layer in model.layers if layer.name.startswith("hidden"))]
+    probed = kp.RegressionProbedModel(model, points=points, targets=SHAPES)
+    for split in ("train", "val"):
+        x, y, _ = parts[split]
+        kp.FeatureCache.write(probed, (x, y), directory, split=split, batch_size=500, verbose=0)
+    cache = kp.FeatureCache.open(directory, model=probed)
+    return kp.fit_regression_probes(probed, cache, targets, verbose=0)
+
+
+def controls(model, parts, directory, l2):
+    """Class probes of `model` and their two controls, as reports with selectivity."""
+    points = ["input", *(layer.name for layer in model.layers if layer.name.startswith("hidden"))]
+    probed = kp.ProbedModel(model, points=points, num_classes=10)
+    for split in ("train", "val"):
+        x, y, _ = parts[split]
+        kp.FeatureCache.write(probed, (x, y), directory, split=split, batch_size=500, verbose=0)
+    cache = kp.FeatureCache.open(directory, model=probed)
+    report = kp.fit_probes(probed, cache, l2=l2, verbose=0)
+    shuffled = kp.controls.shuffled_label_probes(probed, cache, l2=l2, verbose=0)
+    data_splits = {s: parts[s][:2] for s in ("train", "val")}
+    random = kp.controls.reinitialized_probes(probed, data_splits, l2=l2, verbose=0)
+    return report, shuffled, random
+
+
+def main(argv=None):
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs per network")
+    parser.add_argument("--width", type=int, default=512, help="units per hidden layer")
+    parser.add_argument("--depth", type=int, default=6, help="hidden layers")
+    parser.add_argument(
+        "--fractions", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    )
+    parser.add_argument(
+        "--probe-examples", type=int, default=3000, help="probe-training digits of the monitor"
+    )
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 of the class probes")
+    args = parser.parse_args(argv)
+    run = _common.Run("flawed_mlp_mnist", args)
+    parts, source = data(args.seed, args.quick)
+    run.note(f"data: {source}")
+    if args.quick:
+        args.epochs, args.width, args.fractions, args.probe_examples = 3, 32, [0.0, 0.4, 1.0], 400
+    at = sorted({e for e in (1, 2, 5, 10, 20, 35, 50, 75, 100, args.epochs) if e <= args.epochs})
+    run.note(
+        f"scaled down: {args.depth} hidden layers of {args.width} units (paper 4,096), "
+        f"Adam(1e-3) for {args.epochs} epochs (paper SGD 0.01 for 1,000)"
+    )
+    (x, y, images), (xv, yv, images_v) = parts["train"], parts["val"]
+    targets = {"train": shape_concepts(images), "val": shape_concepts(images_v)}
+    print(f"train / val digits: {len(y)} / {len(yv)}; concepts {SHAPES}")
+
+    r2 = {}  # {network: {concept: {point: R^2}}}
+    fits, histories = {}, {}
+    with tempfile.TemporaryDirectory(prefix="flawed_mlp_") as scratch:
+        random_net = mlp(args.width, args.depth, args.seed)
+        report = regression_report(random_net, parts, targets, f"{scratch}/random")
+        r2["random"] = {c: report.values("val", f"{c}_r2") for c in SHAPES}
+        for fraction in args.fractions:
+            start = time.perf_counter()
+            labels, corrupted = kp.flawed.corrupt_labels(y, fraction, 10, seed=args.seed)
+            model = mlp(args.width, args.depth, args.seed)
+            callbacks = []
+            name = next((n for n, f in MONITORED.items() if f == fraction), None)
+            if name is not None:
+                # The probes learn the true classes, held out: linear separability.
+                monitor = kp.callbacks.ProbeMonitor(
+                    (x, y),
+                    num_classes=10,
+                    validation_data=(xv, yv),
+                    points=["input", *(f"hidden{i + 1}" for i in range(args.depth))],
+                    at=at,
+                    max_examples=args.probe_examples,
+                    l2=args.l2,
+                    seed=args.seed,
+                    verbose=0,
+                )
+                callbacks.append(monitor)
+            train(model, x, labels, args.epochs, args.seed, callbacks=callbacks)
+            fits[fraction] = {
+                "train_accuracy_on_its_labels": accuracy(model, x, labels),
+                "val_accuracy": accuracy(model, xv, yv),
+            }
+            if name is not None:
+                histories[name] = monitor.history
+            report = regression_report(model, parts, targets, f"{scratch}/n{fraction}")
+            r2[fraction] = {c: report.values("val", f"{c}_r2") for c in SHAPES}
+            area = r2[fraction]["area"]
+            print(
+                f"N = {fraction:.1f}: train accuracy on its labels "
+                f"{fits[fraction]['train_accuracy_on_its_labels']:.3f}, val accuracy "
+                f"{fits[fraction]['val_accuracy']:.3f}; area R^2 hidden1 {area['hidden1']:.3f} "
+                f"... hidden{args.depth} {area[f'hidden{args.depth}']:.3f} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+            if fraction == 0.0:
+                control_reports = controls(model, parts, f"{scratch}/controls", args.l2)
+
+    points = list(r2["random"]["area"])
+    hidden = points[1:]
+    first, last = hidden[0], hidden[-1]
+    clean, noisy = args.fractions[0], args.fractions[-1]
+    for concept in SHAPES:
+        run.compare(
+            f"{concept}: best-regressed layer (N=0)",
+            "first",
+            max(hidden, key=lambda p, c=concept: r2[clean][c][p]),
+        )
+        run.compare(
+            f"{concept} R^2 {first}: N={clean:g} -> N={noisy:g}",
+            "unaffected",
+            f"{r2[clean][concept][first]:.3f} -> {r2[noisy][concept][first]:.3f}",
+        )
+        run.compare(
+            f"{concept} R^2 {last}: N={clean:g} -> N={noisy:g}",
+            "falls",
+            f"{r2[clean][concept][last]:.3f} -> {r2[noisy][concept][last]:.3f}",
+        )
+    accuracy_curves = {
+        name: {
+            "epochs": history.epochs,
+            "val_accuracy": (1 - history.matrix("val_error")).tolist(),
+        }
+        for name, history in histories.items()
+    }
+    start_accuracy = 1 - histories["generalizing"].matrix("val_error")[:, 0]
+    accuracy_curves["random"] = {
+        "epochs": histories["generalizing"].epochs,
+        "val_accuracy": np.repeat(start_accuracy[:, None], len(at) + 1, axis=1).tolist(),
+    }
+    for name in ("random", "0.4-memorizing", "generalizing"):
+        run.compare(
+            f"probe val accuracy {last}, {name}: start -> end",
+            "rises" if name != "random" else "flat",
+            f"{accuracy_curves[name]['val_accuracy'][-1][0]:.3f} -> "
+            f"{accuracy_curves[name]['val_accuracy'][-1][-1]:.3f}",
+        )
+    report, shuffled, random_control = control_reports
+    with_controls = report.with_selectivity(shuffled, "train")
+    with_random = report.with_selectivity(random_control, "val")
+    print(with_controls.table(metrics=["error", "selectivity"], splits=["train"]))
+    print(with_random.table(metrics=["error", "selectivity"], splits=["val"]))
+    run.compare(
+        f"selectivity {last} vs shuffled labels (train)",
+        "-",
+        round(with_controls.values("train", "selectivity")[last], 3),
+    )
+    run.compare(
+        f"selectivity {last} vs re-initialised net (val)",
+        "-",
+        round(with_random.values("val", "selectivity")[last], 3),
+    )
+
+    figure = plot(r2, args.fractions, hidden, accuracy_curves)
+    run.save(
+        results={
+            "data_source": source,
+            "points": points,
+            "concepts": SHAPES,
+            "fractions": args.fractions,
+            "epochs": args.epochs,
+            "width": args.width,
+            "fits": {str(f): v for f, v in fits.items()},
+            "val_r2": {str(k): v for k, v in r2.items()},
+            "probe_accuracy": accuracy_curves,
+            "controls": {
+                "report": report.to_dict(),
+                "shuffled_labels": shuffled.to_dict(),
+                "reinitialized": random_control.to_dict(),
+            },
+        },
+        figure=figure,
+    )
+
+
+def plot(r2, fractions, hidden, curves):
+    figure, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(hidden)))
+    for ax, concept in zip(axes, SHAPES, strict=False):
+        for point, color in zip(hidden, colors, strict=True):
+            values = [r2[f][concept][point] for f in fractions]
+            ax.plot(fractions, values, "o-", color=color, label=point)
+            ax.axhline(r2["random"][concept][point], color=color, lw=0.8, ls=":")
+        ax.set(
+            title=f"RCV R$^2$ of {concept} (held out)",
+            xlabel="fraction N of corrupted labels",
+            ylabel="R$^2$",
+        )
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, title="dotted: random net", title_fontsize=8)
+    ax = axes[3]
+    styles = {"random": "gray", "0.4-memorizing": "tab:orange", "generalizing": "tab:blue"}
+    for name, color in styles.items():
+        values = np.array(curves[name]["val_accuracy"])
+        epochs = curves[name]["epochs"]
+        for row, line in ((1, ":"), (len(hidden), "-")):
+            ax.plot(
+                epochs, values[row], line, color=color, label=f"{name}, {['input', *hidden][row]}"
+            )
+    ax.set(
+        title="class probes (held-out accuracy)",
+        xlabel="epoch",
+        ylabel="accuracy",
+        xscale="symlog",
+    )
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+if __name__ == "__main__":
+    main()
