@@ -24,6 +24,7 @@ setup(
         "scipy>=1.11",
         "matplotlib>=3.8",
         "scikit-image>=0.22",
+        "tensorflow-serving-api>=2.16",
     ],
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={

@@ -17,6 +17,7 @@ from keras_probes import (
     solvers,
 )
 from keras_probes.cache import CacheError, FeatureCache
+from keras_probes.export import export_serving
 from keras_probes.heads import ProbeHead, RegressionHead
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import GlobalAveragePooling, RandomSubset
@@ -41,6 +42,7 @@ __all__ = [
     "concepts",
     "controls",
     "datasets",
+    "export_serving",
     "fit_probes",
     "fit_regression_probes",
     "flawed",
