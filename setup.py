@@ -28,7 +28,8 @@ setup(
     ],
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={
-        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5"],
+        "tensorboard": ["tensorboard"],
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5", "tensorboard"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

@@ -69,7 +69,7 @@ class EpochLog(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        errors = [1 - logs[f"val_{p}_accuracy"] for p in self.model.points]
+        errors = [1 - logs[f"val_{p}/accuracy"] for p in self.model.points]
         training = sum(e is None for e in self.stopper.stopped_epoch_.values())
         print(
             f"  epoch {epoch + 1}: {time.perf_counter() - self._start:.0f} s, held-out error "

@@ -1,15 +1,17 @@
 """Keras callbacks: early stopping per probe, and probes watching a model train."""
 
+import io
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from keras_probes import _validation
+from keras_probes import _validation, plots
 from keras_probes._lbfgs import LBFGSProbe, fit_head
 from keras_probes.model import ProbedModel
-from keras_probes.report import ProbeHistory
+from keras_probes.report import ProbeHistory, log_key
 
 __all__ = ["BestProbeWeights", "ProbeMonitor"]
 
@@ -84,7 +86,7 @@ class BestProbeWeights(keras.callbacks.Callback):
 
     def _key(self, point):
         prefix = "val_" if self.monitor.startswith("val_") else ""
-        return f"{prefix}{point}_{self.monitor.removeprefix('val_')}"
+        return prefix + log_key(point, self.monitor.removeprefix("val_"))
 
     def _improved(self, value, best):
         if self.mode == "min":
@@ -200,6 +202,11 @@ class ProbeMonitor(keras.callbacks.Callback):
         path: a JSON file the history is written to after every measurement
             (atomically): an interrupted run keeps what it measured.
             Defaults to `None`.
+        log_dir: a TensorBoard log directory: after every measurement the
+            layers x measurements heatmap of the error (`val_error` with
+            validation data, else `train_error`) is written as an image
+            summary `probes/<metric>` at the training step, in
+            `log_dir/probes`. Defaults to `None`.
         seed: seed of the subsets. Defaults to `0`.
         verbose: `1` prints a line per measurement. Defaults to `1`.
 
@@ -240,6 +247,7 @@ class ProbeMonitor(keras.callbacks.Callback):
         standardize: bool = True,
         batch_size: int = 256,
         path=None,
+        log_dir=None,
         seed: int = 0,
         verbose: int = 1,
     ):
@@ -261,6 +269,8 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol, standardize=standardize)
         self.batch_size = batch_size
         self.path = None if path is None else Path(path)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self._writer = None
         self.verbose = verbose
         self.history = None
         self.probed = None
@@ -321,6 +331,8 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.history.append(step, epoch, values)
         if self.path is not None:
             self.history.to_json(self.path)
+        if self.log_dir is not None:
+            self._write_image(step)
         if self.verbose:
             key = "val_error" if "val" in self.splits else "train_error"
             errors = values[key]
@@ -330,6 +342,18 @@ class ProbeMonitor(keras.callbacks.Callback):
                 f"({first}) ... {errors[last]:.3f} ({last}), best {min(errors.values()):.3f}; "
                 f"{len(errors)} probes in {time.perf_counter() - start:.1f} s"
             )
+
+    def _write_image(self, step):
+        metric = "val_error" if "val" in self.splits else "train_error"
+        figure = plots.plot_history(self.history, metric)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80)
+        image = tf.image.decode_png(buffer.getvalue(), channels=3)[None]
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir / "probes"))
+        with self._writer.as_default():
+            tf.summary.image(f"probes/{metric}", image, step=step)
+        self._writer.flush()
 
 
 def _subset(data, name, max_examples, seed):

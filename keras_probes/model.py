@@ -7,7 +7,7 @@ from keras_probes import _graph, _validation
 from keras_probes import points as points_lib
 from keras_probes import reducers as reducers_lib
 from keras_probes.heads import ProbeHead
-from keras_probes.report import ProbeReport
+from keras_probes.report import ProbeReport, log_key
 
 __all__ = ["ProbedModel"]
 
@@ -16,20 +16,6 @@ _EMPTY = (
     "Check the split name and any filter or take() applied to it."
 )
 _FIXED_COMPILE_ARGS = ("loss", "metrics", "loss_weights", "weighted_metrics")
-
-
-def _check_log_keys(points, metrics):
-    """Log keys `<point>_<metric>` must not collide (points 'd' and 'd_top5' would)."""
-    seen = {"loss": "the total loss"}
-    for point in points:
-        for metric in metrics:
-            key = f"{point}_{metric}"
-            if key in seen:
-                raise ValueError(
-                    f"Points {seen[key]!r} and {point!r} would both log {key!r}. Probe "
-                    f"only one of them, or rename a layer. Received: points={list(points)}"
-                )
-            seen[key] = point
 
 
 class _ProbeTrainer(keras.Model):
@@ -41,7 +27,7 @@ class _ProbeTrainer(keras.Model):
     the solvers of `kp.fit_probes` read them from a feature cache.
 
     The task is classification; a regression trainer overrides the three
-    task hooks: `_log_metrics`, `_new_trackers` and `_example_losses`.
+    task hooks: `_new_trackers` and `_example_losses`.
     """
 
     def _init_probes(self, points, heads, num_classes, l2=0.0):
@@ -55,10 +41,6 @@ class _ProbeTrainer(keras.Model):
         self._total_tracker = keras.metrics.Mean(name="loss")
 
     # -- the task: classification ----------------------------------------------
-
-    def _log_metrics(self):
-        """The metrics logged per point, as `<point>_<metric>`."""
-        return ("loss", "accuracy", "top5_accuracy")
 
     def _new_trackers(self, safe):
         """`{name: metric}` of one probe; `"loss"` takes the loss, the rest `(y, outputs)`."""
@@ -177,7 +159,7 @@ class _ProbeTrainer(keras.Model):
                 result = tracker.result()
                 # A metric of several figures (one per regression target) logs each.
                 for name, value in (result if isinstance(result, dict) else {key: result}).items():
-                    logs[f"{point}_{name}"] = value
+                    logs[log_key(point, name)] = value
         return logs
 
     def train_step(self, data):
@@ -219,8 +201,9 @@ class ProbedModel(_ProbeTrainer):
     statistics never change. The base is shared, not copied, so the probes
     always see the base as it is now, also while it trains elsewhere.
 
-    Logs of `fit` and `evaluate` hold, per point, `<point>_loss`,
-    `<point>_accuracy` and `<point>_top5_accuracy`, and `loss`, their sum.
+    Logs of `fit` and `evaluate` hold, per point, `<point>/loss`,
+    `<point>/accuracy` and `<point>/top5_accuracy`, and `loss`, their sum:
+    `keras.callbacks.TensorBoard` groups each probe's curves under its point.
 
     Args:
         base: a Functional or Sequential Keras model, e.g. any
@@ -279,7 +262,6 @@ class ProbedModel(_ProbeTrainer):
         self.base = base
         graph = _graph.trace(base)
         paths = points_lib.resolve_in(graph, points, base.name)
-        _check_log_keys(paths, self._log_metrics())
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
         self.reducers = reducers_lib.resolve(
             reducers, {p: tuple(t.shape) for p, t in tensors.items()}
@@ -367,7 +349,7 @@ class ProbedModel(_ProbeTrainer):
         if not self.compiled:
             self.compile()  # Keras evaluates compiled models only; no optimizer step runs
         logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
-        if f"{self._points[0]}_loss" not in logs:
+        if log_key(self._points[0], "loss") not in logs:
             raise ValueError(_EMPTY)
         return self._report(logs, split)
 

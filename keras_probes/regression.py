@@ -26,7 +26,7 @@ import scipy.linalg
 from keras_probes import _validation
 from keras_probes.heads import RegressionHead
 from keras_probes.model import ProbedModel
-from keras_probes.report import ProbeReport
+from keras_probes.report import ProbeReport, log_key
 
 __all__ = [
     "ALPHAS",
@@ -245,8 +245,8 @@ class RegressionProbedModel(ProbedModel):
     regressing several at once with `fit`; `kp.fit_regression_probes` fits
     each target on its own and needs no such care.
 
-    Logs of `fit` and `evaluate` hold `<point>_loss` and, per target,
-    `<point>_<target>_r2` and `<point>_<target>_mspe`.
+    Logs of `fit` and `evaluate` hold `<point>/loss` and, per target,
+    `<point>/<target>_r2` and `<point>/<target>_mspe`.
 
     Args:
         base: a Functional or Sequential Keras model.
@@ -294,9 +294,6 @@ class RegressionProbedModel(ProbedModel):
 
     # -- the task: regression ------------------------------------------------
 
-    def _log_metrics(self):
-        return ("loss", *(f"{t}_{m}" for t in self._targets for m in ("r2", "mspe")))
-
     def _new_trackers(self, safe):
         return {
             "loss": keras.metrics.Mean(name=f"{safe}_loss"),
@@ -320,7 +317,7 @@ class RegressionProbedModel(ProbedModel):
 
     def _report(self, logs, split):
         names = [f"{t}_{m}" for t in self._targets for m in ("r2", "mspe")]
-        results = {p: {n: float(logs[f"{p}_{n}"]) for n in names} for p in self.points}
+        results = {p: {n: float(logs[log_key(p, n)]) for n in names} for p in self.points}
         return ProbeReport(self.points, {split: results}, None, self.base.name)
 
     def evaluate_probes(self, x, y=None, split="test", batch_size=None, verbose="auto"):

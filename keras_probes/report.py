@@ -10,12 +10,21 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-__all__ = ["ProbeHistory", "ProbeReport"]
+__all__ = ["ProbeHistory", "ProbeReport", "log_key"]
 
 _FORMAT = "keras_probes.ProbeReport"
 _HISTORY_FORMAT = "keras_probes.ProbeHistory"
 _VERSION = 1
 _ORDER = ("loss", "error", "top5_error")  # columns come first in this order
+
+
+def log_key(point: str, metric: str) -> str:
+    """The key of one probe's metric in Keras logs: `"<point>/<metric>"`.
+
+    The `/` makes TensorBoard (`keras.callbacks.TensorBoard`) group every
+    probe's curves under its point.
+    """
+    return f"{point}/{metric}"
 
 
 @dataclass
@@ -52,9 +61,9 @@ class ProbeReport:
         """A report of one split from `ProbedModel.evaluate(..., return_dict=True)`."""
         results = {
             point: {
-                "loss": float(logs[f"{point}_loss"]),
-                "error": 1.0 - float(logs[f"{point}_accuracy"]),
-                "top5_error": 1.0 - float(logs[f"{point}_top5_accuracy"]),
+                "loss": float(logs[log_key(point, "loss")]),
+                "error": 1.0 - float(logs[log_key(point, "accuracy")]),
+                "top5_error": 1.0 - float(logs[log_key(point, "top5_accuracy")]),
             }
             for point in points
         }

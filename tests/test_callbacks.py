@@ -15,7 +15,7 @@ class RecordProbeWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append({p: self.model.get_probe(p).get_weights() for p in self.model.points})
-        self.val_losses.append({p: logs[f"val_{p}_loss"] for p in self.model.points})
+        self.val_losses.append({p: logs[f"val_{p}/loss"] for p in self.model.points})
 
 
 def test_each_probe_ends_with_the_weights_of_its_best_epoch(convnet, digits):
@@ -56,7 +56,7 @@ def test_missing_validation_lists_the_log_keys(convnet, digits):
     x, y, _, _ = digits
     probed = kp.ProbedModel(convnet, points=["relu1"], num_classes=10)
     probed.compile()
-    with pytest.raises(ValueError, match=r"'val_relu1_loss', which never appeared.*keys: \['loss'"):
+    with pytest.raises(ValueError, match=r"'val_relu1/loss', which never appeared.*keys: \['loss'"):
         probed.fit(x[:64], y[:64], callbacks=[kp.callbacks.BestProbeWeights()], verbose=0)
 
 

@@ -107,8 +107,8 @@ def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task):
     base_ids = {id(v) for v in base.weights}
     assert not any(id(v) in base_ids for v in probed.optimizer.variables)
     # The probes learned: the loss fell, and the logs hold every target's R^2 and MSPE.
-    assert history.history["relu2_loss"][-1] < history.history["relu2_loss"][0]
-    assert {"val_gap_area_r2", "val_gap_eccentricity_mspe", "relu1_loss"} <= set(history.history)
+    assert history.history["relu2/loss"][-1] < history.history["relu2/loss"][0]
+    assert {"val_gap/area_r2", "val_gap/eccentricity_mspe", "relu1/loss"} <= set(history.history)
     with tf.GradientTape(persistent=True) as tape:
         losses = {p: keras.ops.sum(o**2) for p, o in probed(x[:16], training=True).items()}
     for point, loss in losses.items():

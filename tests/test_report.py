@@ -9,7 +9,7 @@ import keras_probes as kp
 
 
 def test_from_logs_turns_accuracies_into_errors():
-    logs = {"a_loss": 1.5, "a_accuracy": 0.75, "a_top5_accuracy": 0.875, "loss": 1.5}
+    logs = {"a/loss": 1.5, "a/accuracy": 0.75, "a/top5_accuracy": 0.875, "loss": 1.5}
     report = kp.ProbeReport.from_logs(logs, ["a"], split="val", num_classes=4)
     assert report.errors("val") == {"a": 0.25}
     assert report.top5_errors("val") == {"a": 0.125}

@@ -162,11 +162,11 @@ class Batches(keras.utils.PyDataset):
 def test_generators_and_py_datasets_are_passed_to_keras(probed, data):
     x, y = data
     history = probed.fit(Batches(x, y), validation_data=Batches(x, y), epochs=1, verbose=0)
-    assert "val_relu2_loss" in history.history
+    assert "val_relu2/loss" in history.history
 
     def batches():
         for i in range(4):
             yield x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)]
 
     history = probed.fit(batches(), validation_data=batches(), epochs=1, verbose=0)
-    assert "val_relu2_loss" in history.history
+    assert "val_relu2/loss" in history.history
