@@ -1,12 +1,17 @@
 """The `keras-probes` command line: a thin layer over the public API.
 
+    keras-probes probe MODEL --data DATA [--val-data DATA] --out DIR [--points ...]
+    keras-probes report REPORT [--metrics error] [--splits val]
+    keras-probes plot REPORT --out FIGURE.png [--metric error]
+    keras-probes export PROBED.keras --out BASE_DIR [--version N] [--heads-only]
     keras-probes cache MODEL --data DATA --out CACHE [--split train] [--points ...]
     keras-probes fit MODEL --cache CACHE [--solver lbfgs] [--l2 1e-4] [--report report.json]
 
-MODEL is a `.keras` file: a saved `kp.ProbedModel`, or any Keras model to be
-probed (then `--points` chooses where). DATA is an image folder (one
-sub-folder per class) or a TFDS dataset name. Errors are one line on stderr
-and exit status 2; `--help` on each command tells the rest.
+MODEL is a `.keras` file (a saved `kp.ProbedModel`, or any Keras model to be
+probed: then `--points` chooses where) or a SavedModel directory (opaque: its
+serving outputs are the points). DATA is an image folder (one sub-folder per
+class) or a TFDS dataset name. Errors are one line on stderr and exit status
+2; `--help` on each command tells the rest.
 """
 
 import argparse
@@ -18,12 +23,143 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _add_model_options(command):
+    """Options of commands that probe a model file on images."""
+    command.add_argument(
+        "--points",
+        nargs="+",
+        default=["all"],
+        help="for a plain model: a preset (resnet50, inception_v3, mobilenet, vgg16), 'all', "
+        "or layer names (default: all)",
+    )
+    command.add_argument(
+        "--reducers",
+        default="auto",
+        choices=["auto", "gap", "flatten"],
+        help="for a plain model: how each point becomes a vector (default: %(default)s)",
+    )
+    command.add_argument(
+        "--num-classes",
+        type=int,
+        help="for a plain model: classes of the probes (default: those of the data)",
+    )
+    command.add_argument(
+        "--preprocess",
+        default="none",
+        choices=["none", "tf", "caffe", "torch"],
+        help="image preprocessing of keras.applications: 'tf' for MobileNet/Inception, "
+        "'caffe' for ResNet50/VGG, 'torch' for DenseNet (default: %(default)s, pixels 0..255)",
+    )
+    command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    command.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+
+
+def _add_fit_options(command):
+    """Options of commands that fit probes on a cache."""
+    command.add_argument("--solver", default="lbfgs", choices=["lbfgs", "rmsprop", "adam"])
+    command.add_argument("--l2", type=float, default=1e-4, help="L2 penalty (default: %(default)s)")
+    command.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
+    command.add_argument("--epochs", type=int, default=50, help="minibatch epochs")
+    command.add_argument(
+        "--patience", type=int, default=3, help="minibatch early-stopping patience"
+    )
+    command.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="minibatch learning rate"
+    )
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-probes",
         description="Linear classifier probes for any Keras model (Alain & Bengio, 1610.01644).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    probe = commands.add_parser(
+        "probe",
+        help="probe a model on a dataset in one go: cache, fit, report, plot",
+        description=(
+            "Extracts every probe point's features of DATA (and of --val-data) into "
+            "OUT/cache, fits the probes (L-BFGS to the optimum by default), and writes "
+            "OUT/report.json, OUT/report.csv, OUT/errors.png and OUT/probed.keras (the model "
+            "with its fitted probes, ready for `keras-probes export`). Run it again after an "
+            "interruption: the cache resumes."
+        ),
+    )
+    probe.add_argument(
+        "model", help="a .keras file (a ProbedModel or any Keras model) or a SavedModel directory"
+    )
+    probe.add_argument(
+        "--data", required=True, help="training images: an image folder or a TFDS dataset name"
+    )
+    probe.add_argument("--val-data", help="held-out images, as --data (default: none)")
+    probe.add_argument(
+        "--tfds-split", default="train", help="TFDS split of --data (default: %(default)s)"
+    )
+    probe.add_argument(
+        "--val-tfds-split", default="test", help="TFDS split of --val-data (default: %(default)s)"
+    )
+    probe.add_argument("--out", required=True, help="the output directory")
+    _add_model_options(probe)
+    _add_fit_options(probe)
+
+    report = commands.add_parser(
+        "report",
+        help="print a saved report as a table",
+        description="Prints a report written by `probe` or `fit` (JSON or CSV) as a table.",
+    )
+    report.add_argument("report", help="a report file, .json or .csv")
+    report.add_argument("--splits", nargs="+", help="splits to show (default: all)")
+    report.add_argument("--metrics", nargs="+", help="metrics to show, e.g. error (default: all)")
+
+    plot = commands.add_parser(
+        "plot",
+        help="plot a saved report: a metric against depth, one line per split",
+        description="Draws a report's metric per probe point, input side first (paper Fig. 3/4b).",
+    )
+    plot.add_argument("report", help="a report file, .json or .csv")
+    plot.add_argument("--out", required=True, help="the figure file, e.g. errors.png or .pdf")
+    plot.add_argument("--metric", default="error", help="default: %(default)s")
+    plot.add_argument("--splits", nargs="+", help="splits to draw (default: all)")
+    plot.add_argument("--title", help="figure title (default: the model's name)")
+    plot.add_argument("--log", action="store_true", help="logarithmic metric axis")
+
+    export = commands.add_parser(
+        "export",
+        help="export a saved ProbedModel as a TensorFlow Serving model version",
+        description=(
+            "Writes OUT/<version>/ (a SavedModel with a serving_default signature for all "
+            "probes and probe_<point> per probe, and TF Serving warm-up requests) and adds "
+            "the model to models.config beside OUT. An existing version is never overwritten."
+        ),
+    )
+    export.add_argument("model", help="a .keras file of a ProbedModel (e.g. OUT/probed.keras)")
+    export.add_argument(
+        "--out", required=True, help="the model's base directory, e.g. serving/probes"
+    )
+    export.add_argument("--version", type=int, help="version number (default: the next free one)")
+    export.add_argument(
+        "--heads-only",
+        action="store_true",
+        help="serve the probe heads over reduced features instead of the whole model",
+    )
+    export.add_argument("--model-name", help="name in models.config (default: OUT's name)")
+    export.add_argument(
+        "--server-root",
+        help="where the server sees OUT's parent, for models.config (e.g. /models)",
+    )
+    export.add_argument(
+        "--warmup-data",
+        help="an image folder or TFDS dataset whose first 3 images make the warm-up "
+        "requests (default: one image of zeros)",
+    )
+    export.add_argument(
+        "--preprocess",
+        default="none",
+        choices=["none", "tf", "caffe", "torch"],
+        help="preprocessing of the warm-up images, as for `probe` (default: %(default)s)",
+    )
+    export.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
 
     cache = commands.add_parser(
         "cache",
@@ -48,33 +184,7 @@ def _parser():
         "--tfds-split",
         help="the TFDS split to read, e.g. 'train[:10%%]' (default: the value of --split)",
     )
-    cache.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
-    cache.add_argument(
-        "--points",
-        nargs="+",
-        default=["all"],
-        help="for a plain model: a preset (resnet50, inception_v3, mobilenet, vgg16), 'all', "
-        "or layer names (default: all)",
-    )
-    cache.add_argument(
-        "--reducers",
-        default="auto",
-        choices=["auto", "gap", "flatten"],
-        help="for a plain model: how each point becomes a vector (default: %(default)s)",
-    )
-    cache.add_argument(
-        "--num-classes",
-        type=int,
-        help="for a plain model: classes of the probes (default: those of the data)",
-    )
-    cache.add_argument(
-        "--preprocess",
-        default="none",
-        choices=["none", "tf", "caffe", "torch"],
-        help="image preprocessing of keras.applications: 'tf' for MobileNet/Inception, "
-        "'caffe' for ResNet50/VGG, 'torch' for DenseNet (default: %(default)s, pixels 0..255)",
-    )
-    cache.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    _add_model_options(cache)
     cache.add_argument("--shard-size", type=int, help="examples per shard (default: about 4096)")
     cache.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     cache.add_argument(
@@ -92,31 +202,55 @@ def _parser():
     )
     fit.add_argument("model", help="the .keras file the cache was written from")
     fit.add_argument("--cache", required=True, help="the cache directory")
-    fit.add_argument("--solver", default="lbfgs", choices=["lbfgs", "rmsprop", "adam"])
-    fit.add_argument("--l2", type=float, default=1e-4, help="L2 penalty (default: %(default)s)")
     fit.add_argument("--train", default="train", help="split to train on (default: %(default)s)")
     fit.add_argument(
         "--validation",
         default="auto",
         help="split for early stopping, or 'none' (default: val or validation if any)",
     )
-    fit.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
-    fit.add_argument("--epochs", type=int, default=50, help="minibatch epochs")
-    fit.add_argument("--patience", type=int, default=3, help="minibatch early-stopping patience")
-    fit.add_argument("--learning-rate", type=float, default=1e-3, help="minibatch learning rate")
+    _add_fit_options(fit)
     fit.add_argument("--report", help="write the report here (.json or .csv)")
     fit.add_argument("--save", help="save the probed model with its trained probes (.keras)")
-    for command in (cache, fit):
+    for command in (probe, cache, fit, export):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def _load_model(path):
+    """A `.keras` file's model, or a SavedModel directory wrapped as a Keras model."""
     import keras
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No model file at {path}.")
+    path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _saved_model(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {path} (a .keras file or a SavedModel directory)."
+        )
     return keras.models.load_model(path, compile=False)
+
+
+def _saved_model(path):
+    """A SavedModel's `serving_default` as a Functional model: one input, and an
+    identity layer named after each output, so that the outputs can be probed.
+    A SavedModel is opaque: its inner layers cannot."""
+    import keras
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
+    if signature is None:
+        raise ValueError(f"The SavedModel at {path} has no serving_default signature.")
+    specs = signature.structured_input_signature[1]
+    if len(specs) != 1:
+        raise ValueError(
+            f"The SavedModel at {path} takes {len(specs)} inputs ({sorted(specs)}); the command "
+            "line probes models of one image input."
+        )
+    ((name, spec),) = specs.items()
+    inputs = keras.Input(spec.shape[1:], dtype=spec.dtype.name, name=name)
+    outputs = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
+    outputs = {key: keras.layers.Identity(name=key)(value) for key, value in outputs.items()}
+    return keras.Model(inputs, outputs, name=path.resolve().name)
 
 
 def _probed(model, points, reducers, num_classes):
@@ -132,7 +266,9 @@ def _probed(model, points, reducers, num_classes):
     return kp.ProbedModel(model, points=points, num_classes=num_classes, reducers=reducers)
 
 
-def _images(args, model_input_shape):
+def _images(args, source, tfds_split, model_input_shape, batch_size=None):
+    """`(dataset, num_classes)` of an image folder or a TFDS dataset, sized for the model
+    and preprocessed as `args` say."""
     import keras_probes as kp
 
     height, width, channels = model_input_shape[1:4]
@@ -141,29 +277,36 @@ def _images(args, model_input_shape):
             f"The model takes images of shape {model_input_shape}; the command line needs a "
             "fixed height, width and channels to resize the images."
         )
-    if Path(args.data).is_dir():
+    if Path(source).is_dir():
         color = "rgb" if channels == 3 else "grayscale"
         dataset, names = kp.datasets.image_folder(
-            args.data, (height, width), args.batch_size, args.preprocess, color
+            source, (height, width), batch_size or args.batch_size, args.preprocess, color
         )
         return dataset, len(names)
     return kp.datasets.tfds_images(
-        args.data,
-        args.tfds_split or args.split,
+        source,
+        tfds_split,
         (height, width),
-        args.batch_size,
+        batch_size or args.batch_size,
         args.preprocess,
         args.data_dir,
         channels,
     )
 
 
+def _base(model):
+    import keras_probes as kp
+
+    return model.base if isinstance(model, kp.ProbedModel) else model
+
+
 def _cache(args):
     import keras_probes as kp
 
     model = _load_model(args.model)
-    base = model.base if isinstance(model, kp.ProbedModel) else model
-    dataset, data_classes = _images(args, tuple(base.inputs[0].shape))
+    dataset, data_classes = _images(
+        args, args.data, args.tfds_split or args.split, tuple(_base(model).inputs[0].shape)
+    )
     probed = _probed(model, args.points, args.reducers, args.num_classes or data_classes)
     cache = kp.FeatureCache.write(
         probed,
@@ -182,18 +325,16 @@ def _cache(args):
     )
 
 
-def _fit(args):
+def _fit_and_report(probed, cache, args, train="train", validation="auto"):
     import keras_probes as kp
 
-    cache = kp.FeatureCache.open(args.cache)
-    probed = _probed(_load_model(args.model), cache.points, cache.reducers, cache.num_classes)
     report = kp.fit_probes(
         probed,
         cache,
         solver=args.solver,
         l2=args.l2,
-        train=args.train,
-        validation=None if args.validation == "none" else args.validation,
+        train=train,
+        validation=validation,
         max_iter=args.max_iter,
         epochs=args.epochs,
         patience=args.patience,
@@ -201,12 +342,125 @@ def _fit(args):
         verbose=0 if args.quiet else 1,
     )
     print(report.table(metrics=["loss", "error", "grad_norm"]))
+    return report
+
+
+def _fit(args):
+    import keras_probes as kp
+
+    cache = kp.FeatureCache.open(args.cache)
+    probed = _probed(_load_model(args.model), cache.points, cache.reducers, cache.num_classes)
+    validation = None if args.validation == "none" else args.validation
+    report = _fit_and_report(probed, cache, args, args.train, validation)
     if args.report:
-        (report.to_csv if args.report.endswith(".csv") else report.to_json)(args.report)
+        _write_report(report, args.report)
         print(f"report: {args.report}")
     if args.save:
         probed.save(args.save)
         print(f"probed model: {args.save}")
+
+
+def _write_report(report, path):
+    (report.to_csv if str(path).endswith(".csv") else report.to_json)(path)
+
+
+def _probe(args):
+    import keras_probes as kp
+
+    out = Path(args.out)
+    model = _load_model(args.model)
+    shape = tuple(_base(model).inputs[0].shape)
+    splits = {"train": _images(args, args.data, args.tfds_split, shape)}
+    if args.val_data:
+        splits["val"] = _images(args, args.val_data, args.val_tfds_split, shape)
+    classes = {split: count for split, (_, count) in splits.items()}
+    if len(set(classes.values())) > 1:
+        raise ValueError(f"--data and --val-data have different numbers of classes: {classes}")
+    probed = _probed(model, args.points, args.reducers, args.num_classes or classes["train"])
+    for split, (dataset, _) in splits.items():
+        kp.FeatureCache.write(
+            probed,
+            dataset,
+            out / "cache",
+            split=split,
+            batch_size=args.batch_size,
+            verbose=0 if args.quiet else 1,
+        )
+    cache = kp.FeatureCache.open(out / "cache", model=probed)
+    report = _fit_and_report(probed, cache, args)
+    _write_report(report, out / "report.json")
+    _write_report(report, out / "report.csv")
+    kp.plots.plot_errors(report).savefig(out / "errors.png", dpi=110)
+    probed.save(out / "probed.keras")
+    print(f"wrote report.json, report.csv, errors.png, probed.keras and cache/ to {out}")
+
+
+def _read_report(path):
+    import keras_probes as kp
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No report at {path}.")
+    return (
+        kp.ProbeReport.from_csv(path) if path.suffix == ".csv" else kp.ProbeReport.from_json(path)
+    )
+
+
+def _report(args):
+    report = _read_report(args.report)
+    metrics = sorted({m for rows in report.results.values() for r in rows.values() for m in r})
+    for kind, asked, known in (
+        ("split", args.splits, report.splits),
+        ("metric", args.metrics, metrics),
+    ):
+        unknown = [a for a in asked or [] if a not in known]
+        if unknown:
+            raise ValueError(f"No {kind} {unknown[0]!r} in {args.report}; it has {known}.")
+    print(report.table(splits=args.splits, metrics=args.metrics))
+
+
+def _plot(args):
+    import keras_probes as kp
+
+    figure = kp.plots.plot_errors(
+        _read_report(args.report),
+        splits=args.splits,
+        metric=args.metric,
+        title=args.title,
+        yscale="log" if args.log else "linear",
+    )
+    figure.savefig(args.out, dpi=110)
+    print(f"figure: {args.out}")
+
+
+def _export(args):
+    import numpy as np
+
+    import keras_probes as kp
+
+    model = _load_model(args.model)
+    if not isinstance(model, kp.ProbedModel):
+        raise TypeError(
+            f"{args.model} holds a plain {type(model).__name__}, not a ProbedModel with fitted "
+            "probes: make one with `keras-probes probe` (OUT/probed.keras) or `fit --save`."
+        )
+    warmup = None
+    if args.warmup_data:
+        shape = tuple(model.base.inputs[0].shape)
+        dataset, _ = _images(args, args.warmup_data, "train", shape, batch_size=3)
+        warmup = np.asarray(next(iter(dataset))[0])
+        if args.heads_only:
+            warmup = {p: np.asarray(v) for p, v in model.extract_features(warmup).items()}
+    path = kp.export_serving(
+        model,
+        args.out,
+        version=args.version,
+        heads_only=args.heads_only,
+        warmup=warmup,
+        model_name=args.model_name,
+        server_root=args.server_root,
+    )
+    print(f"exported {path}")
 
 
 def main(argv=None) -> int:
@@ -216,7 +470,9 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     try:
-        {"cache": _cache, "fit": _fit}[args.command](args)
+        commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
+        commands.update(cache=_cache, fit=_fit)
+        commands[args.command](args)
     except (ValueError, TypeError, OSError, tf.errors.InvalidArgumentError) as error:
         print(f"keras-probes {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2

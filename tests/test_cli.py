@@ -116,3 +116,96 @@ def test_help_of_the_console_script():
     assert result.returncode == 0
     for option in ("--solver", "--l2", "--report", "--save", "--validation"):
         assert option in result.stdout
+
+
+def test_probe_report_plot_export_end_to_end(files, tmp_path, capsys):
+    """The whole path of a user: probe a model file on image folders, read the report,
+    plot it, export the fitted probes for TF Serving and check what the server would load."""
+    out = tmp_path / "run"
+    status = main(
+        ["probe", str(files / "convnet.keras"), "--data", str(files / "train"), "--val-data",
+         str(files / "val"), "--out", str(out), "--points", "relu1", "gap", "--batch-size", "16",
+         "--l2", "1e-3", "--quiet"]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert "val error" in capsys.readouterr().out
+    for name in ("report.json", "report.csv", "errors.png", "probed.keras"):
+        assert (out / name).is_file(), name
+    report = kp.ProbeReport.from_json(out / "report.json")
+    assert report.splits == ["train", "val"] and report.points == ["relu1", "gap"]
+    assert kp.ProbeReport.from_csv(out / "report.csv").errors("val") == pytest.approx(
+        report.errors("val")
+    )
+
+    assert main(["report", str(out / "report.json"), "--splits", "val", "--metrics", "error"]) == 0
+    table = capsys.readouterr().out
+    assert "val error" in table and "train" not in table.split("\n")[0]
+    figure = tmp_path / "plot.png"
+    assert main(["plot", str(out / "report.csv"), "--out", str(figure), "--splits", "val"]) == 0
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
+    serving = tmp_path / "serving" / "digits"
+    argv = ["export", str(out / "probed.keras"), "--out", str(serving), "--warmup-data",
+            str(files / "val"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0 and main(argv) == 0  # versions 1 and 2
+    assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]
+    assert main([*argv, "--version", "1"]) == 2
+    assert "next free version is 3" in capsys.readouterr().err
+    served = tf.saved_model.load(str(serving / "2"))
+    probed = keras.models.load_model(out / "probed.keras")
+    images, _ = kp.datasets.image_folder(files / "val", (28, 28), color_mode="grayscale")
+    x = np.concatenate([batch for batch, _ in images])
+    outputs = served.signatures["serving_default"](inputs=tf.constant(x))
+    expected = probed.predict(x, verbose=0)
+    np.testing.assert_allclose(outputs["gap_probabilities"], expected["gap"], atol=1e-6)
+    error = np.mean(outputs["relu1_class"].numpy() != np.repeat(np.arange(3), 20))
+    assert error == pytest.approx(report.errors("val")["relu1"], abs=1e-6)
+
+
+def test_probe_a_savedmodel_directory_at_its_outputs(files, tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    small_convnet().export(str(tmp_path / "savedmodel"), verbose=False)
+    out = tmp_path / "run"
+    status = main(
+        ["probe", str(tmp_path / "savedmodel"), "--data", str(files / "train"), "--out", str(out),
+         "--quiet"]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    report = kp.ProbeReport.from_json(out / "report.json")
+    assert report.points == ["image", "output_0"]  # opaque: only its input and outputs
+    assert 0 <= report.errors("train")["output_0"] < 2 / 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "{root}/nothing.json"], "No report at"),
+        (["export", "{root}/convnet.keras", "--out", "{root}/serving"], "not a ProbedModel"),
+        (["probe", "{root}/convnet.keras", "--data", "{root}/nowhere", "--out", "{root}/p"],
+         ""),
+    ],
+)  # fmt: skip
+def test_new_commands_fail_in_one_line(files, capsys, argv, message):
+    argv = [a.format(root=files) for a in argv]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"keras-probes {argv[0]}: error: ")
+    assert message in error[0]
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("probe", ["--data", "--val-data", "--out", "--points", "--solver", "--l2"]),
+        ("report", ["--splits", "--metrics"]),
+        ("plot", ["--out", "--metric", "--log"]),
+        ("export", ["--out", "--version", "--heads-only", "--warmup-data", "--server-root"]),
+    ],
+)
+def test_help_of_every_new_command(command, options, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main([command, "--help"])
+    assert exit_status.value.code == 0
+    printed = capsys.readouterr().out
+    for option in options:
+        assert option in printed
