@@ -25,8 +25,9 @@ python examples/quickstart.py --epochs 10 --probe-epochs 30 --out /tmp/probes
 ```
 
 It prints the probe errors per layer and writes `quickstart_errors.png` (both
-curves on one figure), `quickstart_report.json` and `quickstart_table.txt` to
-`--out` (default `examples/out/`).
+curves on one figure), `quickstart_report.json`, `quickstart_table.txt` and
+`quickstart_probed.keras` (the trained convnet with its probes, ready for
+`keras-probes export`) to `--out` (default `examples/out/`).
 """
 
 import _offline
@@ -75,7 +76,7 @@ def build_convnet() -> keras.Model:
     return keras.Model(inputs, outputs, name="mnist_convnet")
 
 
-def probe(base, data, split, probe_epochs, patience, batch_size) -> kp.ProbeReport:
+def probe(base, data, split, probe_epochs, patience, batch_size):
     """Trains fresh probes on `base` as it is now and evaluates them on the test split.
 
     Args:
@@ -87,7 +88,7 @@ def probe(base, data, split, probe_epochs, patience, batch_size) -> kp.ProbeRepo
         batch_size: probe training batch size.
 
     Returns:
-        The report of the test split.
+        `(probed, report)`: the probed model and the report of the test split.
     """
     # A new ProbedModel starts every probe from zero; the base is shared, not copied.
     # MNIST layers are small enough to probe whole ("flatten"), as the paper does; the
@@ -109,7 +110,7 @@ def probe(base, data, split, probe_epochs, patience, batch_size) -> kp.ProbeRepo
         f"  {len(probed.points)} probes trained for {len(history.epoch)} epoch(s) in "
         f"{time.perf_counter() - start:.0f} s; best epochs {best}"
     )
-    return probed.evaluate_probes(*data.test, split=split, batch_size=512, verbose=0)
+    return probed, probed.evaluate_probes(*data.test, split=split, batch_size=512, verbose=0)
 
 
 def main(argv=None):
@@ -144,7 +145,7 @@ def main(argv=None):
 
     convnet = build_convnet()
     print("Probing the untrained convnet (random weights)...")
-    report = probe(convnet, data, "untrained test", args.probe_epochs, args.patience, 128)
+    _, report = probe(convnet, data, "untrained test", args.probe_epochs, args.patience, 128)
 
     print(f"Training the convnet for {args.epochs} epoch(s)...")
     convnet.compile(
@@ -164,9 +165,8 @@ def main(argv=None):
     print(f"The trained convnet's own test error: {own_error:.4f}")
 
     print("Probing the trained convnet...")
-    report = report.merge(
-        probe(convnet, data, "trained test", args.probe_epochs, args.patience, 128)
-    )
+    probed, trained = probe(convnet, data, "trained test", args.probe_epochs, args.patience, 128)
+    report = report.merge(trained)
 
     tables = report.table(metrics=["error"]) + "\n\n" + report.table(metrics=["loss"])
     print(f"\nProbe error and loss per layer on the test split ({len(data.test[1])} images):\n")
@@ -186,7 +186,9 @@ def main(argv=None):
     errors = [e for split in report.splits for e in report.errors(split).values()]
     figure.axes[0].set_ylim(max(min(errors), 1 / len(data.test[1])) / 1.5, 1)
     figure.savefig(args.out / "quickstart_errors.png", dpi=120)
-    print(f"\nWrote quickstart_{{errors.png,report.json,table.txt}} to {args.out}")
+    # The trained convnet with its fitted probes: `keras-probes export` serves it.
+    probed.save(args.out / "quickstart_probed.keras")
+    print(f"\nWrote quickstart_{{errors.png,report.json,table.txt,probed.keras}} to {args.out}")
     print(f"Total time: {time.perf_counter() - start:.0f} s")
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_probes import _graph
+from keras_probes.model import ProbedModel
 
 __all__ = ["export_serving", "next_version", "serving_name"]
 
@@ -107,8 +108,6 @@ def export_serving(
     served.signatures["serving_default"](inputs=tf.constant(x))
     ```
     """
-    from keras_probes.model import ProbedModel
-
     if not isinstance(probed, ProbedModel):
         raise TypeError(f"`probed` must be a kp.ProbedModel. Received: {type(probed).__name__}")
     base_dir = Path(base_dir)

@@ -168,7 +168,8 @@ def main(argv=None):
         f"{len(y)} training / {len(yv)} held-out images, {len(CONCEPTS)} concepts measured "
         f"in {time.perf_counter() - start:.0f} s"
     )
-    at = sorted({e for e in (0, 1, 2, 5, 10, 20, 30, 40, 50, args.epochs) if e <= args.epochs})
+    schedule = (0, 1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 200, args.epochs)
+    at = sorted({e for e in schedule if e <= args.epochs})
     networks = {
         "generalizing": y,
         "1-memorizing": kp.flawed.corrupt_labels(y, 1.0, 10, seed=args.seed)[0],

@@ -58,6 +58,15 @@ def small_convnet(batchnorm=True, name="convnet"):
     return keras.Model(inputs, outputs, name=name)
 
 
+def trained_convnet(x, y, epochs=1, optimizer="adam"):
+    """The small convnet after `epochs` real epochs on `(x, y)`, seed 0."""
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    base.compile(optimizer, "sparse_categorical_crossentropy")
+    base.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return base
+
+
 @pytest.fixture
 def convnet():
     keras.utils.set_random_seed(0)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_equal, make_report, small_convnet
+from conftest import assert_weights_equal, make_report, trained_convnet
 
 import keras_probes as kp
 
@@ -54,10 +54,7 @@ def test_selectivity_needs_the_same_points():
 def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
     """Shuffled-label and re-initialised-network controls of real probes, and selectivity."""
     x, y, xt, yt = digits
-    keras.utils.set_random_seed(0)
-    base = small_convnet()
-    base.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    base.fit(x, y, epochs=10, batch_size=64, verbose=0)
+    base = trained_convnet(x, y, epochs=10, optimizer=keras.optimizers.Adam(1e-2))
     points = ["pool1", "gap", "predictions"]
     probed = kp.ProbedModel(base, points, num_classes=10, reducers={"pool1": "flatten"})
     kp.FeatureCache.write(probed, (x, y), tmp_path, split="train", verbose=0)

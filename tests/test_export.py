@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import small_convnet
+from conftest import small_convnet, trained_convnet
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -20,11 +20,7 @@ POINTS = ["pool1", "bn2", "gap", "predictions"]
 def probed(digits):
     """Probes fitted for real on a convnet trained for an epoch on real digits."""
     x, y, _, _ = digits
-    keras.utils.set_random_seed(0)
-    base = small_convnet()
-    base.compile("adam", "sparse_categorical_crossentropy")
-    base.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    probed = kp.ProbedModel(base, points=POINTS, num_classes=10)
+    probed = kp.ProbedModel(trained_convnet(x, y), points=POINTS, num_classes=10)
     probed.compile(keras.optimizers.Adam(1e-2))
     probed.fit(x[:512], y[:512], epochs=2, batch_size=64, verbose=0)
     return probed

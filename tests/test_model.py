@@ -4,7 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CallCounter, assert_weights_equal, counted_convs, small_convnet
+from conftest import (
+    CallCounter,
+    assert_weights_equal,
+    counted_convs,
+    small_convnet,
+    trained_convnet,
+)
 from sklearn.linear_model import LogisticRegression
 
 import keras_probes as kp
@@ -13,10 +19,7 @@ import keras_probes as kp
 def trained_base(digits):
     """The small convnet after one real epoch: BatchNorm statistics are non-trivial."""
     x, y, _, _ = digits
-    keras.utils.set_random_seed(0)
-    base = small_convnet()
-    base.compile("adam", "sparse_categorical_crossentropy")
-    base.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    base = trained_convnet(x, y)
     bn = base.get_layer("bn1")
     assert not np.allclose(bn.moving_mean.numpy(), 0)
     assert not np.allclose(bn.moving_variance.numpy(), 1)

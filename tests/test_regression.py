@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_weights_equal, counted_convs, small_convnet
+from conftest import assert_weights_equal, counted_convs, trained_convnet
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import mean_squared_error, r2_score
 
@@ -84,19 +84,10 @@ def digit_task(mnist):
     return scale(x), (targets[0] - mean) / std, scale(xt), (targets[1] - mean) / std
 
 
-def trained_convnet(x):
-    """The small convnet (BatchNorm, Dropout) after a real epoch on the digit area."""
-    keras.utils.set_random_seed(0)
-    base = small_convnet()
-    base.compile("adam", "sparse_categorical_crossentropy")
-    base.fit(x, np.zeros(len(x), "int64"), epochs=1, batch_size=64, verbose=0)
-    return base
-
-
 def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task):
     """Invariant 1 for regression: MSE training updates the heads only."""
     x, y, xt, yt = digit_task
-    base = trained_convnet(x)
+    base = trained_convnet(x, np.zeros(len(x), "int64"))
     before = [v.numpy().copy() for v in base.weights]
     probed = kp.RegressionProbedModel(base, points=["relu1", "relu2", "gap"], targets=SHAPES)
     probed.compile(keras.optimizers.Adam(1e-2))
@@ -129,7 +120,7 @@ def test_regression_probes_run_the_base_once_per_batch(digit_task):
 
 def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
     x, y, xt, yt = digit_task
-    base = trained_convnet(x)
+    base = trained_convnet(x, np.zeros(len(x), "int64"))
     probed = kp.RegressionProbedModel(base, points=["relu1", "gap"], targets=SHAPES)
     probed.compile(keras.optimizers.Adam(1e-2))
     probed.fit(x, y, epochs=2, batch_size=100, verbose=0)
@@ -156,7 +147,7 @@ def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
 def test_ridge_on_the_cache_equals_scikit_learn_and_gives_unit_rcvs(digit_task, tmp_path):
     """Closed-form ridge on cached features: R^2 as RidgeCV's, RCVs along its coefficients."""
     x, y, xt, yt = digit_task
-    base = trained_convnet(x)
+    base = trained_convnet(x, np.zeros(len(x), "int64"))
     labels = np.zeros(len(x), "int64")
     # A class-probe model of the same base, points and reducers writes the cache.
     classes = kp.ProbedModel(base, points=["relu1", "gap"], num_classes=10)
@@ -190,7 +181,7 @@ def test_ridge_on_the_cache_equals_scikit_learn_and_gives_unit_rcvs(digit_task, 
 
 def test_regression_input_errors_name_the_fix(digit_task, tmp_path):
     x, y, _, _ = digit_task
-    base = trained_convnet(x[:64])
+    base = trained_convnet(x[:64], np.zeros(64, "int64"))
     probed = kp.RegressionProbedModel(base, points=["gap"], targets=SHAPES)
     probed.compile()
     with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
