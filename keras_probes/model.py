@@ -26,8 +26,8 @@ class _ProbeTrainer(keras.Model):
     heads' variables only. `ProbedModel` extracts features with its base;
     the solvers of `kp.fit_probes` read them from a feature cache.
 
-    The task is classification; a regression trainer overrides the three
-    task hooks: `_new_trackers` and `_example_losses`.
+    The task is classification; a regression trainer overrides its two
+    hooks, `_new_trackers` and `_example_losses`.
     """
 
     def _init_probes(self, points, heads, num_classes, l2=0.0):
