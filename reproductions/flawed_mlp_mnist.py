@@ -48,25 +48,29 @@ def shape_concepts(images) -> np.ndarray:
     return np.stack([measured[c] for c in SHAPES], axis=1)
 
 
-def regression_report(model, parts, targets, directory):
-    """RCV R^2 / MSPE of every point of `model` on the validation digits."""
-    points = ["input", *(layer.name for layer in model.layers if layer.name.startswith("hidden"))]
-    probed = kp.RegressionProbedModel(model, points=points, targets=SHAPES)
+def points_of(model):
+    return ["input", *(layer.name for layer in model.layers if layer.name.startswith("hidden"))]
+
+
+def cached(probed, parts, directory):
+    """The feature cache of `probed` on the train and validation digits."""
     for split in ("train", "val"):
         x, y, _ = parts[split]
         kp.FeatureCache.write(probed, (x, y), directory, split=split, batch_size=500, verbose=0)
-    cache = kp.FeatureCache.open(directory, model=probed)
+    return kp.FeatureCache.open(directory, model=probed)
+
+
+def regression_report(model, parts, targets, directory):
+    """RCV R^2 / MSPE of every point of `model` on the validation digits."""
+    probed = kp.RegressionProbedModel(model, points=points_of(model), targets=SHAPES)
+    cache = cached(probed, parts, directory)
     return kp.fit_regression_probes(probed, cache, targets, verbose=0)
 
 
 def controls(model, parts, directory, l2):
     """Class probes of `model` and their two controls, as reports with selectivity."""
-    points = ["input", *(layer.name for layer in model.layers if layer.name.startswith("hidden"))]
-    probed = kp.ProbedModel(model, points=points, num_classes=10)
-    for split in ("train", "val"):
-        x, y, _ = parts[split]
-        kp.FeatureCache.write(probed, (x, y), directory, split=split, batch_size=500, verbose=0)
-    cache = kp.FeatureCache.open(directory, model=probed)
+    probed = kp.ProbedModel(model, points=points_of(model), num_classes=10)
+    cache = cached(probed, parts, directory)
     report = kp.fit_probes(probed, cache, l2=l2, verbose=0)
     shuffled = kp.controls.shuffled_label_probes(probed, cache, l2=l2, verbose=0)
     data_splits = {s: parts[s][:2] for s in ("train", "val")}
