@@ -19,6 +19,7 @@ __all__ = [
     "plot_errors",
     "plot_history",
     "plot_history_frames",
+    "plot_r2",
 ]
 
 
@@ -77,6 +78,57 @@ def plot_errors(
     ax.legend()
     ax.set_title(title if title is not None else f"Linear probes on {report.model or 'model'}")
     return fig
+
+
+def plot_r2(
+    reports: Mapping[float, ProbeReport],
+    target: str,
+    split: str = "val",
+    points: Sequence[str] | None = None,
+    reference: ProbeReport | None = None,
+    xlabel: str = "",
+    title: str | None = None,
+    ax=None,
+) -> Figure:
+    """Regression probes' R^2 of one target against a condition, one line per
+    point (Graziani et al., Fig. 3 and 4).
+
+    Args:
+        reports: `{x: report}` of `kp.fit_regression_probes` or
+            `RegressionProbedModel.evaluate_probes`, e.g. one per label
+            corruption fraction (Fig. 4) or per training epoch (Fig. 3).
+        target: the target (concept) whose `<target>_r2` is drawn.
+        split: the split measured. Defaults to `"val"`.
+        points: the points drawn, coloured from input to output side.
+            Defaults to all of the first report's.
+        reference: a report drawn as a dotted line per point, e.g. the
+            random (untrained) network's. Defaults to `None`.
+        xlabel: the condition's name on the axis. Defaults to none.
+        title: the axes' title. Defaults to `"R^2 of <target> (<split>)"`.
+        ax: a Matplotlib axes to draw in. Defaults to a new figure's.
+
+    Returns:
+        The figure.
+    """
+    if not reports:
+        raise ValueError("`reports` is empty: pass {x: ProbeReport}, e.g. one per epoch.")
+    xs = list(reports)
+    points = list(next(iter(reports.values())).points if points is None else points)
+    if ax is None:
+        ax = Figure(figsize=(6.0, 4.2), layout="constrained").add_subplot()
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(points)))
+    for point, color in zip(points, colors, strict=True):
+        values = [reports[x].values(split, f"{target}_r2")[point] for x in xs]
+        ax.plot(xs, values, "o-", color=color, label=point)
+        if reference is not None:
+            level = reference.values(split, f"{target}_r2")[point]
+            ax.axhline(level, color=color, linewidth=0.8, linestyle=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("R$^2$")
+    ax.set_title(title if title is not None else f"R$^2$ of {target} ({split})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="dotted: reference" if reference is not None else None)
+    return ax.figure
 
 
 def plot_error_colors(

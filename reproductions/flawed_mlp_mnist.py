@@ -106,11 +106,12 @@ def main(argv=None):
     print(f"train / val digits: {len(y)} / {len(yv)}; concepts {SHAPES}")
 
     r2 = {}  # {network: {concept: {point: R^2}}}
+    reports = {}  # {network: its regression ProbeReport}
     fits, histories = {}, {}
     with tempfile.TemporaryDirectory(prefix="flawed_mlp_") as scratch:
         random_net = mlp(args.width, args.depth, args.seed)
-        report = regression_report(random_net, parts, targets, f"{scratch}/random")
-        r2["random"] = {c: report.values("val", f"{c}_r2") for c in SHAPES}
+        reports["random"] = regression_report(random_net, parts, targets, f"{scratch}/random")
+        r2["random"] = {c: reports["random"].values("val", f"{c}_r2") for c in SHAPES}
         for fraction in args.fractions:
             start = time.perf_counter()
             labels, corrupted = kp.flawed.corrupt_labels(y, fraction, 10, seed=args.seed)
@@ -139,6 +140,7 @@ def main(argv=None):
             if name is not None:
                 histories[name] = monitor.history
             report = regression_report(model, parts, targets, f"{scratch}/n{fraction}")
+            reports[fraction] = report
             r2[fraction] = {c: report.values("val", f"{c}_r2") for c in SHAPES}
             area = r2[fraction]["area"]
             print(
@@ -207,7 +209,7 @@ def main(argv=None):
         round(with_random.values("val", "selectivity")[last], 3),
     )
 
-    figure = plot(r2, args.fractions, hidden, accuracy_curves)
+    figure = plot(reports, hidden, accuracy_curves)
     run.save(
         results={
             "data_source": source,
@@ -229,21 +231,19 @@ def main(argv=None):
     )
 
 
-def plot(r2, fractions, hidden, curves):
+def plot(reports, hidden, curves):
     figure, axes = plt.subplots(1, 4, figsize=(19, 4.2))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(hidden)))
+    random = reports.pop("random")
     for ax, concept in zip(axes, SHAPES, strict=False):
-        for point, color in zip(hidden, colors, strict=True):
-            values = [r2[f][concept][point] for f in fractions]
-            ax.plot(fractions, values, "o-", color=color, label=point)
-            ax.axhline(r2["random"][concept][point], color=color, lw=0.8, ls=":")
-        ax.set(
-            title=f"RCV R$^2$ of {concept} (held out)",
+        kp.plots.plot_r2(
+            reports,
+            concept,
+            points=hidden,
+            reference=random,
             xlabel="fraction N of corrupted labels",
-            ylabel="R$^2$",
+            title=f"RCV R$^2$ of {concept} (held out; dotted: random net)",
+            ax=ax,
         )
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, title="dotted: random net", title_fontsize=8)
     ax = axes[3]
     styles = {"random": "gray", "0.4-memorizing": "tab:orange", "generalizing": "tab:blue"}
     for name, color in styles.items():

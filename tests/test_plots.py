@@ -1,5 +1,7 @@
 """Plots return a Figure, drawn from a report, without showing anything."""
 
+import numpy as np
+import pytest
 from conftest import make_report
 from matplotlib.figure import Figure
 
@@ -66,3 +68,29 @@ def test_plot_error_colors_of_another_split_without_references():
     assert len(ax.patches) == len(report.points)
     assert len({tuple(p.get_facecolor()) for p in ax.patches}) == 1  # equal errors, equal colours
     assert ax.get_title() == "T" and fig.axes[1].get_ylabel() == "probe error (test)"
+
+
+def test_plot_r2_draws_a_line_per_point_against_the_condition(tmp_path):
+    points = ["hidden1", "hidden2"]
+
+    def report(level):
+        rows = {
+            p: {"area_r2": level - 0.1 * i, "area_mspe": 1 - level} for i, p in enumerate(points)
+        }
+        return kp.ProbeReport(points, {"val": rows})
+
+    reports = {0.0: report(0.9), 0.5: report(0.7), 1.0: report(0.5)}
+    figure = kp.plots.plot_r2(reports, "area", reference=report(0.95), xlabel="corruption")
+    assert isinstance(figure, Figure)
+    ax = figure.axes[0]
+    curves = [line for line in ax.lines if line.get_label() in points]
+    assert [line.get_label() for line in curves] == points
+    np.testing.assert_allclose(curves[1].get_xdata(), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(curves[1].get_ydata(), [0.8, 0.6, 0.4])
+    assert len(ax.lines) == 4  # and a dotted reference level per point
+    assert ax.get_xlabel() == "corruption"
+    figure.savefig(tmp_path / "r2.png")
+    with pytest.raises(ValueError, match="`reports` is empty"):
+        kp.plots.plot_r2({}, "area")
+    with pytest.raises(ValueError, match="No metric 'size_r2'"):
+        kp.plots.plot_r2(reports, "size")
