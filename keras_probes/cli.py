@@ -43,6 +43,12 @@ def _add_model_options(command):
         type=int,
         help="for a plain model: classes of the probes (default: those of the data)",
     )
+    _add_image_options(command)
+    command.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+
+
+def _add_image_options(command):
+    """How images are read: preprocessing and the TFDS data directory."""
     command.add_argument(
         "--preprocess",
         default="none",
@@ -51,7 +57,6 @@ def _add_model_options(command):
         "'caffe' for ResNet50/VGG, 'torch' for DenseNet (default: %(default)s, pixels 0..255)",
     )
     command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
-    command.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
 
 
 def _add_fit_options(command):
@@ -153,13 +158,7 @@ def _parser():
         help="an image folder or TFDS dataset whose first 3 images make the warm-up "
         "requests (default: one image of zeros)",
     )
-    export.add_argument(
-        "--preprocess",
-        default="none",
-        choices=["none", "tf", "caffe", "torch"],
-        help="preprocessing of the warm-up images, as for `probe` (default: %(default)s)",
-    )
-    export.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    _add_image_options(export)  # of the warm-up images
 
     cache = commands.add_parser(
         "cache",
@@ -408,10 +407,9 @@ def _read_report(path):
 
 def _report(args):
     report = _read_report(args.report)
-    metrics = sorted({m for rows in report.results.values() for r in rows.values() for m in r})
     for kind, asked, known in (
         ("split", args.splits, report.splits),
-        ("metric", args.metrics, metrics),
+        ("metric", args.metrics, report.metrics),
     ):
         unknown = [a for a in asked or [] if a not in known]
         if unknown:

@@ -236,8 +236,9 @@ class _Signatures:
                 for key, spec in self.specs.items()
             }
         if self.heads_only:
-            missing = [p for p in self.probed.points if p not in warmup]
-            if not isinstance(warmup, dict) or missing:
+            given = warmup if isinstance(warmup, dict) else {}
+            missing = [p for p in self.probed.points if p not in given]
+            if missing:
                 raise ValueError(
                     "With heads_only=True, `warmup` must be a dict {point: features}, e.g. "
                     f"probed.extract_features(x). Missing points: {missing}"

@@ -74,6 +74,11 @@ class ProbeReport:
         """The splits measured, in the order they were added."""
         return list(self.results)
 
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics measured on any split: loss, error, top-5 error first."""
+        return _metric_names(self.results)
+
     def values(self, split: str, metric: str) -> dict[str, float]:
         """`{point: value}` of one metric on one split, in depth order."""
         if split not in self.results:
@@ -221,7 +226,7 @@ class ProbeReport:
 
     def to_csv(self, path) -> None:
         """Writes one row per (split, point): `split, depth, point, <metrics>`."""
-        metrics = _metric_names(self.results)
+        metrics = self.metrics
         with open(path, "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["split", "depth", "point", *metrics])

@@ -1,5 +1,6 @@
 """The MNIST MLPs of Graziani et al. (2019), shared by flawed_mlp_mnist.py and
-true_vs_corrupted.py: the data as flat vectors, the network, its training.
+true_vs_corrupted.py: the data as flat vectors and the network (trained by
+`_common.train`).
 
 The paper: fc(4096) layers with ReLU, trained 1,000 epochs with SGD (learning
 rate 0.01) to a full overfit of the (corrupted) training labels; six hidden
@@ -42,25 +43,6 @@ def mlp(width: int, depth: int, seed: int) -> keras.Model:
         10, kernel_initializer=keras.initializers.GlorotUniform(seed * 100 + 99), name="logits"
     )(x)
     return keras.Model(inputs, outputs, name=f"mlp_{depth}x{width}")
-
-
-def train(model, x, y, epochs, seed, validation=None, callbacks=(), batch_size=128):
-    """Adam(1e-3) on the labels given; returns the Keras history."""
-    keras.utils.set_random_seed(seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model.fit(
-        x,
-        y,
-        validation_data=validation,
-        epochs=epochs,
-        batch_size=batch_size,
-        callbacks=list(callbacks),
-        verbose=0,
-    )
 
 
 def accuracy(model, x, y) -> float:

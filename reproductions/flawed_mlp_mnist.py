@@ -36,7 +36,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _mnist_mlp import SHAPES, accuracy, data, mlp, train  # noqa: E402
+from _mnist_mlp import SHAPES, accuracy, data, mlp  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
@@ -132,7 +132,7 @@ def main(argv=None):
                     verbose=0,
                 )
                 callbacks.append(monitor)
-            train(model, x, labels, args.epochs, args.seed, callbacks=callbacks)
+            _common.train(model, x, labels, args.epochs, args.seed, callbacks=callbacks)
             fits[fraction] = {
                 "train_accuracy_on_its_labels": accuracy(model, x, labels),
                 "val_accuracy": accuracy(model, xv, yv),

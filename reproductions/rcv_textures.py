@@ -182,20 +182,9 @@ def main(argv=None):
         print(f"{name}:", flush=True)
         keras.utils.set_random_seed(args.seed)
         model = shallow_cnn(args.size, args.filters, args.seed)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
         monitor = RCVMonitor(((x, y), (xv, yv)), targets, at, args.features)
-        history = model.fit(
-            x,
-            labels,
-            validation_data=(xv, yv),
-            epochs=args.epochs,
-            batch_size=64,
-            callbacks=[monitor],
-            verbose=0,
+        history = _common.train(
+            model, x, labels, args.epochs, args.seed, (xv, yv), [monitor], batch_size=64
         )
         monitors[name] = monitor
         fits[name] = {

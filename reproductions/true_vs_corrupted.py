@@ -22,7 +22,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _mnist_mlp import data, mlp, train  # noqa: E402
+from _mnist_mlp import data, mlp  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
@@ -53,7 +53,7 @@ def main(argv=None):
     print(f"{int(corrupted.sum())} of {len(y)} training labels corrupted")
     monitor = kp.flawed.CorruptionMonitor(x, labels, corrupted, true_y=y)
     model = mlp(args.width, args.depth, args.seed)
-    history = train(
+    history = _common.train(
         model, x, labels, args.epochs, args.seed, validation=(xv, yv), callbacks=[monitor]
     )
     curves = dict(monitor.history)
