@@ -55,6 +55,12 @@ def mspe(targets, predictions) -> np.ndarray:
     return ((_columns(targets) - _columns(predictions)) ** 2).mean(axis=0)
 
 
+def _unit_columns(matrix):
+    """Each column scaled to unit length (a zero column stays zero): the RCVs."""
+    norm = np.linalg.norm(matrix, axis=0)
+    return matrix / np.where(norm > 0, norm, 1.0)
+
+
 def _columns(values):
     values = np.asarray(values, np.float64)
     return values[:, None] if values.ndim == 1 else values
@@ -153,8 +159,7 @@ class RidgeProbe:
         solved = projected / (spectrum[:, None] + alpha[None, :])  # (rank, targets)
         coef = basis @ solved if primal else xc.T @ (basis @ solved)
         intercept = y_mean - x_mean @ coef
-        norm = np.linalg.norm(coef, axis=0)
-        direction = coef / np.where(norm > 0, norm, 1.0)
+        direction = _unit_columns(coef)
         if y.ndim == 1:
             coef, intercept, alpha, direction = coef[:, 0], intercept[0], alpha[0], direction[:, 0]
         self.coef_, self.intercept_, self.alpha_, self.direction_ = (
@@ -288,8 +293,7 @@ class RegressionProbedModel(ProbedModel):
         vectors = {}
         for point, head in zip(self._points, self.heads, strict=True):
             kernel = keras.ops.convert_to_numpy(head.kernel).astype(np.float64)
-            norm = np.linalg.norm(kernel, axis=0)
-            vectors[point] = kernel / np.where(norm > 0, norm, 1.0)
+            vectors[point] = _unit_columns(kernel)
         return vectors
 
     # -- the task: regression ------------------------------------------------
