@@ -1,10 +1,12 @@
 """Running a function over batches under whatever `tf.distribute` strategy is active.
 
 Without a strategy scope, `tf.distribute.get_strategy()` is the default
-strategy, one replica, and everything here reduces to a plain call. Batches
-are cut into contiguous slices in replica order, so gathering the replicas'
-results restores the batch's own order: a cache written under
-`MirroredStrategy` holds the rows the single-device run would write.
+strategy, one replica, and everything here reduces to a plain call. Two ways
+to share work: `batchwise` gives each replica whole batches (for results that
+must not depend on the replica count, such as a feature cache's bytes);
+`summed` cuts a batch into contiguous replica slices and sums what they
+return (for sums that are exact however they are cut, such as the L-BFGS
+objective).
 """
 
 import functools
@@ -29,19 +31,37 @@ def split_batch(strategy, batch):
     return strategy.experimental_distribute_values_from_function(slice_for)
 
 
-def gathered(fn):
-    """`fn` run on every replica's slice, the results concatenated in batch order."""
+def batchwise(fn):
+    """`fn` over a list of batches, each batch computed whole, in one call of its own.
+
+    Returns a function `batches -> [fn(batch) for batch in batches]`. Under a
+    strategy of N replicas, each replica takes one whole batch at a time (N
+    at once; a short last group lets the idle replicas repeat a batch, whose
+    results are dropped). No batch is ever cut into replica slices: a conv's
+    or a matmul's float result depends on the size of the batch it is
+    computed in, so this keeps every result the single-device one, whatever
+    the number of replicas.
+    """
     compiled = tf.function(fn, reduce_retracing=True)
     if not tf.distribute.has_strategy():
-        return compiled  # no replicas to cut the batch for
+        return lambda batches: [compiled(batch) for batch in batches]
     strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
 
-    def run(batch):
-        # Distributed values are made and combined eagerly: passed into a
-        # tf.function they would lose every replica but the first.
-        per_replica = strategy.run(compiled, args=(split_batch(strategy, batch),))
-        # Leaf by leaf: `gather` of a nested structure keeps the first replica only.
-        return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), per_replica)
+    def run(batches):
+        results = []
+        for start in range(0, len(batches), replicas):
+            group = list(batches[start : start + replicas])
+            used = len(group)
+            group += group[-1:] * (replicas - used)
+            # Distributed values are made and combined eagerly: passed into a
+            # tf.function they would lose every replica but the first.
+            values = strategy.experimental_distribute_values_from_function(
+                lambda context, group=group: group[context.replica_id_in_sync_group]
+            )
+            outputs = strategy.run(compiled, args=(values,))
+            results += list(strategy.experimental_local_results(outputs))[:used]
+        return results
 
     return run
 

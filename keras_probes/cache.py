@@ -7,22 +7,45 @@ cache is a directory:
 ```
 cache/
   manifest.json                        fingerprints, shapes, dtypes, shards, checksums
+  .lock, .write-<split>.lock           the manifest's lock, each split writer's lock
   train/labels/shard-00000.npy         (n,) int32
   train/features/000_conv1_relu/shard-00000.npy  (n, features), memory-mappable
   ...
 ```
 
-Shards are written under a temporary name, then renamed, and entered in the
-manifest (itself replaced atomically) only once complete: a run killed at any
-moment, SIGKILL included, resumes from the first missing shard and ends with
-the same bytes as an uninterrupted run.
+What its bytes depend on: the model (its computation: layer configs in graph
+order and weights, never Keras' auto-generated names or a compile state), the
+data, `batch_size`, `shard_size` and `dtype`. Every batch is computed at
+exactly `batch_size` rows (the last one padded, then trimmed), one batch per
+replica under a `tf.distribute` strategy, so the bytes are the same for any
+replica count and on a resume, on one machine. Another batch size, or another
+CPU's kernels, gives the same features within float32 rounding only.
+
+What a reader sees at every instant, and what two writers do:
+
+- `manifest.json` is the commit record, replaced atomically (written aside,
+  fsynced, renamed). A shard file is written the same way, and counts only
+  once the manifest lists it: readers see the old manifest or the new one,
+  never a half-written shard.
+- The manifest is created before the first shard, so a run killed at any
+  moment (SIGKILL included), or stopped by an error, resumes from the first
+  missing shard and ends with the bytes of an uninterrupted run.
+- Every manifest update re-reads it under an exclusive lock (`.lock`) and
+  replaces only its own split's record: writers of different splits, in
+  different processes, work side by side and every split is kept.
+- A second writer of the same split is refused at once (`.write-<split>.lock`,
+  held for the whole write); the kernel releases both locks when a process
+  dies, so no lock outlives its writer.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,11 +59,16 @@ from keras_probes import _distribute, _graph, _validation
 __all__ = ["FeatureCache", "CacheError"]
 
 _FORMAT = "keras_probes.FeatureCache"
-_VERSION = 1
+_VERSION = 2
 _MANIFEST = "manifest.json"
+_LOCK = ".lock"
 _SHARD_EXAMPLES = 4096
 _DTYPES = ("float32", "float16")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal, 2**-14
+# A split is a plain directory name: no path separators, no leading dot (".."
+# would leave the cache; dot-names are the cache's own lock and temporary files).
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class CacheError(ValueError):
@@ -48,20 +76,123 @@ class CacheError(ValueError):
 
 
 def model_fingerprint(probed) -> str:
-    """sha256 of the base's architecture (its serialized config) and every weight."""
+    """sha256 of the computation of the base: its layer configs in graph order and weights.
+
+    Keras' auto-generated names (`conv2d_1`, `functional_3`) and the compile
+    state do not enter it: the same architecture rebuilt with equal weights,
+    or compiled, or loaded with `compile=False`, has the same fingerprint.
+    """
+    return _identity(probed)[0]["fingerprint"]
+
+
+def probes_fingerprint(probed) -> str:
+    """sha256 of what turns the base's layers into features: points (by their
+    position in graph order) and reducer configs (without their names)."""
+    return _identity(probed)[1]["fingerprint"]
+
+
+def _identity(probed) -> tuple[dict, dict]:
+    """The manifest's records of the model and of the probes.
+
+    The model's: fingerprint, classes and one entry per layer (graph order,
+    nested sub-models stepped into) with its path, class, and the sha256 of
+    its config and of its weights, so that a mismatch can name the layer
+    that differs. The probes': fingerprint, point names and reducer configs.
+    """
+    base = probed.base
+    layers = _graph.trace(base).layers
+    # Every layer name becomes its position in graph order, wherever a config
+    # names it (its own "name", the wiring of a Functional model).
+    names = {}
+    for index, layer in enumerate(layers.values()):
+        names.setdefault(layer.name, f"#{index}")
+    names.setdefault(base.name, "#model")
+    records = [
+        {
+            "path": path,
+            "class": type(layer).__name__,
+            "config": _sha256_json(_canonical(layer.get_config(), names)),
+            "weights": _weights_sha256(layer),
+        }
+        for path, layer in layers.items()
+        if not _graph.is_graph_model(layer)  # a sub-model's layers are recorded one by one
+    ]
+    architecture = _canonical(keras.saving.serialize_keras_object(base), names)
+    identity = [{k: r[k] for k in ("class", "config", "weights")} for r in records]
+    model = {
+        "name": base.name,
+        "fingerprint": _sha256_json({"architecture": architecture, "layers": identity}),
+        "num_classes": probed.num_classes,
+        "layers": records,
+    }
+    reducers = _reducer_configs(probed)
+    position = {path: f"#{index}" for index, path in enumerate(layers)}
+    probes = {
+        "fingerprint": _sha256_json(
+            [
+                [
+                    position[point],
+                    _canonical(reducers[point], {reducers[point]["config"]["name"]: ""}),
+                ]
+                for point in probed.points
+            ]
+        ),
+        "points": probed.points,
+        "reducers": reducers,
+    }
+    return model, probes
+
+
+# State of a model that does not change what it computes.
+_NOT_COMPUTATION = ("compile_config",)
+
+
+def _canonical(config, names):
+    """`config` with every layer name replaced by its position and compile state dropped."""
+    if isinstance(config, dict):
+        canonical = {}
+        for key, value in config.items():
+            if key in _NOT_COMPUTATION:
+                continue
+            if key == "name" and isinstance(value, str):
+                canonical[key] = names.get(value, value)
+            elif key == "keras_history" and isinstance(value, list | tuple) and value:
+                canonical[key] = [names.get(value[0], value[0]), *value[1:]]
+            elif key in ("input_layers", "output_layers"):
+                canonical[key] = keras.tree.map_structure(
+                    lambda v: names.get(v, v) if isinstance(v, str) else v, value
+                )
+            else:
+                canonical[key] = _canonical(value, names)
+        return canonical
+    if isinstance(config, list | tuple):
+        return [_canonical(value, names) for value in config]
+    return config
+
+
+def _weights_sha256(layer) -> str:
     digest = hashlib.sha256()
-    config = keras.saving.serialize_keras_object(probed.base)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for variable in probed.base.weights:
+    for variable in layer.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
-        digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
 
-def probes_fingerprint(probed) -> str:
-    """sha256 of what turns the base's layers into features: points and reducers."""
-    return _sha256_json({"points": probed.points, "reducers": _reducer_configs(probed)})
+def _model_difference(recorded: dict, given: dict) -> str:
+    """Which layer of `given` differs from the `recorded` model, in words."""
+    before, after = recorded["layers"], given["layers"]
+    if len(before) != len(after):
+        return f"it has {len(after)} layers, the cache's model {len(before)}"
+    for old, new in zip(before, after, strict=True):
+        layer = f"layer {new['path']!r} ({new['class']}"
+        if old["class"] != new["class"]:
+            return f"{layer}) stands where the cache's model has a {old['class']}"
+        if old["config"] != new["config"]:
+            return f"{layer}) has another config"
+        if old["weights"] != new["weights"]:
+            return f"{layer}) has other weights"
+    return "its layers are wired differently"
 
 
 def _reducer_configs(probed):
@@ -117,6 +248,10 @@ class FeatureCache:
     def __init__(self, directory, manifest):
         self.directory = Path(directory)
         self._manifest = manifest
+        # {point name as the reader calls it: point name in the manifest}. A
+        # model of the same computation may name its layers otherwise (Keras'
+        # auto-generated names): once checked, the cache answers to its names.
+        self._recorded = {p: p for p in manifest["probes"]["points"]}
 
     # -- writing -------------------------------------------------------------
 
@@ -169,21 +304,18 @@ class FeatureCache:
             shard_size = batch_size * math.ceil(_SHARD_EXAMPLES / max(batch_size, 1))
         _check_write_args(split, batch_size, shard_size, dtype)
         directory = Path(directory)
-        manifest = _load_or_new_manifest(directory, probed)
-        if overwrite and split in manifest["splits"]:
-            del manifest["splits"][split]
-            shutil.rmtree(directory / split, ignore_errors=True)
         settings = {"batch_size": batch_size, "shard_size": shard_size, "dtype": dtype}
-        record = manifest["splits"].setdefault(split, {**settings, "complete": False, "shards": []})
-        changed = {k: record[k] for k, v in settings.items() if record[k] != v}
-        if changed:
-            raise CacheError(
-                f"Split {split!r} of the cache at {directory} was started with {changed}; "
-                "resuming with other settings would mix differently computed shards. Pass "
-                f"the same settings, or overwrite=True to rewrite it. Received: {settings}"
-            )
-        _Writer(cls(directory, manifest), probed, split, verbose).run(data)
-        return cls(directory, manifest)
+        fresh = _new_manifest(probed)
+        directory.mkdir(parents=True, exist_ok=True)
+        with _split_lock(directory, split):
+            with _manifest_lock(directory):
+                manifest = _begin_split(directory, fresh, split, settings, overwrite)
+            cache = cls(directory, manifest)
+            cache._answer_to(probed)
+            _Writer(cache, probed, split, verbose).run(data)
+        cache = cls(directory, _read_manifest(directory))
+        cache._answer_to(probed)
+        return cache
 
     # -- opening and verifying -------------------------------------------------
 
@@ -216,24 +348,23 @@ class FeatureCache:
         return cache
 
     def check_model(self, probed):
-        """Raises `CacheError` unless this cache was written from `probed`."""
-        recorded, fix = self._manifest, self._rebuild_hint()
-        fingerprint = model_fingerprint(probed)
-        if recorded["model"]["fingerprint"] != fingerprint:
+        """Raises `CacheError` unless this cache was written from `probed`.
+
+        The same computation is accepted whatever its layers' auto-generated
+        names or compile state; another layer config, another weight, other
+        points or reducers, or another number of classes is refused, and the
+        message says which.
+        """
+        problem = _identity_problem(self._manifest, _new_manifest(probed), self._manifest_path)
+        if problem:
             raise CacheError(
-                f"The feature cache at {self.directory} was written from another model: "
-                f"{self._manifest_path} records model {recorded['model']['name']!r} with "
-                f"fingerprint {recorded['model']['fingerprint'][:16]}, and the model given, "
-                f"{probed.base.name!r}, has {fingerprint[:16]} (its "
-                f"architecture or weights differ). {fix}"
+                f"The feature cache at {self.directory} {problem} {self._rebuild_hint()}"
             )
-        if recorded["probes"]["fingerprint"] != probes_fingerprint(probed):
-            raise CacheError(
-                f"The feature cache at {self.directory} holds other probe points or "
-                f"reducers: {self._manifest_path} records points {recorded['probes']['points']} "
-                f"and reducers {recorded['probes']['reducers']}; the model given probes "
-                f"{probed.points} with reducers {_reducer_configs(probed)}. {fix}"
-            )
+        self._answer_to(probed)
+
+    def _answer_to(self, probed):
+        """Reads with `probed`'s point names from now on (same points, checked)."""
+        self._recorded = dict(zip(probed.points, self._manifest["probes"]["points"], strict=True))
 
     def verify(self, split: str | None = None):
         """Checks that every shard file exists and has its recorded sha256.
@@ -276,7 +407,7 @@ class FeatureCache:
     @property
     def points(self) -> list[str]:
         """The probe points, input side first."""
-        return list(self._manifest["probes"]["points"])
+        return list(self._recorded)
 
     @property
     def splits(self) -> list[str]:
@@ -297,14 +428,16 @@ class FeatureCache:
     def reducers(self) -> dict:
         """`{point: reducer layer}` as recorded, e.g. to rebuild the `ProbedModel`."""
         return {
-            point: keras.saving.deserialize_keras_object(config)
-            for point, config in self._manifest["probes"]["reducers"].items()
+            point: keras.saving.deserialize_keras_object(
+                self._manifest["probes"]["reducers"][recorded]
+            )
+            for point, recorded in self._recorded.items()
         }
 
     @property
     def feature_sizes(self) -> dict[str, int]:
         """`{point: number of features}`."""
-        return {p: self._manifest["points"][p]["features"] for p in self.points}
+        return {p: self._manifest["points"][r]["features"] for p, r in self._recorded.items()}
 
     def num_examples(self, split: str) -> int:
         return sum(shard["examples"] for shard in self._complete_split(split)["shards"])
@@ -364,10 +497,7 @@ class FeatureCache:
         record = self._complete_split(split)
         points, dtype = self.points, record["dtype"]
         signature = (
-            *(
-                tf.TensorSpec((None, self._manifest["points"][p]["features"]), dtype)
-                for p in points
-            ),
+            *(tf.TensorSpec((None, self.feature_sizes[p]), dtype) for p in points),
             tf.TensorSpec((None,), tf.int32),
         )
 
@@ -446,11 +576,12 @@ class FeatureCache:
         name = f"shard-{index:05d}.npy"
         if point is None:
             return self.directory / split / "labels" / name
-        return self.directory / split / "features" / self._manifest["points"][point]["dir"] / name
+        directory = self._manifest["points"][self._recorded[point]]["dir"]
+        return self.directory / split / "features" / directory / name
 
     def _shard_files(self, split, index):
         checksums = self._split(split)["shards"][index]["sha256"]
-        paths = {self._shard_path(split, index, p): checksums[p] for p in self.points}
+        paths = {self._shard_path(split, index, p): checksums[r] for p, r in self._recorded.items()}
         paths[self._shard_path(split, index)] = checksums["labels"]
         return paths
 
@@ -461,9 +592,20 @@ class FeatureCache:
         }
         return features, np.load(self._shard_path(split, index), mmap_mode=mode)
 
-    def _save_manifest(self):
-        text = json.dumps(self._manifest, indent=1, sort_keys=False)
-        _atomic_write(self._manifest_path, text.encode())
+    def _commit(self, split, record):
+        """Enters `record` as `split`'s in the manifest on disk, keeping every other split."""
+        with _manifest_lock(self.directory):
+            manifest = _read_manifest(self.directory)
+            for key in ("model", "probes"):
+                if manifest[key]["fingerprint"] != self._manifest[key]["fingerprint"]:
+                    raise CacheError(
+                        f"The feature cache at {self.directory} was started anew for another "
+                        f"model by another writer while split {split!r} was being written. "
+                        "Write each model's features to a directory of its own."
+                    )
+            manifest["splits"][split] = record
+            _save_manifest(self.directory, manifest)
+        self._manifest = manifest
 
 
 class _Writer:
@@ -476,9 +618,10 @@ class _Writer:
 
     def run(self, data):
         record, cache = self.record, self.cache
+        batch_size = record["batch_size"]
         done = self._intact_shards()
-        batches_per_shard = record["shard_size"] // record["batch_size"]
-        extract = _distribute.gathered(self.probed.extract_features)
+        batches_per_shard = record["shard_size"] // batch_size
+        extract = _distribute.batchwise(self.probed.extract_features)
         progress = (
             keras.utils.Progbar(
                 _num_examples(data), stateful_metrics=["shards", "images/s"], unit_name="example"
@@ -488,7 +631,7 @@ class _Writer:
         )
         seen, started, index = 0, time.perf_counter(), 0
         hashes = []
-        batches = _numpy_batches(self.probed, data, record["batch_size"])
+        batches = _numpy_batches(self.probed, data, batch_size)
         while True:
             group = [b for _, b in zip(range(batches_per_shard), batches, strict=False)]
             if not group:
@@ -504,8 +647,20 @@ class _Writer:
                         "overwrite=True to rewrite the split."
                     )
             else:
-                features = [extract(x) for x, _ in group]
-                self._write_shard(index, features, [y for _, y in group], digest)
+                # Every batch is computed at exactly `batch_size` rows: the
+                # features of an example never depend on where its batch ends.
+                outputs = extract([_padded(x, batch_size) for x, _ in group])
+                features = {
+                    point: np.concatenate(
+                        [
+                            keras.ops.convert_to_numpy(output[point])[: len(y)]
+                            for output, (_, y) in zip(outputs, group, strict=True)
+                        ]
+                    )
+                    for point in cache.points
+                }
+                labels = np.concatenate([y for _, y in group])
+                self._write_shard(index, features, labels, digest, start=seen)
             seen += sum(len(y) for _, y in group)
             index += 1
             if progress is not None:
@@ -525,7 +680,7 @@ class _Writer:
         record["num_examples"] = seen
         record["data_fingerprint"] = hashlib.sha256("".join(hashes).encode()).hexdigest()
         record["complete"] = True
-        cache._save_manifest()
+        cache._commit(self.split, record)
         if progress is not None:
             progress.update(seen, [("shards", index)], finalize=True)
 
@@ -544,27 +699,21 @@ class _Writer:
                 break
         return len(shards)
 
-    def _write_shard(self, index, features, labels, input_sha256):
+    def _write_shard(self, index, features, labels, input_sha256, start):
         cache, dtype = self.cache, self.record["dtype"]
         checksums = {}
         for point in cache.points:
-            array = np.concatenate([keras.ops.convert_to_numpy(f[point]) for f in features])
-            largest = float(np.abs(array).max(initial=0.0))
-            if dtype == "float16" and _FLOAT16_MAX < largest < np.inf:
-                raise ValueError(
-                    f"Features of point {point!r} exceed float16's range (largest "
-                    f"magnitude {largest:.4g} > {_FLOAT16_MAX:.0f}). "
-                    "Store this cache with dtype='float32'."
-                )
+            array = features[point]
+            _check_storable(array, point, dtype, self.split, start)
             path = cache._shard_path(self.split, index, point)
-            checksums[point] = self._save(path, array.astype(dtype))
-        labels = np.concatenate(labels).astype(np.int32)
+            checksums[cache._recorded[point]] = self._save(path, array.astype(dtype))
+        labels = labels.astype(np.int32)
         checksums["labels"] = self._save(cache._shard_path(self.split, index), labels)
         self.record["shards"].append(
             {"examples": len(labels), "input_sha256": input_sha256, "sha256": checksums}
         )
         # The manifest is the commit: a shard counts once it is listed there.
-        cache._save_manifest()
+        cache._commit(self.split, self.record)
 
     @staticmethod
     def _save(path, array):
@@ -573,11 +722,52 @@ class _Writer:
         return hashlib.sha256(data).hexdigest()
 
 
+def _padded(x, size):
+    """The batch `x` grown to `size` rows with copies of its first row (trimmed later)."""
+
+    def pad(array):
+        missing = size - len(array)
+        return array if missing == 0 else np.concatenate([array, np.repeat(array[:1], missing, 0)])
+
+    return keras.tree.map_structure(pad, x)
+
+
+def _check_storable(array, point, dtype, split, start):
+    """Features must be finite, and within float16's normal range when stored so."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        rows = start + np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"The model's features at point {point!r} hold NaN or infinite values for "
+            f"{len(rows)} example(s) of split {split!r}, e.g. at index {rows[:3].tolist()}. "
+            f"Check those inputs and their preprocessing, and the layers up to {point!r}."
+        )
+    if dtype != "float16":
+        return
+    largest = np.abs(array).max(axis=0, initial=0.0)
+    if largest.max(initial=0.0) > _FLOAT16_MAX:
+        raise ValueError(
+            f"Features of point {point!r} exceed float16's range (largest "
+            f"magnitude {largest.max():.4g} > {_FLOAT16_MAX:.0f}). "
+            "Store this cache with dtype='float32'."
+        )
+    # A feature whose every value lies below float16's normal range would be
+    # stored as zeros or a few bits: its information silently lost.
+    tiny = (largest > 0) & (largest < _FLOAT16_TINY)
+    if tiny.any():
+        raise ValueError(
+            f"{int(tiny.sum())} feature(s) of point {point!r} never exceed "
+            f"{largest[tiny].max():.3g} in magnitude, below float16's normal range "
+            f"({_FLOAT16_TINY:.3g}): float16 would round them to zero or to a few bits. "
+            "Store this cache with dtype='float32'."
+        )
+
+
 def _check_write_args(split, batch_size, shard_size, dtype):
-    if not isinstance(split, str) or not split or split != _graph.safe_name(split):
+    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == _MANIFEST:
         raise ValueError(
             "`split` must be a plain name such as 'train' or 'val' (letters, digits, "
-            f"'_', '-', '.'). Received: split={split!r}"
+            f"'_', '-', '.', not starting with '.' or '-'). Received: split={split!r}"
         )
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -593,20 +783,14 @@ def _check_write_args(split, batch_size, shard_size, dtype):
 
 
 def _new_manifest(probed):
+    """The manifest of an empty cache for `probed`: its identity, no split yet."""
     features = probed.feature_model.output
+    model, probes = _identity(probed)
     return {
         "format": _FORMAT,
         "version": _VERSION,
-        "model": {
-            "name": probed.base.name,
-            "fingerprint": model_fingerprint(probed),
-            "num_classes": probed.num_classes,
-        },
-        "probes": {
-            "fingerprint": probes_fingerprint(probed),
-            "points": probed.points,
-            "reducers": _reducer_configs(probed),
-        },
+        "model": model,
+        "probes": probes,
         "points": {
             point: {
                 "dir": f"{i:03d}_{_graph.safe_name(point)}",
@@ -618,17 +802,119 @@ def _new_manifest(probed):
     }
 
 
-def _load_or_new_manifest(directory, probed):
-    if not (directory / _MANIFEST).exists():
-        if directory.exists() and any(directory.iterdir()):
+def _identity_problem(recorded: dict, given: dict, path: Path) -> str | None:
+    """Why a cache with manifest `recorded` does not hold the features of `given`'s model."""
+    old, new = recorded["model"], given["model"]
+    if old["fingerprint"] != new["fingerprint"]:
+        return (
+            f"was written from another model: {path} records model {old['name']!r} with "
+            f"fingerprint {old['fingerprint'][:16]}, and the model given, {new['name']!r}, "
+            f"has {new['fingerprint'][:16]} (its architecture or weights differ: "
+            f"{_model_difference(old, new)})."
+        )
+    old_probes, new_probes = recorded["probes"], given["probes"]
+    if old_probes["fingerprint"] != new_probes["fingerprint"]:
+        return (
+            f"holds other probe points or reducers: {path} records points "
+            f"{old_probes['points']} and reducers {old_probes['reducers']}; the model given "
+            f"probes {new_probes['points']} with reducers {new_probes['reducers']}."
+        )
+    # Regression probes (no classes) read any cache of their base, points and reducers.
+    if new["num_classes"] is not None and old["num_classes"] != new["num_classes"]:
+        return (
+            f"was written for probes of num_classes={old['num_classes']} (recorded in {path}; "
+            "its labels were checked against that number), and the model given has "
+            f"num_classes={new['num_classes']}."
+        )
+    return None
+
+
+def _begin_split(directory, fresh, split, settings, overwrite):
+    """The manifest with `split` ready to be written to, saved (under the manifest lock).
+
+    A cache holding no shard at all holds nothing to protect: it is started
+    anew for the model given, whatever model it was begun for.
+    """
+    path = directory / _MANIFEST
+    if path.exists():
+        manifest = _read_manifest(directory)
+        problem = _identity_problem(manifest, fresh, path)
+        if problem:
+            kept = sorted(
+                name
+                for name, record in manifest["splits"].items()
+                if record["shards"] and not (overwrite and name == split)
+            )
+            if kept:
+                raise CacheError(
+                    f"The feature cache at {directory} {problem} It holds shards of splits "
+                    f"{kept}: write this model's features to a new directory, or delete "
+                    f"{directory} first."
+                )
+            manifest = fresh
+    else:
+        foreign = sorted(p.name for p in directory.iterdir() if not _is_own_file(p))
+        if foreign:
             raise CacheError(
                 f"{directory} is not empty and holds no feature cache ({_MANIFEST} is "
-                "missing). Write the cache to a new or empty directory."
+                f"missing; it holds {foreign[:3]}). Write the cache to a new or empty directory."
             )
-        return _new_manifest(probed)
-    cache = FeatureCache(directory, _read_manifest(directory))
-    cache.check_model(probed)
-    return cache._manifest
+        manifest = fresh
+    if overwrite:
+        manifest["splits"].pop(split, None)
+        shutil.rmtree(directory / split, ignore_errors=True)
+    record = manifest["splits"].get(split)
+    if record is not None and record["shards"]:
+        changed = {k: record[k] for k, v in settings.items() if record[k] != v}
+        if changed:
+            raise CacheError(
+                f"Split {split!r} of the cache at {directory} was started with {changed}; "
+                "resuming with other settings would mix differently computed shards. Pass "
+                f"the same settings, or overwrite=True to rewrite it. Received: {settings}"
+            )
+    else:
+        # Nothing written yet (e.g. a first shard that failed): any settings may start it.
+        record = {**settings, "complete": False, "shards": []}
+    manifest["splits"][split] = record
+    _save_manifest(directory, manifest)
+    return manifest
+
+
+def _is_own_file(path: Path) -> bool:
+    """The cache's own lock and temporary files, which may exist before its manifest."""
+    return path.name.startswith(".") and path.name.endswith((".lock", ".tmp"))
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path):
+    """Exclusive: one manifest update at a time, across processes (blocks briefly)."""
+    with open(directory / _LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _split_lock(directory: Path, split: str):
+    """Exclusive for a whole write: a second writer of the same split is refused."""
+    with open(directory / f".write-{split}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise CacheError(
+                f"Another process (pid {holder}) is writing split {split!r} of the feature "
+                f"cache at {directory}. Wait for it to finish, or write another split: two "
+                "writers of one split would interleave its shards."
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def _save_manifest(directory, manifest):
+    _atomic_write(directory / _MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def _read_manifest(directory):
@@ -652,7 +938,57 @@ def _read_manifest(directory):
             f"{path} has format version {manifest.get('version')}; this keras-probes reads "
             f"version {_VERSION}. Write the cache again."
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CacheError(
+            f"The manifest {path} is incomplete or damaged ({problem}). Delete {directory} "
+            "and write the cache again."
+        )
     return manifest
+
+
+# What a manifest must hold: {key: type} per level; splits and points are checked one by one.
+_MANIFEST_FIELDS = {
+    "model": {"name": str, "fingerprint": str, "layers": list},
+    "probes": {"fingerprint": str, "points": list, "reducers": dict},
+    "points": dict,
+    "splits": dict,
+}
+_SPLIT_FIELDS = {
+    "batch_size": int,
+    "shard_size": int,
+    "dtype": str,
+    "complete": bool,
+    "shards": list,
+}
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is missing or malformed in a manifest that parsed as JSON, or None."""
+    for key, fields in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if not isinstance(value, dict):
+            return f"no {key!r} record"
+        if fields is not dict:
+            for field, kind in fields.items():
+                if not isinstance(value.get(field), kind):
+                    return f"no {key}.{field}"
+    points = manifest["probes"]["points"]
+    for point in points:
+        entry = manifest["points"].get(point)
+        if not isinstance(entry, dict) or not _SPLIT_NAME.fullmatch(str(entry.get("dir"))):
+            return f"no directory for point {point!r}"
+    for split, record in manifest["splits"].items():
+        if not _SPLIT_NAME.fullmatch(split):
+            return f"a split named {split!r}"
+        for field, kind in _SPLIT_FIELDS.items():
+            if not isinstance(record, dict) or not isinstance(record.get(field), kind):
+                return f"no {field} in split {split!r}"
+        for shard in record["shards"]:
+            checksums = shard.get("sha256") if isinstance(shard, dict) else None
+            if not isinstance(checksums, dict) or set(checksums) != {*points, "labels"}:
+                return f"a shard of split {split!r} without its checksums"
+    return None
 
 
 def _numpy_batches(probed, data, batch_size):
