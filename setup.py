@@ -29,7 +29,7 @@ setup(
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={
         "tensorboard": ["tensorboard"],
-        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5", "tensorboard"],
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5", "tensorboard", "pandas"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

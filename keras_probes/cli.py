@@ -10,17 +10,94 @@
 MODEL is a `.keras` file (a saved `kp.ProbedModel`, or any Keras model to be
 probed: then `--points` chooses where) or a SavedModel directory (opaque: its
 serving outputs are the points). DATA is an image folder (one sub-folder per
-class) or a TFDS dataset name. Errors are one line on stderr and exit status
-2; `--help` on each command tells the rest.
+class) or a TFDS dataset name. Every option is checked when parsed, before
+anything is read: numbers against their range, output files against their
+suffix and directory. Errors are one line on stderr and exit status 2;
+`--help` on each command tells the rest.
 """
 
 import argparse
+import json
+import math
 import os
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 __all__ = ["main"]
+
+
+class _UsageError(Exception):
+    """A command line that cannot run: answered in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (no usage block) for `main` to print."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _checked(cast, accepted, accept):
+    """An argparse `type`: `cast(text)`, refused unless `accept(value)`, in one message
+    shape: "argument --l2: must be a finite number >= 0. Received: -1"."""
+
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {accepted}. Received: {text}")
+        return value
+
+    return parse
+
+
+_AT_LEAST_1 = _checked(int, "an integer >= 1", lambda v: v >= 1)
+_AT_LEAST_0 = _checked(int, "an integer >= 0", lambda v: v >= 0)
+_AT_LEAST_2 = _checked(int, "an integer >= 2", lambda v: v >= 2)
+_FINITE_AT_LEAST_0 = _checked(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
+_FINITE_ABOVE_0 = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def _output_file(*suffixes, why=""):
+    """An argparse `type` for a file to write: one of `suffixes` (any if none), in a
+    directory that exists (it is not created: a mistyped path fails at once)."""
+
+    def parse(text):
+        path = Path(text)
+        if suffixes and path.suffix not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"must end in {' or '.join(suffixes)}{why}. Received: {text}"
+            )
+        _check_parent(path, text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory, not a file.")
+        return text
+
+    return parse
+
+
+def _output_dir(text):
+    """An argparse `type` for a directory to write into, created if missing."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory.")
+    return text
+
+
+def _check_parent(path, text):
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"its directory {parent} does not exist; create it first. Received: {text}"
+        )
+    if not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            f"its directory {parent} is not writable. Received: {text}"
+        )
 
 
 def _add_model_options(command):
@@ -40,11 +117,11 @@ def _add_model_options(command):
     )
     command.add_argument(
         "--num-classes",
-        type=int,
+        type=_AT_LEAST_2,
         help="for a plain model: classes of the probes (default: those of the data)",
     )
     _add_image_options(command)
-    command.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    command.add_argument("--batch-size", type=_AT_LEAST_1, default=64, help="default: %(default)s")
 
 
 def _add_image_options(command):
@@ -62,19 +139,21 @@ def _add_image_options(command):
 def _add_fit_options(command):
     """Options of commands that fit probes on a cache."""
     command.add_argument("--solver", default="lbfgs", choices=["lbfgs", "rmsprop", "adam"])
-    command.add_argument("--l2", type=float, default=1e-4, help="L2 penalty (default: %(default)s)")
-    command.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
-    command.add_argument("--epochs", type=int, default=50, help="minibatch epochs")
     command.add_argument(
-        "--patience", type=int, default=3, help="minibatch early-stopping patience"
+        "--l2", type=_FINITE_AT_LEAST_0, default=1e-4, help="L2 penalty (default: %(default)s)"
+    )
+    command.add_argument("--max-iter", type=_AT_LEAST_1, default=1000, help="L-BFGS iterations")
+    command.add_argument("--epochs", type=_AT_LEAST_1, default=50, help="minibatch epochs")
+    command.add_argument(
+        "--patience", type=_AT_LEAST_0, default=3, help="minibatch early-stopping patience"
     )
     command.add_argument(
-        "--learning-rate", type=float, default=1e-3, help="minibatch learning rate"
+        "--learning-rate", type=_FINITE_ABOVE_0, default=1e-3, help="minibatch learning rate"
     )
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-probes",
         description="Linear classifier probes for any Keras model (Alain & Bengio, 1610.01644).",
     )
@@ -104,7 +183,9 @@ def _parser():
     probe.add_argument(
         "--val-tfds-split", default="test", help="TFDS split of --val-data (default: %(default)s)"
     )
-    probe.add_argument("--out", required=True, help="the output directory")
+    probe.add_argument(
+        "--out", required=True, type=_output_dir, help="the output directory (created if missing)"
+    )
     _add_model_options(probe)
     _add_fit_options(probe)
 
@@ -123,7 +204,12 @@ def _parser():
         description="Draws a report's metric per probe point, input side first (paper Fig. 3/4b).",
     )
     plot.add_argument("report", help="a report file, .json or .csv")
-    plot.add_argument("--out", required=True, help="the figure file, e.g. errors.png or .pdf")
+    plot.add_argument(
+        "--out",
+        required=True,
+        type=_output_file(),
+        help="the figure file, e.g. errors.png or .pdf, in an existing directory",
+    )
     plot.add_argument("--metric", default="error", help="default: %(default)s")
     plot.add_argument("--splits", nargs="+", help="splits to draw (default: all)")
     plot.add_argument("--title", help="figure title (default: the model's name)")
@@ -142,7 +228,9 @@ def _parser():
     export.add_argument(
         "--out", required=True, help="the model's base directory, e.g. serving/probes"
     )
-    export.add_argument("--version", type=int, help="version number (default: the next free one)")
+    export.add_argument(
+        "--version", type=_AT_LEAST_1, help="version number (default: the next free one)"
+    )
     export.add_argument(
         "--heads-only",
         action="store_true",
@@ -175,7 +263,12 @@ def _parser():
         required=True,
         help="an image folder (one sub-folder of images per class) or a TFDS dataset name",
     )
-    cache.add_argument("--out", required=True, help="the cache directory (splits accumulate)")
+    cache.add_argument(
+        "--out",
+        required=True,
+        type=_output_dir,
+        help="the cache directory (created if missing; splits accumulate)",
+    )
     cache.add_argument(
         "--split", default="train", help="split name in the cache (default: %(default)s)"
     )
@@ -184,7 +277,11 @@ def _parser():
         help="the TFDS split to read, e.g. 'train[:10%%]' (default: the value of --split)",
     )
     _add_model_options(cache)
-    cache.add_argument("--shard-size", type=int, help="examples per shard (default: about 4096)")
+    cache.add_argument(
+        "--shard-size",
+        type=_AT_LEAST_1,
+        help="examples per shard, a multiple of --batch-size (default: about 4096)",
+    )
     cache.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     cache.add_argument(
         "--overwrite", action="store_true", help="rewrite the split, e.g. after its data changed"
@@ -208,11 +305,29 @@ def _parser():
         help="split for early stopping, or 'none' (default: val or validation if any)",
     )
     _add_fit_options(fit)
-    fit.add_argument("--report", help="write the report here (.json or .csv)")
-    fit.add_argument("--save", help="save the probed model with its trained probes (.keras)")
+    fit.add_argument(
+        "--report",
+        type=_output_file(".json", ".csv"),
+        help="write the report here (.json or .csv, in an existing directory)",
+    )
+    fit.add_argument(
+        "--save",
+        type=_output_file(".keras", why=", the format `keras-probes export` reads"),
+        help="save the probed model with its trained probes (.keras, in an existing directory)",
+    )
     for command in (probe, cache, fit, export):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _check_across(args):
+    """Checks between options, before anything is read."""
+    shard_size, batch_size = getattr(args, "shard_size", None), getattr(args, "batch_size", None)
+    if shard_size is not None and shard_size % batch_size:
+        raise _UsageError(
+            f"keras-probes {args.command}: error: --shard-size {shard_size} must be a multiple "
+            f"of --batch-size {batch_size}, so that every shard holds whole batches."
+        )
 
 
 def _load_model(path):
@@ -220,13 +335,45 @@ def _load_model(path):
     import keras
 
     path = Path(path)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return _saved_model(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return _saved_model(path)
+        raise FileNotFoundError(
+            f"No model file at {path}: it is a directory without saved_model.pb (MODEL is a "
+            ".keras file or a SavedModel directory)."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"No model file at {path} (a .keras file or a SavedModel directory)."
         )
-    return keras.models.load_model(path, compile=False)
+    if path.suffix == ".keras":
+        _check_keras_archive(path)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+        raise ValueError(_unreadable(path, error)) from None
+
+
+def _check_keras_archive(path):
+    """Refuses a `.keras` file that is not a whole zip archive with a `config.json`
+    (Keras itself answers "File not found" for one that is not a zip)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise ValueError(_unreadable(path, "no config.json in it"))
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(_unreadable(path, error)) from None
+    if damaged is not None:
+        raise ValueError(_unreadable(path, f"{damaged} in it is damaged (bad CRC)"))
+
+
+def _unreadable(path, reason):
+    reason = str(reason).strip().strip('"') or type(reason).__name__
+    return (
+        f"{path} exists but is not a readable .keras archive ({reason}); save the model "
+        "again with model.save(path)."
+    )
 
 
 def _saved_model(path):
@@ -266,7 +413,7 @@ def _probed(model, points, reducers, num_classes):
 
 
 def _images(args, source, tfds_split, model_input_shape, batch_size=None):
-    """`(dataset, num_classes)` of an image folder or a TFDS dataset, sized for the model
+    """`(dataset, class_names)` of an image folder or a TFDS dataset, sized for the model
     and preprocessed as `args` say."""
     import keras_probes as kp
 
@@ -276,20 +423,46 @@ def _images(args, source, tfds_split, model_input_shape, batch_size=None):
             f"The model takes images of shape {model_input_shape}; the command line needs a "
             "fixed height, width and channels to resize the images."
         )
-    if Path(source).is_dir():
-        color = "rgb" if channels == 3 else "grayscale"
-        dataset, names = kp.datasets.image_folder(
-            source, (height, width), batch_size or args.batch_size, args.preprocess, color
+    if channels not in (1, 3):
+        raise ValueError(
+            f"The model takes images of {channels} channels; the command line reads RGB (3) "
+            f"or grayscale (1) images. Received: input shape {model_input_shape}"
         )
-        return dataset, len(names)
-    return kp.datasets.tfds_images(
+    return kp.datasets.images(
         source,
-        tfds_split,
         (height, width),
         batch_size or args.batch_size,
         args.preprocess,
-        args.data_dir,
-        channels,
+        split=tfds_split,
+        color_mode="rgb" if channels == 3 else "grayscale",
+        data_dir=args.data_dir,
+    )
+
+
+def _check_same_classes(train, val):
+    """--data and --val-data must name the same classes in the same order (a label
+    is an index into them); where a TFDS label has no names (`"0"`, `"1"`, ...),
+    only the counts can be compared."""
+    unnamed = [names == [str(i) for i in range(len(names))] for names in (train, val)]
+    if any(unnamed):
+        if len(train) != len(val):
+            raise ValueError(
+                f"--data has {len(train)} classes and --val-data {len(val)}: they must hold "
+                "the same classes."
+            )
+        return
+    if train == val:
+        return
+    only_train = [name for name in train if name not in val]
+    only_val = [name for name in val if name not in train]
+    if only_train or only_val:
+        raise ValueError(
+            "--data and --val-data must hold the same classes (a label is the index of "
+            f"its class name): --data only: {only_train}, --val-data only: {only_val}."
+        )
+    raise ValueError(
+        "--data and --val-data hold the same classes in another order, so their labels "
+        f"differ: --data {train}, --val-data {val}."
     )
 
 
@@ -303,10 +476,10 @@ def _cache(args):
     import keras_probes as kp
 
     model = _load_model(args.model)
-    dataset, data_classes = _images(
+    dataset, class_names = _images(
         args, args.data, args.tfds_split or args.split, tuple(_base(model).inputs[0].shape)
     )
-    probed = _probed(model, args.points, args.reducers, args.num_classes or data_classes)
+    probed = _probed(model, args.points, args.reducers, args.num_classes or len(class_names))
     cache = kp.FeatureCache.write(
         probed,
         dataset,
@@ -372,10 +545,10 @@ def _probe(args):
     splits = {"train": _images(args, args.data, args.tfds_split, shape)}
     if args.val_data:
         splits["val"] = _images(args, args.val_data, args.val_tfds_split, shape)
-    classes = {split: count for split, (_, count) in splits.items()}
-    if len(set(classes.values())) > 1:
-        raise ValueError(f"--data and --val-data have different numbers of classes: {classes}")
-    probed = _probed(model, args.points, args.reducers, args.num_classes or classes["train"])
+    if args.val_data:
+        _check_same_classes(splits["train"][1], splits["val"][1])
+    num_classes = args.num_classes or len(splits["train"][1])
+    probed = _probed(model, args.points, args.reducers, num_classes)
     for split, (dataset, _) in splits.items():
         kp.FeatureCache.write(
             probed,
@@ -463,7 +636,12 @@ def _export(args):
 
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status (0, or 2 on an error)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+        _check_across(args)
+    except _UsageError as error:
+        print(_one_line(error), file=sys.stderr)
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -471,7 +649,7 @@ def main(argv=None) -> int:
         commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
         commands.update(cache=_cache, fit=_fit)
         commands[args.command](args)
-    except (ValueError, TypeError, OSError, tf.errors.InvalidArgumentError) as error:
+    except (ValueError, TypeError, OSError, tf.errors.OpError) as error:
         print(f"keras-probes {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0

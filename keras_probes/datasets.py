@@ -6,6 +6,7 @@ returned `source` says which one was read. The folder is `$KERAS_PROBES_DATA`,
 or `../shared/data` beside the project checkout.
 """
 
+import difflib
 import gzip
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "data_dir",
     "image_folder",
     "imagenette_dir",
+    "images",
     "mnist",
     "tfds_images",
 ]
@@ -191,16 +193,109 @@ def tfds_images(
 
     Loaded with `tfds.load(name, split=split, as_supervised=True)` (which
     downloads and prepares the dataset when it is not in `data_dir` yet),
-    resized to `image_size`, in the dataset's own order.
+    resized to `image_size`, in the dataset's own order. An unknown name is a
+    `ValueError` naming a few close TFDS names.
 
     Returns:
         `(dataset, num_classes)`.
     """
+    dataset, label = _tfds(name, split, image_size, batch_size, preprocess, data_dir, channels)
+    return dataset, int(label.num_classes)
+
+
+def images(
+    source,
+    image_size: tuple[int, int],
+    batch_size: int = 32,
+    preprocess: str = "none",
+    *,
+    split: str = "train",
+    color_mode: str = "rgb",
+    data_dir=None,
+) -> tuple[tf.data.Dataset, list[str]]:
+    """Images of an image folder or of a TFDS dataset, whichever `source` names.
+
+    A folder (one sub-folder per class) is read by `image_folder`. Anything
+    else that looks like a path (it contains a path separator, starts with
+    `.`, `~` or `/`, or is a file) is a missing folder: a `FileNotFoundError`
+    saying "No image folder at ...". Otherwise `source` is a TFDS name
+    (`"mnist"`, `"imagenette/320px-v2"`), read as `tfds_images` does; one
+    that TFDS does not know is a `FileNotFoundError` naming a few close TFDS
+    names, never the whole catalogue.
+
+    Args:
+        source: an image folder or a TFDS dataset name.
+        image_size: `(height, width)` the images are resized to.
+        batch_size: images per batch. Defaults to `32`.
+        preprocess: one of `PREPROCESSING`. Defaults to `"none"` (0..255).
+        split: the TFDS split to read (ignored for a folder). Defaults to `"train"`.
+        color_mode: `"rgb"` or `"grayscale"`. Defaults to `"rgb"`.
+        data_dir: TFDS data directory. Defaults to TFDS's own.
+
+    Returns:
+        `(dataset, class_names)`: the sorted sub-folder names of a folder, the
+        label names of a TFDS dataset (`"0"`, `"1"`, ... when it has none).
+
+    Example:
+
+    ```python
+    train, names = kp.datasets.images("data/train", (224, 224), preprocess="tf")
+    test, names = kp.datasets.images("mnist", (28, 28), split="test", color_mode="grayscale")
+    ```
+    """
+    if color_mode not in ("rgb", "grayscale"):
+        raise ValueError(
+            f"`color_mode` must be 'rgb' or 'grayscale'. Received: color_mode={color_mode!r}"
+        )
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return image_folder(path, image_size, batch_size, preprocess, color_mode)
+    if path.exists():
+        raise FileNotFoundError(f"No image folder at {source}: it is a file. {_SOURCES}")
+    if _looks_like_path(str(source)):
+        raise FileNotFoundError(f"No image folder at {source}. {_SOURCES}")
+    channels = 3 if color_mode == "rgb" else 1
+    dataset, label = _tfds(
+        str(source), split, image_size, batch_size, preprocess, data_dir, channels, folder=True
+    )
+    return dataset, list(label.names)
+
+
+_SOURCES = "Pass a folder with one sub-folder of images per class, or a TFDS dataset name."
+
+
+def _looks_like_path(source):
+    """A path, not a TFDS name: `./x`, `~/x`, `/x`, or `a/b` where `a` is no TFDS dataset
+    (`mnist/3.0.1` and `imagenette/320px-v2` are TFDS names with a config or version)."""
+    if source.startswith((".", "~", "/", os.sep)) or (os.altsep and os.altsep in source):
+        return True
+    if os.sep not in source and "/" not in source:
+        return False
     import tensorflow_datasets as tfds
 
-    dataset, info = tfds.load(
-        name, split=split, as_supervised=True, with_info=True, data_dir=data_dir
-    )
+    return source.split("/")[0] not in tfds.list_builders(with_community_datasets=False)
+
+
+def _tfds(name, split, image_size, batch_size, preprocess, data_dir, channels, folder=False):
+    """`(dataset, label feature)` of a TFDS split, resized and batched. An unknown
+    name is refused with a few close TFDS names (TFDS' own error lists them all)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        dataset, info = tfds.load(
+            name, split=split, as_supervised=True, with_info=True, data_dir=data_dir
+        )
+    except tfds.core.registered.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(name.split("/")[0], known, n=3)
+        hint = f" Close TFDS names: {', '.join(close)}." if close else ""
+        if folder:
+            raise FileNotFoundError(
+                f"No image folder at {name}, and no TFDS dataset of that name.{hint} {_SOURCES}"
+            ) from None
+        raise ValueError(
+            f"No TFDS dataset named {name!r}.{hint} tfds.list_builders() lists them all."
+        ) from None
     label = info.features[info.supervised_keys[1]]
 
     def resize(image, y):
@@ -210,4 +305,4 @@ def tfds_images(
         return tf.image.resize(image, image_size), y
 
     dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _preprocessed(dataset.batch(batch_size), preprocess), int(label.num_classes)
+    return _preprocessed(dataset.batch(batch_size), preprocess), label

@@ -2,8 +2,10 @@
 and `ProbeHistory` (per point over the training of a model)."""
 
 import csv
+import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,8 @@ _FORMAT = "keras_probes.ProbeReport"
 _HISTORY_FORMAT = "keras_probes.ProbeHistory"
 _VERSION = 1
 _ORDER = ("loss", "error", "top5_error")  # columns come first in this order
+_CSV_KEYS = ("split", "depth", "point")
+_CSV_END = re.compile(r"# keras_probes\.ProbeReport end: (\d+) rows?")
 
 
 def log_key(point: str, metric: str) -> str:
@@ -208,8 +212,27 @@ class ProbeReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProbeReport":
+        """A report from `to_dict`'s data, checked: a `ValueError` says what is
+        missing or wrong. `None` values are read as NaN (strict JSON's NaN)."""
         _check_header(data, _FORMAT, "ProbeReport")
-        return cls(data["points"], data["results"], data["num_classes"], data["model"])
+        points, results = _checked_points(data), _checked_results(data)
+        unknown = [(s, p) for s, rows in results.items() for p in rows if p not in points]
+        if unknown:
+            split, point = unknown[0]
+            raise ValueError(
+                f"'results' holds unknown point {point!r} on split {split!r}; the report's "
+                f"points are {points}."
+            )
+        num_classes, model = data.get("num_classes"), data.get("model")
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int)
+        ):
+            raise ValueError(
+                f"'num_classes' must be an integer or null. Received: num_classes={num_classes!r}"
+            )
+        if model is not None and not isinstance(model, str):
+            raise ValueError(f"'model' must be a string or null. Received: model={model!r}")
+        return cls(points, results, num_classes, model)
 
     def to_json(self, path) -> None:
         """Writes the report as strict JSON: floats exactly, NaN as `null`."""
@@ -219,34 +242,116 @@ class ProbeReport:
 
     @classmethod
     def from_json(cls, path) -> "ProbeReport":
-        """Reads a report written by `to_json`."""
-        data = json.loads(Path(path).read_text())
-        data["results"] = _map_floats(data.get("results", {}), _nan_null)
-        return cls.from_dict(data)
+        """Reads a report written by `to_json`.
+
+        Raises:
+            ValueError: the file is not JSON, or not a report; the message
+                names the file and what is missing or wrong.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); a report file is written by "
+                "ProbeReport.to_json."
+            ) from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a readable ProbeReport: {error}") from None
 
     def to_csv(self, path) -> None:
-        """Writes one row per (split, point): `split, depth, point, <metrics>`."""
-        metrics = self.metrics
-        with open(path, "w", newline="") as file:
+        """Writes one row per (split, point): `split, depth, point, <metrics>`,
+        then an end line, `# keras_probes.ProbeReport end: <rows> rows`.
+
+        The end line lets `from_csv` refuse a file cut short anywhere, even at a
+        line boundary. Spreadsheets show it as a last row; pandas skips it with
+        `pandas.read_csv(path, comment="#")` (or, exact even for point names
+        holding a `#`, `skipfooter=1, engine="python"`). Written under a
+        temporary name, then renamed: an interrupted write leaves no half file.
+        """
+        metrics, rows = self.metrics, []
+        for split, by_point in self.results.items():
+            for depth, point in enumerate(self.points):
+                if point in by_point:
+                    values = [by_point[point].get(m, "") for m in metrics]
+                    rows.append([split, depth, point, *map(_repr_or_blank, values)])
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["split", "depth", "point", *metrics])
-            for split, rows in self.results.items():
-                for depth, point in enumerate(self.points):
-                    if point in rows:
-                        values = [rows[point].get(m, "") for m in metrics]
-                        writer.writerow([split, depth, point, *map(_repr_or_blank, values)])
+            writer.writerow([*_CSV_KEYS, *metrics])
+            writer.writerows(rows)
+            writer.writerow([_csv_end_line(len(rows))])
+        partial.replace(path)
 
     @classmethod
     def from_csv(cls, path, num_classes=None, model=None) -> "ProbeReport":
-        """Reads a report written by `to_csv` (the CSV holds no model name or class count)."""
+        """Reads a report written by `to_csv` (the CSV holds no model name or class count).
+
+        The file must end with its complete end line, whose row count must match:
+        a CSV cut short anywhere is refused. So is a CSV without an end line,
+        as written by keras-probes before it had one: re-create it from the JSON
+        report (`ProbeReport.from_json(json_path).to_csv(path)`), or, once you
+        know it is whole, append the end line the error message gives.
+
+        Raises:
+            ValueError: the file is truncated, or not a report CSV; the message
+                names the file (and the line) and what is wrong.
+        """
+        path = Path(path)
+        try:
+            with open(path, newline="") as file:
+                text = file.read()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not a text CSV ({error}).") from None
+        if not text:
+            raise ValueError(f"{path} is empty; a report CSV is written by ProbeReport.to_csv.")
+        if not text.endswith("\n"):
+            raise ValueError(
+                f"{path} is truncated: its last line is incomplete (no line end), and a "
+                f"report CSV ends with its end line '{_csv_end_line('<n>')}'."
+            )
+        try:
+            reader = csv.reader(io.StringIO(text))
+            records = [(reader.line_num, record) for record in reader]
+        except csv.Error as error:
+            raise ValueError(f"{path} is not a readable CSV: {error}") from None
+        header = records[0][1]
+        if header[: len(_CSV_KEYS)] != list(_CSV_KEYS) or len(set(header)) != len(header):
+            raise ValueError(
+                f"{path} is not a report CSV: its first line must start with the columns "
+                f"{','.join(_CSV_KEYS)}, then one distinct column per metric. "
+                f"Received: {','.join(header)}"
+            )
+        rows = records[1:]
+        end = _csv_end_count(rows[-1][1]) if rows else None
+        if end is None:
+            raise ValueError(
+                f"{path} has no end line '{_csv_end_line('<n>')}', so it may be truncated. "
+                "A report CSV written by an older keras-probes lacks it too: re-create the "
+                "CSV from its JSON report (ProbeReport.from_json(...).to_csv(...)), or, if "
+                f"you know it is whole, append the line '{_csv_end_line(len(rows))}'."
+            )
+        rows = rows[:-1]
+        if end != len(rows):
+            raise ValueError(
+                f"{path} is truncated or altered: its end line says {end} rows, but it "
+                f"holds {len(rows)}."
+            )
         points, results = {}, {}
-        with open(path, newline="") as file:
-            for row in csv.DictReader(file):
-                split, depth, point = row.pop("split"), int(row.pop("depth")), row.pop("point")
-                points[depth] = point
-                results.setdefault(split, {})[point] = {
-                    metric: float(value) for metric, value in row.items() if value != ""
-                }
+        for line, row in rows:
+            split, depth, point, values = _csv_row(path, line, header, row)
+            if points.setdefault(depth, point) != point or point in results.get(split, {}):
+                raise ValueError(
+                    f"{path}, line {line}: point {point!r} at depth {depth} on split "
+                    f"{split!r} contradicts an earlier row (depth {depth} is "
+                    f"{points[depth]!r}; a point appears once per split)."
+                )
+            results.setdefault(split, {})[point] = values
+        if len(set(points.values())) != len(points):
+            raise ValueError(f"{path}: a point appears at two depths: {points}")
         return cls([points[d] for d in sorted(points)], results, num_classes, model)
 
 
@@ -361,11 +466,102 @@ def _header(format, measurements):
 
 
 def _check_header(data, format, kind):
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"Not a {kind}: a {kind} is a JSON object with format {format!r}. "
+            f"Received: a JSON {type(data).__name__}, not a JSON object"
+        )
     if data.get("format") != format or data.get("version") != _VERSION:
         raise ValueError(
             f"Not a {kind} (format {format!r}, version {_VERSION}). "
             f"Received: format={data.get('format')!r}, version={data.get('version')!r}"
         )
+
+
+def _is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _checked_points(data):
+    if "points" not in data:
+        raise ValueError(f"it has no 'points' (the probe points). Keys: {sorted(data)}")
+    points = data["points"]
+    if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
+        raise ValueError(f"'points' must be a list of strings. Received: points={points!r}")
+    if len(set(points)) != len(points):
+        raise ValueError(f"'points' must be distinct. Received: points={points!r}")
+    return list(points)
+
+
+def _checked_results(data):
+    """`{split: {point: {metric: float}}}` from `data["results"]`, null read as NaN."""
+    if "results" not in data:
+        raise ValueError(f"it has no 'results' (the metrics per split). Keys: {sorted(data)}")
+    results = data["results"]
+    if not isinstance(results, dict):
+        raise ValueError(
+            "'results' must be an object {split: {point: {metric: number}}}. "
+            f"Received: {type(results).__name__}"
+        )
+    checked = {}
+    for split, rows in results.items():
+        if not isinstance(rows, dict):
+            raise ValueError(
+                f"split {split!r} must be an object {{point: {{metric: number}}}}. "
+                f"Received: {type(rows).__name__}"
+            )
+        checked[split] = {}
+        for point, metrics in rows.items():
+            if not isinstance(metrics, dict):
+                raise ValueError(
+                    f"point {point!r} on split {split!r} must be an object {{metric: number}}. "
+                    f"Received: {type(metrics).__name__}"
+                )
+            for metric, value in metrics.items():
+                if value is not None and not _is_number(value):
+                    raise ValueError(
+                        f"{metric!r} of point {point!r} on split {split!r} must be a number "
+                        f"or null. Received: {value!r}"
+                    )
+            checked[split][point] = {m: float(_nan_null(v)) for m, v in metrics.items()}
+    return checked
+
+
+def _csv_end_line(rows):
+    return f"# {_FORMAT} end: {rows} {'row' if rows == 1 else 'rows'}"
+
+
+def _csv_end_count(record):
+    """The row count of a CSV end line (trailing empty cells allowed), else `None`."""
+    while len(record) > 1 and record[-1] == "":
+        record = record[:-1]
+    found = len(record) == 1 and _CSV_END.fullmatch(record[0])
+    return int(found.group(1)) if found else None
+
+
+def _csv_row(path, line, header, row):
+    """`(split, depth, point, {metric: value})` of one CSV row, checked."""
+    if len(row) != len(header):
+        raise ValueError(
+            f"{path}, line {line}: expected {len(header)} fields ({','.join(header)}), "
+            f"found {len(row)}. Received: {','.join(row)}"
+        )
+    split, depth, point, *values = row
+    if not depth.isdigit():
+        raise ValueError(
+            f"{path}, line {line}: the depth must be an integer >= 0. Received: {depth!r}"
+        )
+    metrics = {}
+    for metric, value in zip(header[len(_CSV_KEYS) :], values, strict=True):
+        if value == "":
+            continue
+        try:
+            metrics[metric] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {line}: {metric!r} must be a number or empty. Received: {value!r}"
+            ) from None
+    return split, int(depth), point, metrics
 
 
 def _write_json(path, data):

@@ -109,6 +109,11 @@ def fit_probes(
     if solver not in _SOLVERS:
         raise ValueError(f"`solver` must be one of {_SOLVERS}. Received: solver={solver!r}")
     _check_positive("l2", l2, allow_zero=True)
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
+    _check_positive("patience", patience, allow_zero=True)
+    _check_positive("learning_rate", learning_rate)
+    _check_positive("seed", seed, allow_zero=True)
     cache.check_model(probed)
     validation = _validation_split(cache, train, validation)
     trainer = _CachedProbes(probed, l2=l2)

@@ -1,8 +1,10 @@
 """The `keras-probes` command line, end to end on a model file and real-digit image folders."""
 
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ import tensorflow_datasets as tfds
 from conftest import small_convnet
 
 import keras_probes as kp
+from keras_probes import cli
 from keras_probes.cli import main
 
 
@@ -209,3 +212,145 @@ def test_help_of_every_new_command(command, options, capsys):
     printed = capsys.readouterr().out
     for option in options:
         assert option in printed
+
+
+def _one_error_line(capsys, command):
+    """The one line a failing command printed on stderr, checked for its shape."""
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"keras-probes {command}: error: "), error
+    return error[0]
+
+
+def test_probe_refuses_val_data_of_other_class_names(files, tmp_path, capsys):
+    # Same number of classes, one renamed: its labels would mean another class.
+    shutil.copytree(files / "val", tmp_path / "val")
+    (tmp_path / "val" / "digit_2").rename(tmp_path / "val" / "digit_two")
+    argv = ["probe", str(files / "convnet.keras"), "--data", str(files / "train"), "--val-data",
+            str(tmp_path / "val"), "--out", str(tmp_path / "out"), "--points", "gap",
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "probe")
+    assert "--data only: ['digit_2']" in error and "--val-data only: ['digit_two']" in error
+    assert not (tmp_path / "out" / "cache").exists()  # refused before any extraction
+
+
+def test_probe_compares_class_counts_with_a_tfds_dataset_without_label_names(
+    files, tmp_path, capsys
+):
+    # TFDS' MNIST labels have no names ("0".."9"): only the counts can be compared.
+    argv = ["probe", str(files / "convnet.keras"), "--data", str(files / "train"), "--val-data",
+            "mnist", "--out", str(tmp_path / "out"), "--points", "gap", "--quiet"]  # fmt: skip
+    with tfds.testing.mock_data(num_examples=4):
+        assert main(argv) == 2
+    assert "--data has 3 classes and --val-data 10" in _one_error_line(capsys, "probe")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["probe", "m.keras", "--data", "d", "--out", "o", "--l2", "-1"],
+         "argument --l2: must be a finite number >= 0. Received: -1"),
+        (["probe", "m.keras", "--data", "d", "--out", "o", "--l2", "nan"],
+         "argument --l2: must be a finite number >= 0. Received: nan"),
+        (["fit", "m.keras", "--cache", "c", "--learning-rate", "-1"],
+         "argument --learning-rate: must be a finite number > 0. Received: -1"),
+        (["fit", "m.keras", "--cache", "c", "--learning-rate", "0"],
+         "argument --learning-rate: must be a finite number > 0. Received: 0"),
+        (["fit", "m.keras", "--cache", "c", "--epochs", "0"],
+         "argument --epochs: must be an integer >= 1. Received: 0"),
+        (["fit", "m.keras", "--cache", "c", "--max-iter", "2.5"],
+         "argument --max-iter: must be an integer >= 1. Received: 2.5"),
+        (["fit", "m.keras", "--cache", "c", "--patience", "-1"],
+         "argument --patience: must be an integer >= 0. Received: -1"),
+        (["cache", "m.keras", "--data", "d", "--out", "o", "--batch-size", "0"],
+         "argument --batch-size: must be an integer >= 1. Received: 0"),
+        (["cache", "m.keras", "--data", "d", "--out", "o", "--shard-size", "-4"],
+         "argument --shard-size: must be an integer >= 1. Received: -4"),
+        (["cache", "m.keras", "--data", "d", "--out", "o", "--batch-size", "16",
+          "--shard-size", "40"], "--shard-size 40 must be a multiple of --batch-size 16"),
+        (["cache", "m.keras", "--data", "d", "--out", "o", "--num-classes", "1"],
+         "argument --num-classes: must be an integer >= 2. Received: 1"),
+        (["export", "m.keras", "--out", "o", "--version", "0"],
+         "argument --version: must be an integer >= 1. Received: 0"),
+    ],
+)  # fmt: skip
+def test_numeric_options_are_checked_when_parsed(capsys, argv, message):
+    # The model and data do not exist: the option is refused before anything is read.
+    assert main(argv) == 2
+    assert message in _one_error_line(capsys, argv[0])
+
+
+def test_fit_probes_refuses_a_non_positive_learning_rate_and_other_settings():
+    for setting, message in (
+        ({"learning_rate": -1}, "`learning_rate` must be a finite number > 0"),
+        ({"epochs": 0}, "`epochs` must be a finite number > 0"),
+        ({"batch_size": -8}, "`batch_size` must be a finite number > 0"),
+        ({"patience": -1}, "`patience` must be a finite number >= 0"),
+        ({"seed": -1}, "`seed` must be a finite number >= 0"),
+    ):
+        # Refused before the model or the cache is looked at.
+        with pytest.raises(ValueError, match=message):
+            kp.fit_probes(None, None, solver="rmsprop", **setting)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "{root}/m.keras", "--cache", "{root}/c", "--report", "{root}/nodir/r.json"],
+         "argument --report: its directory {root}/nodir does not exist"),
+        (["fit", "{root}/m.keras", "--cache", "{root}/c", "--report", "{root}/r.txt"],
+         "argument --report: must end in .json or .csv. Received: {root}/r.txt"),
+        (["fit", "{root}/m.keras", "--cache", "{root}/c", "--save", "{root}/p.h5"],
+         "argument --save: must end in .keras"),
+        (["fit", "{root}/m.keras", "--cache", "{root}/c", "--save", "{root}/nodir/p.keras"],
+         "argument --save: its directory {root}/nodir does not exist"),
+        (["probe", "{root}/m.keras", "--data", "{root}/d", "--out", "{root}/file.txt"],
+         "argument --out: {root}/file.txt is a file, not a directory"),
+        (["plot", "{root}/r.json", "--out", "{root}/nodir/f.png"],
+         "argument --out: its directory {root}/nodir does not exist"),
+    ],
+)  # fmt: skip
+def test_output_paths_are_checked_before_anything_is_read(tmp_path, capsys, argv, message):
+    (tmp_path / "file.txt").write_text("x")
+    argv = [a.format(root=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert message.format(root=tmp_path) in _one_error_line(capsys, argv[0])
+
+
+def test_a_corrupt_keras_file_is_not_reported_as_missing(files, tmp_path, capsys):
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip archive")
+    with zipfile.ZipFile(tmp_path / "noconfig.keras", "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    for name, reason in (("garbage", "not a zip file"), ("noconfig", "no config.json")):
+        path = tmp_path / f"{name}.keras"
+        assert main(["export", str(path), "--out", str(tmp_path / "serving")]) == 2
+        error = _one_error_line(capsys, "export")
+        assert f"{path} exists but is not a readable .keras archive" in error, error
+        assert reason in error and "not found" not in error.lower(), error
+
+
+@pytest.mark.parametrize("data", ["nowhere", "./nowhere", "mnistt"])
+def test_a_missing_data_folder_is_not_answered_with_the_tfds_catalogue(
+    files, tmp_path, capsys, data
+):
+    argv = ["cache", str(files / "convnet.keras"), "--data", data, "--out", str(tmp_path)]
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "cache")
+    assert f"No image folder at {data}" in error and len(error) < 400, error
+    assert ("Close TFDS names: mnist" in error) == (data == "mnistt"), error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        tf.errors.PermissionDeniedError(None, None, "out/x.npy; Permission denied\n(read-only)"),
+        tf.errors.NotFoundError(None, None, "shard gone"),
+    ],
+)
+def test_tensorflow_op_errors_are_one_line(monkeypatch, capsys, error):
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_report", fail)
+    assert main(["report", "r.json"]) == 2
+    assert _one_error_line(capsys, "report").endswith(" ".join(error.message.split()))

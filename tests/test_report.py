@@ -101,3 +101,94 @@ def test_evaluate_probes_report(convnet, digits):
         # Untrained zero-initialised probes predict uniformly: loss log(10).
         assert report.losses("test")[point] == pytest.approx(math.log(10), rel=1e-5)
         assert 0 <= report.top5_errors("test")[point] <= report.errors("test")[point] <= 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "not a JSON object"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1}', "'points'"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1, "points": "ab", "results": {},'
+         ' "model": null, "num_classes": null}', "'points' must be a list of strings"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1, "points": ["a"], "model": null,'
+         ' "num_classes": null, "results": {"val": {"b": {"error": 0.5}}}}', "unknown point 'b'"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1, "points": ["a"], "model": null,'
+         ' "num_classes": null, "results": {"val": {"a": {"error": "high"}}}}',
+         "'error' of point 'a' on split 'val' must be a number"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1, "points": ["a"], "model": null,'
+         ' "num_classes": 2.5, "results": {}}', "'num_classes' must be an integer"),
+        ('{"format": "keras_probes.ProbeReport", "version": 1, "points": ["a"], "model": null,'
+         ' "num_classes": null, "results": {"val": []}}', "split 'val' must be an object"),
+        ("{not json", "not valid JSON"),
+    ],
+)  # fmt: skip
+def test_from_json_names_the_file_and_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as error:
+        kp.ProbeReport.from_json(path)
+    assert str(path) in str(error.value) and message in str(error.value), str(error.value)
+
+
+def _csv_prefixes(text):
+    """Every strict prefix of `text` worth trying: each line boundary and mid-line cuts."""
+    cuts = {len(text) - 1, len(text) - 2}
+    position = 0
+    for line in text.splitlines(keepends=True):
+        cuts.update({position, position + 1, position + len(line) // 2})
+        position += len(line)
+    return sorted(c for c in cuts if 0 <= c < len(text))
+
+
+def test_from_csv_refuses_a_csv_truncated_anywhere(tmp_path):
+    report = make_report()
+    report.to_csv(tmp_path / "r.csv")
+    text = (tmp_path / "r.csv").read_bytes().decode()
+    assert kp.ProbeReport.from_csv(tmp_path / "r.csv", 10, "convnet") == report
+    boundary = text.index("\ntest,") + 1  # exactly where the second split starts
+    assert boundary in _csv_prefixes(text)
+    for cut in _csv_prefixes(text):
+        (tmp_path / "cut.csv").write_text(text[:cut], newline="")
+        with pytest.raises(ValueError, match="cut.csv") as error:
+            kp.ProbeReport.from_csv(tmp_path / "cut.csv")
+        assert "truncated" in str(error.value) or "empty" in str(error.value), (cut, error)
+
+
+def test_csv_stays_readable_by_pandas(tmp_path):
+    import pandas
+
+    make_report().to_csv(tmp_path / "r.csv")
+    frame = pandas.read_csv(tmp_path / "r.csv", comment="#")
+    assert list(frame.columns) == ["split", "depth", "point", "loss", "error", "top5_error"]
+    assert len(frame) == 6 and frame["error"].notna().all()
+
+
+def test_from_csv_refuses_a_csv_without_the_end_line(tmp_path):
+    # As written before reports carried one: refused, with the line that completes it.
+    old = tmp_path / "old.csv"
+    old.write_text("split,depth,point,error\r\nval,0,a,0.5\r\n", newline="")
+    with pytest.raises(ValueError, match=r"old.csv has no end line") as error:
+        kp.ProbeReport.from_csv(old)
+    end_line = str(error.value).rsplit("append the line ", 1)[1].strip("'.")
+    assert end_line == "# keras_probes.ProbeReport end: 1 row"
+    old.write_text(old.read_text() + end_line + "\n")
+    assert kp.ProbeReport.from_csv(old) == kp.ProbeReport(["a"], {"val": {"a": {"error": 0.5}}})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("a,b\r\n# keras_probes.ProbeReport end: 0 rows\r\n", "must start with the columns"),
+        ("split,depth,point,error\r\nval,x,a,0.5\r\n# keras_probes.ProbeReport end: 1 row\r\n",
+         "line 2"),
+        ("split,depth,point,error\r\nval,0,a,bad\r\n# keras_probes.ProbeReport end: 1 row\r\n",
+         "line 2"),
+        ("split,depth,point,error\r\nval,0,a,0.5\r\n# keras_probes.ProbeReport end: 2 rows\r\n",
+         "truncated"),
+    ],
+)  # fmt: skip
+def test_from_csv_names_the_line_that_is_wrong(tmp_path, text, message):
+    (tmp_path / "r.csv").write_text(text, newline="")
+    with pytest.raises(ValueError, match=message):
+        kp.ProbeReport.from_csv(tmp_path / "r.csv")
