@@ -25,11 +25,42 @@ character other than a letter, digit or `_` replaced by `_`):
 For a `kp.RegressionProbedModel` the outputs are `<point>_predictions` and
 `predictions`, float32 `(batch, targets)`.
 
-The version is written under a temporary name TF Serving ignores and renamed
-when complete: a server polling `base_dir` never sees half a version. An
-existing version is never overwritten.
+Every signature checks the shape of what it is fed against the model's
+(TensorFlow does not, for a loaded signature): an image of another size is an
+`InvalidArgumentError` naming both shapes ("Shape of tensor inputs
+[1,29,29,1] is not compatible with expected shape [?,28,28,1]."), never rows
+of wrong numbers.
+
+What a reader sees at every instant, and what two writers do:
+
+- Before any work, `base_dir` and the directory holding `models.config` (or
+  the nearest existing directories above them) must be writable
+  directories: `PermissionError` or `NotADirectoryError` otherwise.
+- The version is written, and fsynced, under a temporary name TF Serving
+  ignores (`base_dir/.partial-<hex>`), then published by one rename to
+  `base_dir/<version>`: a server polling `base_dir` sees no version or the
+  whole one, never half of it. An existing version is never overwritten.
+- The publication holds an exclusive lock (`.export.lock`, beside
+  `models.config`, `fcntl.flock`; the kernel releases it when a process
+  dies) and, under it: picks the version (`version=None`: the next free one
+  at that moment, so racing exports each get their own; a given version
+  that another export took meanwhile is a `FileExistsError` naming the next
+  free one), reads and updates `models.config` (written aside, fsynced,
+  replaced), then renames the version. The rename is the commit point:
+  `models.config` may list a model an instant before its first version
+  exists, which TF Serving treats as a model with no version yet to load.
+- A failure anywhere (an unreadable or unparsable `models.config`, a
+  directory in its place, a full disk, a killed process) leaves no new
+  version: before the rename nothing is published, and a failed rename
+  restores the previous `models.config`. A killed process may leave a
+  `.partial-<hex>` directory behind, which TF Serving ignores and which may
+  be deleted. The lock keeps `export_serving` calls apart; other programs
+  writing the same directories are not locked out.
 """
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -47,6 +78,7 @@ __all__ = ["export_serving", "next_version", "serving_name"]
 
 _WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 _CONFIG = "models.config"
+_LOCK = ".export.lock"
 
 
 def serving_name(point: str) -> str:
@@ -78,7 +110,9 @@ def export_serving(
         probed: a `kp.ProbedModel` (or `kp.RegressionProbedModel`).
         base_dir: the model's directory in TF Serving's layout; versions are
             its integer-named sub-directories.
-        version: the version to write. Defaults to `None`: the next free one.
+        version: the version to write. Defaults to `None`: the next free one
+            when the version is published (exports racing into one
+            `base_dir` each get their own).
         heads_only: serve the probe heads alone, over reduced features
             (`probed.extract_features(x)`), rather than the whole model over
             its input. Defaults to `False`.
@@ -97,8 +131,16 @@ def export_serving(
         The version's directory, `base_dir/<version>`.
 
     Raises:
-        FileExistsError: the version exists already (the message names the
-            next free one).
+        FileExistsError: the version exists already, or another export took
+            it while this one was written (the message names the next free
+            one).
+        PermissionError, NotADirectoryError: `base_dir`, or the directory
+            holding `models.config`, cannot be written (checked before any
+            work).
+        OSError: writing the version failed (TensorFlow's error, in one
+            line), or `models.config` is a directory.
+        ValueError: the existing `models.config` does not parse as a
+            `ModelServerConfig`.
 
     Example:
 
@@ -110,33 +152,189 @@ def export_serving(
     """
     if not isinstance(probed, ProbedModel):
         raise TypeError(f"`probed` must be a kp.ProbedModel. Received: {type(probed).__name__}")
-    base_dir = Path(base_dir)
-    model_name = model_name or base_dir.resolve().name
-    free = next_version(base_dir)
-    if version is None:
-        version = free
-    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1
+    ):
         raise ValueError(f"`version` must be an integer >= 1 or None. Received: {version!r}")
-    target = base_dir / str(int(version))
-    if target.exists():
-        raise FileExistsError(
-            f"{target} exists: version {version} of {model_name!r} was exported already and "
-            f"is never overwritten. The next free version is {free}: pass version={free}, "
-            "or version=None."
-        )
+    base_dir = Path(base_dir)
+    _check_writable(base_dir)
+    model_name = model_name or base_dir.resolve().name
+    if version is not None:
+        target = base_dir / str(int(version))
+        if os.path.lexists(target):
+            free = next_version(base_dir)
+            raise FileExistsError(
+                f"{target} exists: version {version} of {model_name!r} was exported already and "
+                f"is never overwritten. The next free version is {free}: pass version={free}, "
+                "or version=None."
+            )
     base_dir.mkdir(parents=True, exist_ok=True)
     # Not an integer: TF Serving ignores it until it is renamed, complete.
-    temporary = base_dir / f".partial-{version}-{uuid.uuid4().hex[:8]}"
+    temporary = base_dir / f".partial-{uuid.uuid4().hex[:8]}"
     try:
-        signatures = _Signatures(probed, heads_only)
-        signatures.archive().write_out(str(temporary), verbose=False)
-        _write_warmup(temporary / _WARMUP, signatures, warmup, model_name)
-        os.rename(temporary, target)
+        _write_version(temporary, probed, heads_only, warmup, model_name)
+        return _publish(temporary, base_dir, version, model_name, server_root)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    _write_models_config(base_dir, model_name, server_root)
+
+
+def _check_writable(base_dir):
+    """Refuses, before any work, a `base_dir` whose version or `models.config` could not be
+    written: each of the two directories, or the nearest one above it that exists."""
+    resolved = base_dir.resolve()
+    for directory in (resolved, resolved.parent):
+        existing = directory
+        while not os.path.lexists(existing):
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(
+                f"Cannot export to {base_dir}: {existing} is a file, not a directory. Pass a "
+                f"directory path (versions are its sub-directories, models.config sits beside "
+                f"it). Received: base_dir={str(base_dir)!r}"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"Cannot export to {base_dir}: {existing} is not writable, and the version "
+                f"and models.config are written there. Pass a directory you can write to, or "
+                f"make it writable (e.g. `chmod u+w {existing}`). Received: "
+                f"base_dir={str(base_dir)!r}"
+            )
+
+
+def _write_version(directory, probed, heads_only, warmup, model_name):
+    """The SavedModel and its warm-up requests in `directory`, fsynced; TensorFlow's errors as
+    a one-line `OSError` (`PermissionError` for a denied write)."""
+    signatures = _Signatures(probed, heads_only)
+    archive = signatures.archive()
+    try:
+        archive.write_out(str(directory), verbose=False)
+        _write_warmup(directory / _WARMUP, signatures, warmup, model_name)
+    except tf.errors.OpError as error:
+        kind = PermissionError if isinstance(error, tf.errors.PermissionDeniedError) else OSError
+        first = next((line for line in error.message.splitlines() if line.strip()), "")
+        raise kind(
+            f"Writing the version to {directory} failed ({type(error).__name__}): {first.strip()}"
+        ) from error
+    _fsync_tree(directory)
+
+
+def _publish(temporary, base_dir, version, model_name, server_root):
+    """Under the lock: picks the version, updates `models.config`, renames `temporary` to the
+    version (the commit point; on failure `models.config` is restored). Returns its path."""
+    config = base_dir.resolve().parent / _CONFIG
+    with _export_lock(config.parent):
+        free = next_version(base_dir)
+        number = free if version is None else int(version)
+        target = base_dir / str(number)
+        if os.path.lexists(target):
+            raise FileExistsError(_taken(target, number, model_name, free))
+        old, new = _models_config(config, base_dir, model_name, server_root)
+        if new != old:
+            _atomic_write(config, new)
+        try:
+            os.rename(temporary, target)
+        except BaseException as error:
+            if new != old:
+                _restore(config, old)
+            if isinstance(error, OSError) and error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(
+                    _taken(target, number, model_name, next_version(base_dir))
+                ) from error
+            raise
+        _fsync_directory(base_dir)
     return target
+
+
+def _taken(target, version, model_name, free):
+    return (
+        f"{target} exists: version {version} of {model_name!r} was taken by another export "
+        f"meanwhile (while this one was being written) and is never overwritten. The next "
+        f"free version is {free}: pass version={free}, or version=None."
+    )
+
+
+@contextlib.contextmanager
+def _export_lock(directory):
+    """Exclusive, across processes and threads: one publication at a time per `models.config`
+    (held for a rename and a small file write)."""
+    with open(directory / _LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _models_config(path, base_dir, model_name, server_root):
+    """`(old text or None, new text)` of `models.config` with this model's entry added or
+    updated; a file that cannot be read or parsed is an error naming it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    old = None
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a directory, but TF Serving's models.config must be a file. Move the "
+            "directory away, then export again; no version was exported."
+        )
+    if os.path.lexists(path):
+        try:
+            old = path.read_text()
+            text_format.Parse(old, config)
+        except (text_format.ParseError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{path} is not a ModelServerConfig text proto ({error}), so the entry of "
+                f"{model_name!r} cannot be added to it. Fix the file, or remove it to start a "
+                "new one; no version was exported."
+            ) from None
+    entries = config.model_config_list.config
+    entry = next((e for e in entries if e.name == model_name), None) or entries.add()
+    entry.name = model_name
+    root = path.parent if server_root is None else Path(server_root)
+    entry.base_path = (root / base_dir.resolve().name).as_posix()
+    entry.model_platform = "tensorflow"
+    return old, text_format.MessageToString(config)
+
+
+def _atomic_write(path, text):
+    """Replaces `path` by `text`: readers see the old file or the whole new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _restore(path, old):
+    """Puts back `models.config` as it was before (absent if it was), as far as possible."""
+    with contextlib.suppress(OSError):
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            _atomic_write(path, old)
+
+
+def _fsync_tree(directory):
+    """Every file and directory of `directory` on disk, so that a rename publishes whole files
+    even across a power loss."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_directory(root)
+
+
+def _fsync_directory(directory):
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class _Signatures:
@@ -217,7 +415,7 @@ class _Signatures:
         for name, (function, specs, _) in self.functions().items():
             archive.add_endpoint(
                 name,
-                tf.function(_positional(function, list(specs)), autograph=False),
+                tf.function(_positional(function, specs), autograph=False),
                 input_signature=list(specs.values()),
             )
         return archive
@@ -251,12 +449,24 @@ class _Signatures:
         }
 
 
-def _positional(function, keys):
+def _positional(function, specs):
     """`function(**inputs)` as a function of positional tensors, for a signature whose
-    TensorSpec names become the input keys."""
+    TensorSpec names become the input keys.
+
+    Each tensor's shape is checked at run time against its spec: a loaded signature
+    (`tf.saved_model.load`, TF Serving) runs on whatever it is fed, and an image of another
+    size would flow through the graph and give rows of wrong numbers, or another number of
+    them. `tf.ensure_shape` is the check that holds: an assertion on `tf.shape` is folded
+    away by Python or Grappler wherever the (trusted) static shape is fully known.
+    """
 
     def endpoint(*tensors):
-        return function(**dict(zip(keys, tensors, strict=True)))
+        return function(
+            **{
+                key: tf.ensure_shape(tensor, spec.shape)
+                for (key, spec), tensor in zip(specs.items(), tensors, strict=True)
+            }
+        )
 
     return endpoint
 
@@ -278,23 +488,3 @@ def _write_warmup(path, signatures, warmup, model_name):
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
-
-
-def _write_models_config(base_dir, model_name, server_root):
-    """Adds (or updates) this model's entry of `models.config` beside `base_dir`."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    path = base_dir.resolve().parent / _CONFIG
-    config = model_server_config_pb2.ModelServerConfig()
-    if path.exists():
-        text_format.Parse(path.read_text(), config)
-    entries = config.model_config_list.config
-    entry = next((e for e in entries if e.name == model_name), None) or entries.add()
-    entry.name = model_name
-    root = path.parent if server_root is None else Path(server_root)
-    entry.base_path = (root / base_dir.resolve().name).as_posix()
-    entry.model_platform = "tensorflow"
-    temporary = path.with_name(f".{_CONFIG}.{os.getpid()}.tmp")
-    temporary.write_text(text_format.MessageToString(config))
-    os.replace(temporary, path)

@@ -9,6 +9,7 @@ serializable Keras layers without weights.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_probes import _graph
 
@@ -21,7 +22,10 @@ class GlobalAveragePooling(keras.layers.Layer):
 
     Works for any rank: `(batch, steps, channels)`, `(batch, height, width,
     channels)`, `(batch, depth, height, width, channels)`; a
-    `(batch, features)` input passes through unchanged.
+    `(batch, features)` input passes through unchanged. Always one row per
+    example, the mean over the whole map, whatever the map's size: a graph
+    fed a larger map than it was traced for (as a loaded SavedModel
+    signature allows) gets the true mean, never one row per window.
 
     Input shape:
         `(batch, ..., channels)`.
@@ -34,13 +38,32 @@ class GlobalAveragePooling(keras.layers.Layer):
         spatial = tuple(inputs.shape[1:-1])
         if not spatial:
             return inputs
+        axes = tuple(range(1, len(inputs.shape) - 1))
         if None in spatial or len(spatial) > 3:
-            return keras.ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
-        # One pooling window spanning the whole map: the backends' pooling
-        # kernels (oneDNN, cuDNN) do this 1.1-3x faster than a generic mean,
-        # which matters when 17 large maps are pooled per batch.
-        pooled = keras.ops.average_pool(inputs, pool_size=spatial, strides=1, padding="valid")
-        return keras.ops.reshape(pooled, (-1, inputs.shape[-1]))
+            return keras.ops.mean(inputs, axis=axes)
+
+        def pooled():
+            # One pooling window spanning the whole map: the backends' pooling
+            # kernels (oneDNN, cuDNN) do this 1.1-3x faster than a generic mean,
+            # which matters when 17 large maps are pooled per batch.
+            window = keras.ops.average_pool(inputs, pool_size=spatial, strides=1, padding="valid")
+            return keras.ops.reshape(window, (-1, inputs.shape[-1]))
+
+        if tf.executing_eagerly():
+            return pooled()  # the static shape is the tensor's own
+        # In a graph, the map fed at run time may be larger than the static
+        # shape says (a loaded SavedModel signature does not check the shapes
+        # it is fed): a window of the static size would then give several rows
+        # per example. Such a map gets the true mean; the usual one, the
+        # pooling kernel (the check costs a few scalar ops per call). With a
+        # fully static shape (a fixed batch size too) Grappler may fold the
+        # check away; exported signatures refuse such inputs before this.
+        fed = tf.raw_ops.Shape(input=inputs)[1:-1]
+        return tf.cond(
+            tf.reduce_all(tf.equal(fed, spatial)),
+            pooled,
+            lambda: keras.ops.mean(inputs, axis=axes),
+        )
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

@@ -1,5 +1,10 @@
 """TensorFlow Serving export: invariant 4 for every signature, warm-up requests,
-models.config, versions never overwritten, no half-written version."""
+models.config, versions never overwritten, no half-written version, racing exports,
+unwritable directories, inputs of the wrong shape."""
+
+import os
+import re
+import threading
 
 import keras
 import numpy as np
@@ -125,6 +130,176 @@ def test_a_failure_mid_export_leaves_no_version_behind(probed, tmp_path, monkeyp
         kp.export_serving(probed, tmp_path / "probes")
     assert list((tmp_path / "probes").iterdir()) == []  # neither "1" nor a partial directory
     assert not (tmp_path / "models.config").exists()
+
+
+def names_in(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.mark.parametrize(
+    "make_bad, error",
+    [
+        (lambda path: path.mkdir(), IsADirectoryError),
+        (lambda path: path.write_text("}{"), ValueError),
+    ],
+    ids=["directory", "garbage"],
+)
+def test_a_models_config_that_cannot_be_updated_publishes_no_version(
+    probed, tmp_path, make_bad, error
+):
+    config = tmp_path / "models.config"
+    make_bad(config)
+    with pytest.raises(error, match=re.escape(str(config))):
+        kp.export_serving(probed, tmp_path / "probes")
+    assert names_in(tmp_path / "probes") == []  # neither "1" nor a partial directory
+    assert export.next_version(tmp_path / "probes") == 1
+    (config.rmdir if config.is_dir() else config.unlink)()
+    assert kp.export_serving(probed, tmp_path / "probes") == tmp_path / "probes" / "1"
+    assert names_in(tmp_path / "probes") == ["1"]
+
+
+@pytest.mark.parametrize("leftover", ["empty", "full"])
+def test_a_version_taken_meanwhile_is_refused_and_left_alone(
+    probed, tmp_path, monkeypatch, leftover
+):
+    """Another writer creates version 1 while this export writes it (an empty directory,
+    which a plain rename would silently replace, or a full one)."""
+    base = tmp_path / "probes"
+    write_warmup = export._write_warmup
+
+    def meanwhile(*args, **kwargs):
+        write_warmup(*args, **kwargs)
+        (base / "1").mkdir()
+        if leftover == "full":
+            (base / "1" / "saved_model.pb").write_bytes(b"theirs")
+
+    monkeypatch.setattr(export, "_write_warmup", meanwhile)
+    with pytest.raises(
+        FileExistsError,
+        match="version 1 .* taken by another export meanwhile.* next free version is 2",
+    ):
+        kp.export_serving(probed, base, version=1)
+    assert names_in(base) == ["1"]
+    assert names_in(base / "1") == ([] if leftover == "empty" else ["saved_model.pb"])
+    assert not (tmp_path / "models.config").exists()
+
+
+def test_racing_exports_each_publish_their_own_version_or_are_refused(
+    probed, tmp_path, monkeypatch
+):
+    """Two threads write their exports (one after the other: Keras tracing is not meant to be
+    concurrent), wait until both are written, then publish at the same time."""
+    base = tmp_path / "probes"
+    serial, both_written = threading.RLock(), threading.Barrier(2, timeout=300)
+
+    def one_at_a_time(function):
+        def wrapped(*args, **kwargs):
+            with serial:
+                return function(*args, **kwargs)
+
+        return wrapped
+
+    write_warmup = one_at_a_time(export._write_warmup)
+
+    def then_wait(*args, **kwargs):
+        write_warmup(*args, **kwargs)
+        both_written.wait()
+
+    monkeypatch.setattr(export._Signatures, "archive", one_at_a_time(export._Signatures.archive))
+    archive = type(keras.export.ExportArchive())  # the backend's class
+    monkeypatch.setattr(archive, "write_out", one_at_a_time(archive.write_out))
+    monkeypatch.setattr(export, "_write_warmup", then_wait)
+
+    def race(version):
+        results = [None, None]
+
+        def run(i):
+            try:
+                results[i] = kp.export_serving(probed, base, version=version)
+            except Exception as e:  # the test inspects it
+                results[i] = e
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    # The same explicit version: one wins, the other is told which version is free.
+    results = race(version=1)
+    assert sorted(type(r).__name__ for r in results) == ["FileExistsError", "PosixPath"]
+    error = next(r for r in results if isinstance(r, Exception))
+    assert re.search(
+        "version 1 .* taken by another export meanwhile.* next free version is 2", str(error)
+    )
+    # The next free version: each gets its own.
+    assert sorted(p.name for p in race(version=None)) == ["2", "3"]
+    assert names_in(base) == ["1", "2", "3"]
+    for version in ["1", "2", "3"]:
+        assert (base / version / "saved_model.pb").is_file()
+    entries = text_format.Parse(
+        (tmp_path / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    ).model_config_list.config
+    assert [e.name for e in entries] == ["probes"]
+
+
+def test_an_unwritable_directory_is_refused_before_any_work(probed, tmp_path, monkeypatch):
+    # Root may write anywhere, so the check is seen through os.access.
+    access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, **kw: str(path) != str(tmp_path) and access(path, mode, **kw),
+    )
+    with pytest.raises(PermissionError, match=f"{re.escape(str(tmp_path))} is not writable"):
+        kp.export_serving(probed, tmp_path / "serving" / "probes")
+    assert names_in(tmp_path) == []
+    monkeypatch.undo()
+    # A file where a directory should be.
+    (tmp_path / "serving").write_text("not a directory")
+    with pytest.raises(
+        NotADirectoryError, match=f"{re.escape(str(tmp_path / 'serving'))} is a file"
+    ):
+        kp.export_serving(probed, tmp_path / "serving" / "probes")
+
+
+def test_a_tensorflow_write_error_becomes_a_one_line_os_error(probed, tmp_path, monkeypatch):
+    def denied(self, filepath, **kwargs):
+        raise tf.errors.PermissionDeniedError(
+            None, None, f"{filepath}/variables; Permission denied\n\tsome TensorFlow frames"
+        )
+
+    monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", denied)
+    with pytest.raises(PermissionError, match="Permission denied") as caught:
+        kp.export_serving(probed, tmp_path / "probes")
+    assert "\n" not in str(caught.value)
+    assert str(tmp_path / "probes") in str(caught.value)
+    assert names_in(tmp_path / "probes") == []
+
+
+def test_signatures_refuse_inputs_of_another_shape(probed, digits, tmp_path):
+    """A 29x29 image into a 28x28 model is an error naming both shapes, never wrong rows."""
+    served = tf.saved_model.load(str(kp.export_serving(probed, tmp_path / "probes")))
+    image = tf.zeros((1, 29, 29, 1))
+    expected = r"inputs \[1,29,29,1\] is not compatible with expected shape \[\?,28,28,1\]"
+    for name in ["serving_default", "probe_pool1", "probe_gap"]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+            served.signatures[name](inputs=image)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[1,28,28\] is not compatible"):
+        served.signatures["probe_gap"](inputs=tf.zeros((1, 28, 28)))  # no channel axis
+    heads = tf.saved_model.load(str(kp.export_serving(probed, tmp_path / "heads", heads_only=True)))
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"features \[2,17\] .* expected shape \[\?,16\]"
+    ):
+        heads.signatures["probe_gap"](features=tf.zeros((2, 17)))
+    # The right shape still serves.
+    x = digits[2][:2]
+    np.testing.assert_allclose(
+        served.signatures["probe_gap"](inputs=tf.constant(x))["probabilities"].numpy(),
+        probed.predict(x, verbose=0)["gap"],
+        atol=1e-6,
+    )
 
 
 def test_regression_probes_export_their_predictions(digits, tmp_path):

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import serialization_round_trip
 
 import keras_probes as kp
@@ -21,6 +22,36 @@ def test_global_average_pooling_any_rank(shape, expected):
     axes = tuple(range(1, len(shape) - 1))
     np.testing.assert_allclose(out, x.mean(axis=axes) if axes else x, rtol=1e-6)
     serialization_round_trip(layer)
+
+
+def test_global_average_pooling_gives_one_row_per_example_when_the_map_is_larger(tmp_path):
+    """A graph built for 26x26 maps fed a 27x27 one (what a loaded SavedModel signature allows:
+    it does not check shapes) still gives one row per example, the true mean."""
+    layer = kp.GlobalAveragePooling()
+
+    class Pool(tf.Module):
+        def __init__(self):
+            self.layer = layer
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 26, 26, 8), tf.float32)])
+        def __call__(self, x):
+            return {"pooled": self.layer(x)}
+
+    tf.saved_model.save(Pool(), str(tmp_path / "pool"))
+    served = tf.saved_model.load(str(tmp_path / "pool")).signatures["serving_default"]
+    for shape in [(3, 26, 26, 8), (3, 27, 27, 8), (1, 40, 30, 8)]:
+        x = np.random.default_rng(0).random(shape).astype("float32")
+        pooled = served(x=tf.constant(x))["pooled"].numpy()
+        assert pooled.shape == (shape[0], 8)
+        np.testing.assert_allclose(pooled, x.mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_global_average_pooling_keeps_the_pooling_kernel_for_static_maps():
+    """The fast path (one pooling window over the whole map) stays in the graph."""
+    function = tf.function(kp.GlobalAveragePooling())
+    graph = function.get_concrete_function(tf.TensorSpec((None, 7, 7, 32))).graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "AvgPool" in ops
 
 
 def test_random_subset_keeps_fixed_features_without_a_full_size_weight():
