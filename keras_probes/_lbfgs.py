@@ -17,7 +17,7 @@ import scipy.optimize
 import scipy.special
 import tensorflow as tf
 
-from keras_probes import _distribute
+from keras_probes import _distribute, _validation
 
 __all__ = ["LBFGSProbe"]
 
@@ -95,26 +95,36 @@ class LBFGSProbe:
 
     def fit(self, features, labels, num_classes: int, coef_init=None, intercept_init=None):
         """Fits the probe; `coef_init`/`intercept_init` warm-start it (zeros by default)."""
+        num_classes = _validation.check_num_classes(num_classes)
         if not hasattr(features, "shape"):
             features = np.asarray(features)
         labels = np.asarray(labels)
+        if len(features.shape) != 2:
+            raise ValueError(
+                "`features` must be a 2-D array (examples, features). Received: features of "
+                f"shape {features.shape}"
+            )
         n, d = features.shape
-        if n == 0 or len(labels) != n:
+        if n == 0 or labels.ndim == 0 or len(labels) != n:
             raise ValueError(
                 f"`features` and `labels` must hold the same number (> 0) of examples. "
                 f"Received: features of shape {features.shape}, labels of shape {labels.shape}"
             )
+        # Checked here: out of range, XLA's cross-entropy (<= 128 features)
+        # would return a NaN loss rather than an error.
+        labels = _validation.check_labels(labels, num_classes, num_examples=n)
         kernel = np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init)
         bias = np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init)
         if self.standardize:
             center, spread = _moments(features, 0.0)
             features = ((np.asarray(features, np.float64) - center) / spread).astype("float32")
             kernel, bias = kernel * spread[:, None], bias + center @ kernel
-        objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
         # L-BFGS runs on centred, rescaled features, an exact change of
         # variables: the objective is the same, but pooled activations of very
-        # different scales no longer make it ill-conditioned.
+        # different scales no longer make it ill-conditioned. (This pass also
+        # refuses non-finite features, before any TensorFlow work.)
         mean, std = _moments(features, self.l2)
+        objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
 
         def standardized(theta):
             loss, gradient = objective(_from_standardized(theta, mean, std, num_classes))
@@ -183,9 +193,14 @@ def _moments(features, l2, rows=1 << 16):
     A weight on feature i has curvature about `var_i` from the data and `l2`
     from the penalty: dividing it by `sqrt(var_i + l2)` makes both sum to
     about one for every feature, large or nearly constant. Float64, two passes.
+    A NaN or infinite feature makes its mean non-finite (float16 or float32
+    values cannot overflow a float64 sum): only then are the bad examples
+    looked for, and refused.
     """
     chunks = [slice(i, i + rows) for i in range(0, len(features), rows)]
     mean = sum(np.asarray(features[c], np.float64).sum(0) for c in chunks) / len(features)
+    if not np.isfinite(mean).all():
+        _validation.check_finite(features, "features", rows)
     variance = sum(((np.asarray(features[c], np.float64) - mean) ** 2).sum(0) for c in chunks)
     scale = np.sqrt(variance / len(features) + l2)
     return mean, np.where(scale > 0, scale, 1.0)

@@ -50,7 +50,7 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x", num_
     for array, spec in zip(arrays, specs, strict=True):
         array = np.asarray(array)
         _check_shape(array.shape, spec, argument)
-        _check_finite(array, argument)
+        check_finite(array, argument)
     if labels and num_targets:
         check_targets(y, num_targets, num_examples=n)
     elif labels:
@@ -93,8 +93,23 @@ def check_targets(y, num_targets, num_examples=None) -> np.ndarray:
     return y
 
 
-def check_labels(y, num_classes, num_examples=None):
-    """Labels must be integer class indices in `[0, num_classes)` (`>= 0` if it is None)."""
+def check_num_classes(num_classes) -> int:
+    """`num_classes` must be an integer >= 2; returns it as an `int`."""
+    integer = isinstance(num_classes, int | np.integer) and not isinstance(num_classes, bool)
+    if not integer or num_classes < 2:
+        raise ValueError(
+            "`num_classes` must be an integer >= 2, the number of classes the probes "
+            f"predict. Received: num_classes={num_classes!r}"
+        )
+    return int(num_classes)
+
+
+def check_labels(y, num_classes, num_examples=None) -> np.ndarray:
+    """Labels must be integer class indices in `[0, num_classes)` (`>= 0` if it is None).
+
+    Returns:
+        The labels as an int64 array `(n,)`.
+    """
     if y is None:
         raise ValueError("Labels are required: pass `y`, or a tf.data.Dataset of (inputs, labels).")
     y = np.asarray(y)
@@ -127,8 +142,9 @@ def check_labels(y, num_classes, num_examples=None):
         raise ValueError(
             f"Labels must lie in [0, num_classes) = [0, {num_classes}). Found "
             f"{len(bad)} outside it, e.g. {bad[:3].tolist()}. Pass the right "
-            "`num_classes` to ProbedModel or remap the labels."
+            "`num_classes` or remap the labels."
         )
+    return y.astype(np.int64)
 
 
 def _paired(x, input_spec, argument):
@@ -168,12 +184,20 @@ def _check_shape(shape, spec, argument):
     )
 
 
-def _check_finite(array, argument):
+def check_finite(array, argument, rows=1 << 16):
+    """`array` `(n, ...)` must hold no NaN or infinity.
+
+    Read `rows` examples at a time: a memory-mapped array is never loaded whole.
+    """
     if not np.issubdtype(array.dtype, np.floating):
         return
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = np.argwhere(~finite.reshape(len(array), -1).all(axis=1))[:, 0]
+    bad = []
+    for start in range(0, len(array), rows):
+        chunk = np.asarray(array[start : start + rows])
+        finite = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        bad.append(start + np.flatnonzero(~finite))
+    bad = np.concatenate(bad) if bad else []
+    if len(bad):
         raise ValueError(
             f"`{argument}` holds NaN or infinite values in {len(bad)} example(s), "
             f"e.g. at index {bad[:3].tolist()}. Drop or repair them first."
@@ -237,7 +261,23 @@ def _checked_batch(batch, num_classes, labels, num_targets=None):
                 "Targets hold NaN or infinite values. Drop or repair those examples.",
             )
         )
-    elif labels and num_classes is not None:
+    elif labels and rest[0].dtype.is_floating:
+        # A cast to int64 would truncate 2.5 to 2 silently: as `check_labels`
+        # refuses such arrays, the stream refuses such batches.
+        y = rest[0]
+        whole = tf.equal(tf.math.floormod(y, tf.ones_like(y)), 0)
+        checks.append(
+            tf.debugging.Assert(
+                tf.reduce_all(whole),
+                [
+                    "Labels must be integer class indices. Received: labels of dtype "
+                    f"{y.dtype.name} with a fractional or non-finite value, e.g.",
+                    tf.boolean_mask(y, tf.logical_not(whole)),
+                ],
+                summarize=3,
+            )
+        )
+    if labels and not num_targets and num_classes is not None:
         y = tf.cast(rest[0], "int64")
         checks += [
             tf.debugging.assert_non_negative(

@@ -7,6 +7,8 @@ import zlib
 import keras
 import numpy as np
 
+from keras_probes import _validation
+
 __all__ = ["CorruptionMonitor", "corrupt_labels", "reinitialize"]
 
 
@@ -36,8 +38,7 @@ def corrupt_labels(y, fraction: float, num_classes: int, seed: int = 0):
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"`y` must be integer labels of shape (n,). Received: {y.dtype} {y.shape}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an integer >= 2. Received: {num_classes!r}")
+    num_classes = _validation.check_num_classes(num_classes)
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
             f"Labels must lie in [0, {num_classes}). Received: labels from {y.min()} to {y.max()}"

@@ -243,11 +243,7 @@ class ProbedModel(_ProbeTrainer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (num_classes < 2):
-            raise ValueError(
-                "`num_classes` must be an integer >= 2, the number of classes the "
-                f"probes predict. Received: num_classes={num_classes!r}"
-            )
+        num_classes = _validation.check_num_classes(num_classes)
         self._build_probes(
             base, points, reducers, num_classes, lambda name: ProbeHead(num_classes, name=name)
         )

@@ -105,6 +105,20 @@ def assert_weights_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def assert_error_rate(error, probabilities, labels, tie=1e-4):
+    """`error` is the error rate of `probabilities` on `labels`, up to near-ties.
+
+    Probabilities computed in another graph or with another batch size differ by float32
+    rounding (about 1e-6 here): an example whose two top probabilities lie within `tie` may
+    then change its predicted class, and only such examples may.
+    """
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    top = np.sort(probabilities, axis=1)
+    ties = np.sum(top[:, -1] - top[:, -2] < tie)
+    expected = np.mean(np.argmax(probabilities, axis=1) != labels)
+    assert abs(error - expected) <= (ties + 1e-3) / len(labels), (error, expected, ties)
+
+
 def serialization_round_trip(layer):
     """`get_config` -> `from_config` and `serialize` -> `deserialize` keep the config."""
     config = layer.get_config()

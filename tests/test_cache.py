@@ -343,10 +343,11 @@ def test_cache_and_lbfgs_under_mirrored_strategy_equal_single_device(setup, tmp_
     if replicas != 2:
         return
     report = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, verbose=0)
-    # The same convex problems, summed over the replicas: the same optima, within the
-    # float32 rounding of sums cut differently.
+    # The same convex problems, summed over the replicas: the same optima, up to where
+    # L-BFGS stops (gradient 1e-4) on float32 sums cut differently (seen 1.2e-5 relative
+    # under TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2).
     objectives = [report.results["train"][p]["objective"] for p in probed.points]
-    np.testing.assert_allclose(np.load(str(mirrored) + ".objectives.npy"), objectives, rtol=1e-5)
+    np.testing.assert_allclose(np.load(str(mirrored) + ".objectives.npy"), objectives, rtol=1e-4)
 
 
 def test_kill_or_error_in_the_first_shard_resumes(setup, tmp_path):

@@ -18,6 +18,7 @@ class RecordProbeWeights(keras.callbacks.Callback):
         self.val_losses.append({p: logs[f"val_{p}/loss"] for p in self.model.points})
 
 
+@pytest.mark.numerics
 def test_each_probe_ends_with_the_weights_of_its_best_epoch(convnet, digits):
     x, y, xt, yt = digits
     # Validation labels that the features cannot predict: val loss soon rises,
@@ -67,6 +68,7 @@ def test_mode_follows_the_monitor():
         kp.callbacks.BestProbeWeights(mode="up")
 
 
+@pytest.mark.numerics
 def test_start_from_epoch_delays_stopping(convnet, digits):
     x, y, xt, yt = digits
     y_val = np.random.default_rng(0).permutation(yt[:100])

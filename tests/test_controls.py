@@ -18,6 +18,7 @@ def test_shuffled_labels_keep_the_class_counts_and_lose_the_input():
         kp.controls.shuffled_labels(np.zeros((3, 2)))
 
 
+@pytest.mark.numerics
 def test_selectivity_of_pixel_probes_against_a_shuffled_control(digits):
     x, y, xt, yt = digits
     features = {"pixels": x.reshape(len(x), -1), "mean": x.reshape(len(x), -1).mean(1)[:, None]}
@@ -51,6 +52,7 @@ def test_selectivity_needs_the_same_points():
         report.with_selectivity(other, "val")
 
 
+@pytest.mark.numerics
 def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
     """Shuffled-label and re-initialised-network controls of real probes, and selectivity."""
     x, y, xt, yt = digits
@@ -64,17 +66,27 @@ def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
     heads = [probed.get_probe(p).get_weights() for p in probed.points]
 
     shuffled = kp.controls.shuffled_label_probes(probed, cache, l2=1e-3, verbose=0)
-    # The real probes are untouched; the control's held-out error is chance.
+    # The real probes are untouched.
     assert_weights_equal(
         [w for h in heads for w in h],
         [w for p in probed.points for w in probed.get_probe(p).get_weights()],
     )
+    # "Seen": the range on seeds 0-4 with default and AVX2 kernels, oneDNN on and off.
     for point in probed.points:
-        assert shuffled.errors("val")[point] > 0.8
-        # Memorising shuffled labels is harder than learning the real ones.
-        assert shuffled.errors("train")[point] > report.errors("train")[point] + 0.15
+        # Held out, shuffled labels are independent of the input: no probe beats the most
+        # frequent class's rate (0.117 here), up to 5 standard deviations of an accuracy
+        # of about 0.1 on len(yt) examples. The bound is about 0.84; seen 0.87-0.92.
+        chance = 1 - np.bincount(yt).max() / len(yt)
+        assert shuffled.errors("val")[point] > chance - 5 * np.sqrt(0.1 * 0.9 / len(yt))
+        # Memorising shuffled labels is harder than learning the real ones (the same
+        # labels would give the same error). Flattened pool1, 1352 features for 2000
+        # examples, memorises most of them (seen 0.07-0.16, real 0); gap's 16 and
+        # predictions' 10 features barely any (seen 0.86-0.89).
+        assert shuffled.errors("train")[point] > report.errors("train")[point] + 0.02
+    for point in ("gap", "predictions"):
+        assert shuffled.errors("train")[point] > 0.75
     selective = report.with_selectivity(shuffled, "train").values("train", "selectivity")
-    assert selective["gap"] > 0.5
+    assert selective["gap"] > 0.3  # seen 0.48-0.60
 
     random = kp.controls.reinitialized_probes(
         probed, {"train": (x, y), "val": (xt, yt)}, l2=1e-3, seed=1, verbose=0
@@ -82,5 +94,5 @@ def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
     assert random.points == probed.points and set(random.splits) == {"train", "val"}
     # Training made the deep layers, not the probes, separate the digits.
     versus_random = report.with_selectivity(random, "val").values("val", "selectivity")
-    assert versus_random["gap"] > 0.1
+    assert versus_random["gap"] > 0.15  # seen 0.32-0.54; pool1 0.02-0.04
     assert versus_random["gap"] > versus_random["pool1"]

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import (
     CallCounter,
+    assert_error_rate,
     assert_weights_equal,
     counted_convs,
     small_convnet,
@@ -64,6 +65,7 @@ def test_gradients_reach_only_probe_variables(digits):
         assert all(g is not None for g in tape.gradient(loss, head.trainable_variables))
 
 
+@pytest.mark.numerics
 def test_base_runs_in_inference_mode_even_when_training(convnet, digits):
     """Dropout and BatchNorm of the base behave as in inference during probe training."""
     x = digits[0][:16]
@@ -72,8 +74,13 @@ def test_base_runs_in_inference_mode_even_when_training(convnet, digits):
     a, b = probed(x, training=True)["dropout"], probed(x, training=True)["dropout"]
     np.testing.assert_array_equal(a, b)
     features = keras.Model(convnet.input, convnet.get_layer("dropout").output)(x, training=False)
-    np.testing.assert_allclose(a, keras.ops.softmax(features[:, :10]), rtol=1e-5)
-    np.testing.assert_allclose(probed.extract_features(x)["dropout"], features, rtol=1e-6)
+    # Another graph than the feature model's: equal up to float32 rounding, relative to the
+    # features' magnitude (a ReLU average may be near 0).
+    scale = float(np.abs(features).max())
+    np.testing.assert_allclose(a, keras.ops.softmax(features[:, :10]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        probed.extract_features(x)["dropout"], features, rtol=1e-5, atol=1e-6 * scale
+    )
 
 
 def test_one_forward_pass_feeds_every_probe(digits):
@@ -95,7 +102,9 @@ def test_one_forward_pass_feeds_every_probe(digits):
     assert int(counter.calls.numpy()) == batches
 
 
+@pytest.mark.numerics
 def test_probe_on_linearly_separable_data_reaches_zero_error():
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 20)).astype("float32")
     w = rng.normal(size=20)
@@ -110,8 +119,10 @@ def test_probe_on_linearly_separable_data_reaches_zero_error():
     assert report.errors("train")["identity"] < 0.01
 
 
+@pytest.mark.numerics
 def test_probe_error_matches_scikit_learn_on_real_digits(digits):
     x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
     base = keras.Model(inputs, keras.layers.Flatten(name="pixels")(inputs))
     probed = kp.ProbedModel(base, points="pixels", num_classes=10)
@@ -120,6 +131,7 @@ def test_probe_error_matches_scikit_learn_on_real_digits(digits):
     ours = probed.evaluate_probes(xt, yt, verbose=0).errors("test")["pixels"]
     sklearn = LogisticRegression(max_iter=1000).fit(x.reshape(len(x), -1), y)
     theirs = 1 - sklearn.score(xt.reshape(len(xt), -1), yt)
+    # Seen on seeds 0-4, default and AVX2 kernels: ours 0.09-0.12, 0-0.013 from theirs.
     assert ours < 0.2
     assert abs(ours - theirs) < 0.03, (ours, theirs)
 
@@ -134,6 +146,7 @@ def test_probes_see_the_live_base(convnet, digits):
     assert not np.allclose(before, probed.extract_features(x)["relu1"].numpy())
 
 
+@pytest.mark.numerics
 def test_nested_sub_model_points_in_one_pass():
     """Layers of a keras.applications base inside a Sequential: 'inner/layer'."""
     keras.utils.set_random_seed(0)
@@ -220,6 +233,7 @@ def test_outputs_are_probabilities_per_point(convnet, digits):
     assert kernel.shape == (8, 10) and bias.shape == (10,)
 
 
+@pytest.mark.numerics
 def test_fit_logs_per_probe_metrics(convnet, digits):
     x, y, xt, yt = digits
     probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
@@ -258,20 +272,21 @@ def test_get_probe_unknown_point_lists_points(convnet):
         probed.get_probe("relu3")
 
 
+@pytest.mark.numerics
 def test_reported_loss_is_the_exact_mean_with_a_partial_last_batch(convnet, digits):
     x, y, xt, yt = digits
     probed = kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10)
     probed.compile(keras.optimizers.Adam(0.05))
     probed.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0)
     report = probed.evaluate_probes(xt[:100], yt[:100], batch_size=33, verbose=0)  # 33+33+33+1
-    probabilities = probed.predict(xt[:100], verbose=0)
+    probabilities = probed.predict(xt[:100], verbose=0)  # batches of 32: float32 rounding
     for point in probed.points:
         expected = keras.losses.sparse_categorical_crossentropy(yt[:100], probabilities[point])
         assert report.losses("test")[point] == pytest.approx(float(np.mean(expected)), rel=1e-4)
-        accuracy = np.mean(np.argmax(probabilities[point], axis=1) == yt[:100])
-        assert report.errors("test")[point] == pytest.approx(1 - accuracy, abs=1e-6)
+        assert_error_rate(report.errors("test")[point], probabilities[point], yt[:100])
 
 
+@pytest.mark.numerics
 def test_sample_weights_give_weighted_means(convnet, digits):
     x, y, _, _ = digits
     probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
@@ -283,6 +298,7 @@ def test_sample_weights_give_weighted_means(convnet, digits):
         assert weighted[key] == pytest.approx(first_half[key], rel=1e-5)
 
 
+@pytest.mark.numerics
 def test_mixed_precision_probes_train_like_float32(digits):
     """Under mixed_float16 Keras scales the loss: the probes' steps must be unchanged."""
     x, y, _, _ = digits

@@ -5,7 +5,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import assert_weights_equal, small_convnet
+from conftest import assert_error_rate, assert_weights_equal, small_convnet
+from scipy.special import softmax
 
 import keras_probes as kp
 
@@ -37,6 +38,7 @@ def _monitor(digits, **kwargs):
     return kp.callbacks.ProbeMonitor((x, y), **kwargs)
 
 
+@pytest.mark.numerics
 def test_monitor_leaves_training_bit_for_bit_unchanged(digits, tmp_path):
     plain = _train(digits)
     monitor = _monitor(digits, unit="batch", every=8, path=tmp_path / "history.json")
@@ -55,16 +57,26 @@ def test_monitor_leaves_training_bit_for_bit_unchanged(digits, tmp_path):
     val = history.matrix("val_error")
     assert val.shape == (len(POINTS), len(history.steps))
     assert np.all((val >= 0) & (val <= 1))
-    # The pixels do not change (a linear model's 12% on 1000 digits); the trained
-    # layers become more linearly separable.
-    np.testing.assert_allclose(val[0], val[0, 0])
-    assert val[0, 0] < 0.2
-    assert val[2, -1] < val[2, 0] and val[3, -1] < val[3, 0]
-    assert np.all(history.matrix("grad_norm") < 1e-2)
+    # The pixels do not change: their probe, warm-started at its optimum, stays there (a
+    # linear model's 0.13-0.15 error on 500 digits, seen on seeds 0-4 with default and AVX2
+    # kernels, oneDNN on and off).
+    np.testing.assert_array_equal(val[0], val[0, 0])
+    assert val[0, 0] < 0.25
+    # The other probes follow the model as it trains: a monitor reading a stale model would
+    # repeat one value. Whether they improve within these 64 steps is not asserted: it
+    # depends on the seed and the kernels (inference mode uses BatchNorm's moving
+    # statistics, only half updated by then); seen: gap from 0.23-0.31 to 0.17-0.26, the
+    # predictions from 0.34-0.42 to 0.24-0.45, worse than at step 0 on some seeds.
+    for row in val[1:]:
+        assert len(np.unique(row)) > 2
+    assert np.all(val[1:] < 0.7)  # real fits, far from chance (0.9); seen at most 0.51
+    # Certified optima: seen at most 2.5e-3 (a float32 line search that stalled), 1e-4 else.
+    assert np.all(history.matrix("grad_norm") < 2e-2)
     # The file holds every measurement (written after each one).
     assert kp.ProbeHistory.from_json(tmp_path / "history.json") == history
 
 
+@pytest.mark.numerics
 def test_monitor_fits_probes_to_the_optimum_of_the_current_features(digits):
     monitor = _monitor(digits, unit="epoch", validation_data=None)
     model = _train(digits, monitor, epochs=1)
@@ -78,11 +90,14 @@ def test_monitor_fits_probes_to_the_optimum_of_the_current_features(digits):
         cold = kp.solvers.LBFGSProbe(l2=1e-4, max_iter=500, standardize=True)
         cold = cold.fit(features[point], y, 10)
         warm = monitor.history.at(32, "objective")[point]
-        assert warm == pytest.approx(cold.loss_, rel=1e-3)
+        assert warm == pytest.approx(cold.loss_, rel=1e-3)  # seen at most 1.2e-4
+        # The heads hold that fit, rounded to float32 (and the monitor extracted its
+        # features in batches of 256, these in batches of 32): the error is the history's,
+        # up to the examples whose two top probabilities lie within 1e-4.
         head = monitor.probed.get_probe(point)
-        logits = features[point] @ head.get_weights()[0] + head.get_weights()[1]
-        error = np.mean(np.argmax(logits, axis=1) != y)
-        assert error == pytest.approx(monitor.history.at(32, "train_error")[point], abs=1e-3)
+        kernel, bias = head.get_weights()
+        probabilities = softmax(features[point] @ kernel + bias, axis=1)
+        assert_error_rate(monitor.history.at(32, "train_error")[point], probabilities, y)
 
 
 def test_monitor_schedule_at_explicit_steps_and_across_fit_calls(digits):

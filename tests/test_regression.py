@@ -24,6 +24,7 @@ def digit_shapes(mnist):
     return features, targets
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("alpha", [0.1, 10.0])
 @pytest.mark.parametrize("wide", [False, True])
 def test_ridge_probe_equals_scikit_learn(digit_shapes, alpha, wide):
@@ -49,6 +50,7 @@ def test_ridge_probe_equals_scikit_learn(digit_shapes, alpha, wide):
     assert ours.score(xt, yt)[0] > 0.5
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("wide", [False, True])
 def test_ridge_probe_chooses_alpha_per_target_as_scikit_learn_ridge_cv(digit_shapes, wide):
     """Exact leave-one-out error picks the same penalty per target as RidgeCV."""
@@ -84,6 +86,7 @@ def digit_task(mnist):
     return scale(x), (targets[0] - mean) / std, scale(xt), (targets[1] - mean) / std
 
 
+@pytest.mark.numerics
 def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task):
     """Invariant 1 for regression: MSE training updates the heads only."""
     x, y, xt, yt = digit_task
@@ -118,6 +121,7 @@ def test_regression_probes_run_the_base_once_per_batch(digit_task):
     assert int(counter.calls.numpy()) == 5
 
 
+@pytest.mark.numerics
 def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
     x, y, xt, yt = digit_task
     base = trained_convnet(x, np.zeros(len(x), "int64"))
@@ -144,6 +148,7 @@ def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
         np.testing.assert_array_equal(value, predictions[point])
 
 
+@pytest.mark.numerics
 def test_ridge_on_the_cache_equals_scikit_learn_and_gives_unit_rcvs(digit_task, tmp_path):
     """Closed-form ridge on cached features: R^2 as RidgeCV's, RCVs along its coefficients."""
     x, y, xt, yt = digit_task

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_probes as kp
+from keras_probes import _validation
 
 
 @pytest.fixture
@@ -64,6 +65,21 @@ def test_label_out_of_range_in_a_dataset(probed, data, jit_compile):
         probed.fit(dataset, verbose=0)
 
 
+@pytest.mark.parametrize("bad", [2.5, np.nan])
+def test_non_integer_labels_in_a_dataset(probed, data, bad):
+    """Float labels are checked in the pipeline too: a cast would truncate 2.5 to 2."""
+    x, y = data
+    y = y.astype("float32")
+    y[5] = bad
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"Labels must be integer class indices.*float"
+    ):
+        probed.fit(dataset, verbose=0)
+    whole = tf.data.Dataset.from_tensor_slices((x, data[1].astype("float32"))).batch(16)
+    probed.fit(whole, verbose=0)  # whole numbers stored as floats are class indices
+
+
 def test_one_hot_labels(probed, data):
     x, y = data
     with pytest.raises(ValueError, match="one-hot.*np.argmax"):
@@ -114,6 +130,18 @@ def test_non_finite_inputs(probed, data, bad):
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
         probed.evaluate(dataset, verbose=0)
+
+
+def test_finite_check_reads_a_memory_mapped_array_by_chunks(tmp_path):
+    x = np.zeros((300, 4, 2), "float32")
+    x[[5, 130, 299], 1, 0] = [np.nan, np.inf, -np.inf]
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite values in 3 example\(s\), e.g. at index \[5, 130, 299\]"
+    ):
+        _validation.check_finite(mapped, "features", rows=64)
+    _validation.check_finite(mapped[:5], "features", rows=2)
 
 
 def test_empty_data(probed, data):
