@@ -54,7 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _distribute, _graph, _validation
+from keras_probes import _distribute, _files, _graph, _validation
 
 __all__ = ["FeatureCache", "CacheError"]
 
@@ -207,17 +207,6 @@ def _npy_bytes(array):
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes):
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def _file_sha256(path: Path) -> str:
@@ -718,7 +707,7 @@ class _Writer:
     @staticmethod
     def _save(path, array):
         data = _npy_bytes(array)
-        _atomic_write(path, data)
+        _files.atomic_write(path, data)
         return hashlib.sha256(data).hexdigest()
 
 
@@ -914,7 +903,7 @@ def _split_lock(directory: Path, split: str):
 
 
 def _save_manifest(directory, manifest):
-    _atomic_write(directory / _MANIFEST, json.dumps(manifest, indent=1).encode())
+    _files.atomic_write(directory / _MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def _read_manifest(directory):

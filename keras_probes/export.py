@@ -71,7 +71,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _graph
+from keras_probes import _files, _graph
 from keras_probes.model import ProbedModel
 
 __all__ = ["export_serving", "next_version", "serving_name"]
@@ -231,7 +231,7 @@ def _publish(temporary, base_dir, version, model_name, server_root):
             raise FileExistsError(_taken(target, number, model_name, free))
         old, new = _models_config(config, base_dir, model_name, server_root)
         if new != old:
-            _atomic_write(config, new)
+            _files.atomic_write(config, new)
         try:
             os.rename(temporary, target)
         except BaseException as error:
@@ -242,7 +242,7 @@ def _publish(temporary, base_dir, version, model_name, server_root):
                     _taken(target, number, model_name, next_version(base_dir))
                 ) from error
             raise
-        _fsync_directory(base_dir)
+        _files.fsync_directory(base_dir)
     return target
 
 
@@ -295,28 +295,13 @@ def _models_config(path, base_dir, model_name, server_root):
     return old, text_format.MessageToString(config)
 
 
-def _atomic_write(path, text):
-    """Replaces `path` by `text`: readers see the old file or the whole new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def _restore(path, old):
     """Puts back `models.config` as it was before (absent if it was), as far as possible."""
     with contextlib.suppress(OSError):
         if old is None:
             path.unlink(missing_ok=True)
         else:
-            _atomic_write(path, old)
+            _files.atomic_write(path, old)
 
 
 def _fsync_tree(directory):
@@ -326,15 +311,7 @@ def _fsync_tree(directory):
         for name in files:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_directory(root)
-
-
-def _fsync_directory(directory):
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        _files.fsync_directory(root)
 
 
 class _Signatures:

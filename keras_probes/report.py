@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from keras_probes import _files
+
 __all__ = ["ProbeHistory", "ProbeReport", "log_key"]
 
 _FORMAT = "keras_probes.ProbeReport"
@@ -277,14 +279,12 @@ class ProbeReport:
                 if point in by_point:
                     values = [by_point[point].get(m, "") for m in metrics]
                     rows.append([split, depth, point, *map(_repr_or_blank, values)])
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow([*_CSV_KEYS, *metrics])
-            writer.writerows(rows)
-            writer.writerow([_csv_end_line(len(rows))])
-        partial.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow([*_CSV_KEYS, *metrics])
+        writer.writerows(rows)
+        writer.writerow([_csv_end_line(len(rows))])
+        _files.atomic_write(path, text.getvalue())
 
     @classmethod
     def from_csv(cls, path, num_classes=None, model=None) -> "ProbeReport":
@@ -565,10 +565,7 @@ def _csv_row(path, line, header, row):
 
 
 def _write_json(path, data):
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    partial.replace(path)
+    _files.atomic_write(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _null_nan(value):
