@@ -20,6 +20,8 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.3",
         "tensorflow-datasets>=4.9",
+        # TFDS imports it to download a dataset but does not declare it (4.9.10).
+        "importlib_resources",
         "numpy>=1.26",
         "scipy>=1.11",
         "matplotlib>=3.8",

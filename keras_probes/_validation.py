@@ -236,6 +236,12 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument, num_targe
             )
     elif labels:
         y_spec = spec[1]
+        if not (y_spec.dtype.is_integer or y_spec.dtype.is_floating):
+            raise ValueError(
+                f"`{argument}` yields labels of dtype {y_spec.dtype.name}. Labels must be "
+                "integer class indices: map the class names to indices over the dataset, "
+                "e.g. with a keras.layers.StringLookup or tf.lookup.StaticHashTable."
+            )
         if y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None):
             raise ValueError(
                 f"`{argument}` yields labels of shape {y_spec.shape}, which look "

@@ -68,7 +68,7 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal, 2**-14
 # A split is a plain directory name: no path separators, no leading dot (".."
 # would leave the cache; dot-names are the cache's own lock and temporary files).
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 class CacheError(ValueError):
@@ -555,7 +555,8 @@ class FeatureCache:
         if not record["complete"]:
             raise CacheError(
                 f"Split {split!r} of the feature cache at {self.directory} is incomplete "
-                f"({len(record['shards'])} shards written; the run was interrupted). Call "
+                f"({len(record['shards'])} shards written: its write was interrupted or "
+                "stopped by an error). Call "
                 f"kp.FeatureCache.write(probed, data, {str(self.directory)!r}, split={split!r}) "
                 "again with the same data: it resumes from the first missing shard."
             )
@@ -755,8 +756,9 @@ def _check_storable(array, point, dtype, split, start):
 def _check_write_args(split, batch_size, shard_size, dtype):
     if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == _MANIFEST:
         raise ValueError(
-            "`split` must be a plain name such as 'train' or 'val' (letters, digits, "
-            f"'_', '-', '.', not starting with '.' or '-'). Received: split={split!r}"
+            "`split` must be a plain name such as 'train' or 'val': up to 100 letters, "
+            "digits, '_', '-' and '.', not starting with '.' or '-', and not "
+            f"{_MANIFEST!r}. Received: split={split!r}"
         )
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

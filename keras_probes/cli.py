@@ -439,11 +439,15 @@ def _images(args, source, tfds_split, model_input_shape, batch_size=None):
     )
 
 
-def _check_same_classes(train, val):
+def _check_same_classes(train, val, folders=(True, True)):
     """--data and --val-data must name the same classes in the same order (a label
     is an index into them); where a TFDS label has no names (`"0"`, `"1"`, ...),
-    only the counts can be compared."""
-    unnamed = [names == [str(i) for i in range(len(names))] for names in (train, val)]
+    only the counts can be compared. An image folder's classes are always named:
+    its sub-folders' names, digits included."""
+    unnamed = [
+        not folder and names == [str(i) for i in range(len(names))]
+        for names, folder in zip((train, val), folders, strict=True)
+    ]
     if any(unnamed):
         if len(train) != len(val):
             raise ValueError(
@@ -546,7 +550,8 @@ def _probe(args):
     if args.val_data:
         splits["val"] = _images(args, args.val_data, args.val_tfds_split, shape)
     if args.val_data:
-        _check_same_classes(splits["train"][1], splits["val"][1])
+        folders = (Path(args.data).is_dir(), Path(args.val_data).is_dir())
+        _check_same_classes(splits["train"][1], splits["val"][1], folders)
     num_classes = args.num_classes or len(splits["train"][1])
     probed = _probed(model, args.points, args.reducers, num_classes)
     for split, (dataset, _) in splits.items():

@@ -79,6 +79,7 @@ __all__ = ["export_serving", "next_version", "serving_name"]
 _WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
 _CONFIG = "models.config"
 _LOCK = ".export.lock"
+_MAX_VERSION = 2**63 - 1
 
 
 def serving_name(point: str) -> str:
@@ -153,9 +154,14 @@ def export_serving(
     if not isinstance(probed, ProbedModel):
         raise TypeError(f"`probed` must be a kp.ProbedModel. Received: {type(probed).__name__}")
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1
+        isinstance(version, bool)
+        or not isinstance(version, int | np.integer)
+        or not 1 <= version <= _MAX_VERSION
     ):
-        raise ValueError(f"`version` must be an integer >= 1 or None. Received: {version!r}")
+        raise ValueError(
+            f"`version` must be an integer >= 1 and <= {_MAX_VERSION} (TF Serving's "
+            f"versions are int64), or None. Received: {version!r}"
+        )
     base_dir = Path(base_dir)
     _check_writable(base_dir)
     model_name = model_name or base_dir.resolve().name

@@ -315,7 +315,8 @@ class ProbeReport:
             )
         try:
             reader = csv.reader(io.StringIO(text))
-            records = [(reader.line_num, record) for record in reader]
+            # Blank lines (a hand edit) are no rows.
+            records = [(reader.line_num, record) for record in reader if record]
         except csv.Error as error:
             raise ValueError(f"{path} is not a readable CSV: {error}") from None
         header = records[0][1]
@@ -328,11 +329,12 @@ class ProbeReport:
         rows = records[1:]
         end = _csv_end_count(rows[-1][1]) if rows else None
         if end is None:
+            data = [row for _, row in rows if not row[0].lstrip().startswith("#")]
             raise ValueError(
                 f"{path} has no end line '{_csv_end_line('<n>')}', so it may be truncated. "
                 "A report CSV written by an older keras-probes lacks it too: re-create the "
                 "CSV from its JSON report (ProbeReport.from_json(...).to_csv(...)), or, if "
-                f"you know it is whole, append the line '{_csv_end_line(len(rows))}'."
+                f"you know it is whole, append the line '{_csv_end_line(len(data))}'."
             )
         rows = rows[:-1]
         if end != len(rows):
@@ -535,7 +537,7 @@ def _csv_end_count(record):
     """The row count of a CSV end line (trailing empty cells allowed), else `None`."""
     while len(record) > 1 and record[-1] == "":
         record = record[:-1]
-    found = len(record) == 1 and _CSV_END.fullmatch(record[0])
+    found = len(record) == 1 and _CSV_END.fullmatch(record[0].strip())
     return int(found.group(1)) if found else None
 
 

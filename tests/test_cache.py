@@ -185,6 +185,7 @@ def test_resuming_with_other_data_or_settings_is_refused(setup, tmp_path):
         ({"split": "."}, "plain name"),
         ({"split": ".lock"}, "plain name"),
         ({"split": "manifest.json"}, "plain name"),
+        ({"split": "x" * 101}, "up to 100 letters"),
         ({"shard_size": 120}, "multiple of `batch_size`"),
         ({"batch_size": 0}, "positive integer"),
         ({"dtype": "int8"}, "`dtype` must be one of"),

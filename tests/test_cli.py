@@ -234,6 +234,21 @@ def test_probe_refuses_val_data_of_other_class_names(files, tmp_path, capsys):
     assert not (tmp_path / "out" / "cache").exists()  # refused before any extraction
 
 
+def test_probe_compares_digit_named_folders_by_name(files, tmp_path, capsys):
+    # Folders named 0, 1, 2 against 0, 1, 3: the same count, and names that look like
+    # indices, but an image folder's classes are its folder names.
+    for split, names in (("train", ["0", "1", "2"]), ("val", ["0", "1", "3"])):
+        shutil.copytree(files / split, tmp_path / split)
+        for folder, name in zip(sorted((tmp_path / split).iterdir()), names, strict=True):
+            folder.rename(tmp_path / split / name)
+    argv = ["probe", str(files / "convnet.keras"), "--data", str(tmp_path / "train"),
+            "--val-data", str(tmp_path / "val"), "--out", str(tmp_path / "out"), "--points",
+            "gap", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "probe")
+    assert "--data only: ['2']" in error and "--val-data only: ['3']" in error
+
+
 def test_probe_compares_class_counts_with_a_tfds_dataset_without_label_names(
     files, tmp_path, capsys
 ):

@@ -119,6 +119,8 @@ def test_an_existing_version_is_refused_and_names_the_next_free_one(probed, tmp_
     assert export.next_version(tmp_path / "probes") == 4
     with pytest.raises(ValueError, match="`version` must be an integer >= 1"):
         kp.export_serving(probed, tmp_path / "probes", version=0)
+    with pytest.raises(ValueError, match="<= 9223372036854775807 .TF Serving's versions are int64"):
+        kp.export_serving(probed, tmp_path / "probes", version=2**63)
 
 
 def test_a_failure_mid_export_leaves_no_version_behind(probed, tmp_path, monkeypatch):

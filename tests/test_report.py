@@ -192,3 +192,20 @@ def test_from_csv_names_the_line_that_is_wrong(tmp_path, text, message):
     (tmp_path / "r.csv").write_text(text, newline="")
     with pytest.raises(ValueError, match=message):
         kp.ProbeReport.from_csv(tmp_path / "r.csv")
+
+
+def test_from_csv_advice_works_on_a_hand_edited_csv(tmp_path):
+    # A blank line, a comment, and the end line with a trailing space: still read, and the
+    # row count the advice gives is the number of data rows.
+    make_report().to_csv(tmp_path / "r.csv")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    spaced = "\n".join([*lines[:2], "", *lines[2:-1], lines[-1] + " "]) + "\n"
+    (tmp_path / "spaced.csv").write_text(spaced)
+    assert kp.ProbeReport.from_csv(tmp_path / "spaced.csv").results == make_report().results
+    commented = "\n".join([*lines[:-1], "# my note"]) + "\n"
+    (tmp_path / "commented.csv").write_text(commented)
+    with pytest.raises(ValueError, match="append the line") as error:
+        kp.ProbeReport.from_csv(tmp_path / "commented.csv")
+    end_line = str(error.value).rsplit("append the line ", 1)[1].strip("'.")
+    (tmp_path / "commented.csv").write_text("\n".join(lines[:-1]) + "\n" + end_line + "\n")
+    assert kp.ProbeReport.from_csv(tmp_path / "commented.csv").results == make_report().results

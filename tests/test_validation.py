@@ -198,3 +198,11 @@ def test_generators_and_py_datasets_are_passed_to_keras(probed, data):
 
     history = probed.fit(batches(), validation_data=batches(), epochs=1, verbose=0)
     assert "val_relu2/loss" in history.history
+
+
+@pytest.mark.parametrize("labels", [np.array(["a", "b"] * 32), np.array([True, False] * 32)])
+def test_labels_of_another_dtype_in_a_dataset_are_refused_up_front(probed, data, labels):
+    x, _ = data
+    dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    with pytest.raises(ValueError, match="yields labels of dtype (string|bool).*integer class"):
+        probed.fit(dataset, epochs=1, verbose=0)
