@@ -66,38 +66,33 @@ _SHARD_EXAMPLES = 4096
 _DTYPES = ("float32", "float16")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal, 2**-14
-# A split is a plain directory name: no path separators, no leading dot (".."
-# would leave the cache; dot-names are the cache's own lock and temporary files).
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# Splits and point directories are plain directory names: no path separators,
+# no leading dot (".." would leave the cache; dot-names are the cache's own lock
+# and temporary files). A split name is also short: the user types it.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_MAX_SPLIT_NAME = 100
 
 
 class CacheError(ValueError):
     """A feature cache that must not be used: corrupt, incomplete or stale."""
 
 
-def model_fingerprint(probed) -> str:
-    """sha256 of the computation of the base: its layer configs in graph order and weights.
-
-    Keras' auto-generated names (`conv2d_1`, `functional_3`) and the compile
-    state do not enter it: the same architecture rebuilt with equal weights,
-    or compiled, or loaded with `compile=False`, has the same fingerprint.
-    """
-    return _identity(probed)[0]["fingerprint"]
-
-
-def probes_fingerprint(probed) -> str:
-    """sha256 of what turns the base's layers into features: points (by their
-    position in graph order) and reducer configs (without their names)."""
-    return _identity(probed)[1]["fingerprint"]
-
-
 def _identity(probed) -> tuple[dict, dict]:
     """The manifest's records of the model and of the probes.
 
-    The model's: fingerprint, classes and one entry per layer (graph order,
-    nested sub-models stepped into) with its path, class, and the sha256 of
-    its config and of its weights, so that a mismatch can name the layer
-    that differs. The probes': fingerprint, point names and reducer configs.
+    The model's fingerprint is the sha256 of its computation: its layer
+    configs in graph order and its weights. Keras' auto-generated names
+    (`conv2d_1`, `functional_3`) and the compile state do not enter it: the
+    same architecture rebuilt with equal weights, or compiled, or loaded with
+    `compile=False`, has the same fingerprint. The record also holds the
+    classes and one entry per layer (graph order, nested sub-models stepped
+    into) with its path, class, and the sha256 of its config and of its
+    weights, so that a mismatch can name the layer that differs.
+
+    The probes' fingerprint is the sha256 of what turns the base's layers into
+    features: points by their position in graph order, reducer configs
+    without their names. The record also holds the point names and reducer
+    configs.
     """
     base = probed.base
     layers = _graph.trace(base).layers
@@ -484,9 +479,9 @@ class FeatureCache:
                 shards' worth.
         """
         record = self._complete_split(split)
-        points, dtype = self.points, record["dtype"]
+        points, dtype, sizes = self.points, record["dtype"], self.feature_sizes
         signature = (
-            *(tf.TensorSpec((None, self.feature_sizes[p]), dtype) for p in points),
+            *(tf.TensorSpec((None, sizes[p]), dtype) for p in points),
             tf.TensorSpec((None,), tf.int32),
         )
 
@@ -754,10 +749,12 @@ def _check_storable(array, point, dtype, split, start):
 
 
 def _check_write_args(split, batch_size, shard_size, dtype):
-    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == _MANIFEST:
+    plain = isinstance(split, str) and _PLAIN_NAME.fullmatch(split) and split != _MANIFEST
+    if not plain or len(split) > _MAX_SPLIT_NAME:
         raise ValueError(
-            "`split` must be a plain name such as 'train' or 'val': up to 100 letters, "
-            "digits, '_', '-' and '.', not starting with '.' or '-', and not "
+            "`split` must be a plain name such as 'train' or 'val': up to "
+            f"{_MAX_SPLIT_NAME} letters, digits, '_', '-' and '.', not starting with '.' or "
+            "'-', and not "
             f"{_MANIFEST!r}. Received: split={split!r}"
         )
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
@@ -967,10 +964,10 @@ def _manifest_problem(manifest) -> str | None:
     points = manifest["probes"]["points"]
     for point in points:
         entry = manifest["points"].get(point)
-        if not isinstance(entry, dict) or not _SPLIT_NAME.fullmatch(str(entry.get("dir"))):
+        if not isinstance(entry, dict) or not _PLAIN_NAME.fullmatch(str(entry.get("dir"))):
             return f"no directory for point {point!r}"
     for split, record in manifest["splits"].items():
-        if not _SPLIT_NAME.fullmatch(split):
+        if not _PLAIN_NAME.fullmatch(split):
             return f"a split named {split!r}"
         for field, kind in _SPLIT_FIELDS.items():
             if not isinstance(record, dict) or not isinstance(record.get(field), kind):

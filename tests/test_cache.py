@@ -552,3 +552,13 @@ def test_a_damaged_manifest_is_refused_in_one_line(setup, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(escaping))
     with pytest.raises(kp.CacheError, match="a split named '..'"):
         kp.FeatureCache.open(tmp_path)
+
+
+def test_points_of_long_names_are_cached(tmp_path):
+    # A point's directory holds its whole name (nested sub-models make long paths).
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Dense(3, name="dense_" + "x" * 120)(inputs)
+    probed = kp.ProbedModel(keras.Model(inputs, outputs), points="all", num_classes=2)
+    data = (np.ones((8, 4), "float32"), np.zeros(8, "int64"))
+    kp.FeatureCache.write(probed, data, tmp_path, batch_size=8, verbose=0)
+    assert kp.FeatureCache.open(tmp_path, model=probed).num_examples("train") == 8
