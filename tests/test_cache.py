@@ -116,9 +116,7 @@ def test_float16_storage_round_trips_within_float16_precision(setup, tmp_path):
 
 
 def test_float16_overflow_is_refused_and_float32_then_works(tmp_path):
-    inputs = keras.Input((4,), name="x")
-    outputs = keras.layers.Dense(3, kernel_initializer=keras.initializers.Constant(1e5))(inputs)
-    probed = kp.ProbedModel(keras.Model(inputs, outputs), points="all", num_classes=2)
+    probed = constant_model(1e5)
     data = (np.ones((8, 4), "float32"), np.zeros(8, "int64"))
     with pytest.raises(ValueError, match="exceed float16's range.*dtype='float32'"):
         kp.FeatureCache.write(probed, data, tmp_path, dtype="float16", batch_size=8, verbose=0)
