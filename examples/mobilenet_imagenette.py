@@ -35,17 +35,13 @@ import _offline
 _offline.use_shared_keras_cache()  # before keras is imported: it reads KERAS_HOME once
 
 import argparse  # noqa: E402
-import atexit  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
@@ -78,22 +74,7 @@ class EpochLog(keras.callbacks.Callback):
         )
 
 
-def small_copy(root: Path, per_class: dict[str, int]) -> Path:
-    """A temporary Imagenette of the first `per_class[split]` images of each class.
-
-    Symbolic links, in the same `split/wnid/file` layout, removed at exit.
-    """
-    copy = Path(tempfile.mkdtemp(prefix="imagenette_small_"))
-    atexit.register(shutil.rmtree, copy, ignore_errors=True)
-    for split, count in per_class.items():
-        for folder in sorted((root / split).iterdir()):
-            (copy / split / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:count]:
-                (copy / split / folder.name / image.name).symlink_to(image)
-    return copy
-
-
-def load_imagenette(root: Path, batch_size: int, held_out: float, seed: int):
+def load_imagenette(train_dir: Path, val_dir: Path, batch_size: int, held_out: float, seed: int):
     """The train images, split into probe training and early stopping, and the val images.
 
     Returns:
@@ -102,12 +83,12 @@ def load_imagenette(root: Path, batch_size: int, held_out: float, seed: int):
     """
     common = dict(image_size=IMAGE_SIZE, batch_size=batch_size, label_mode="int")
     train, stop = keras.utils.image_dataset_from_directory(
-        root / "train", validation_split=held_out, subset="both", seed=seed, **common
+        train_dir, validation_split=held_out, subset="both", seed=seed, **common
     )
-    val = keras.utils.image_dataset_from_directory(root / "val", shuffle=False, **common)
+    val = keras.utils.image_dataset_from_directory(val_dir, shuffle=False, **common)
     class_names = train.class_names
     if class_names != sorted(kp.datasets.IMAGENETTE_CLASSES) or val.class_names != class_names:
-        raise ValueError(f"Unexpected Imagenette class folders in {root}: {class_names}")
+        raise ValueError(f"Unexpected Imagenette class folders in {train_dir}: {class_names}")
 
     def preprocess(x, y):  # pixels 0..255 -> [-1, 1], as MobileNet was trained
         return keras.applications.mobilenet.preprocess_input(x), y
@@ -117,20 +98,6 @@ def load_imagenette(root: Path, batch_size: int, held_out: float, seed: int):
         for ds in (train, stop, val)
     )
     return train, stop, val, class_names
-
-
-def pretrained_errors(model: keras.Model, data, class_names: list[str]) -> tuple[float, float]:
-    """The pretrained classifier's own top-1 errors on `data`: 10-way and 1000-way.
-
-    10-way: argmax of its ImageNet scores at the 10 Imagenette classes only, the
-    same task as the probes'. 1000-way: plain ImageNet top-1.
-    """
-    indices = np.array([kp.datasets.IMAGENETTE_CLASSES[wnid] for wnid in class_names])
-    scores = model.predict(data.map(lambda x, y: x), verbose=0)
-    labels = np.concatenate([y.numpy() for _, y in data])
-    error_10 = np.mean(np.argmax(scores[:, indices], axis=1) != labels)
-    error_1000 = np.mean(np.argmax(scores, axis=1) != indices[labels])
-    return float(error_10), float(error_1000)
 
 
 def main(argv=None):
@@ -157,10 +124,14 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
 
     root = kp.datasets.imagenette_dir()
-    if args.quick:
-        root = small_copy(root, {"train": 20, "val": 10})
-    print(f"Imagenette: {kp.datasets.imagenette_dir()}{' (quick: a subset)' if args.quick else ''}")
-    train, stop, val, class_names = load_imagenette(root, args.batch_size, args.held_out, args.seed)
+    train_dir, val_dir = root / "train", root / "val"
+    if args.quick:  # links to the first 20 train and 10 val images of each class
+        train_dir = kp.datasets.balanced_subset(train_dir, 20)
+        val_dir = kp.datasets.balanced_subset(val_dir, 10)
+    print(f"Imagenette: {root}{' (quick: a subset)' if args.quick else ''}")
+    train, stop, val, class_names = load_imagenette(
+        train_dir, val_dir, args.batch_size, args.held_out, args.seed
+    )
 
     # The real loading call: it downloads when online; offline the file is in the
     # shared Keras cache that _offline.py points KERAS_HOME at.
@@ -194,7 +165,10 @@ def main(argv=None):
     print(f"Probes trained in {time.perf_counter() - fit_start:.0f} s; best epochs: {best}")
 
     report = probed.evaluate_probes(val, split="val", verbose=0)
-    error_10, error_1000 = pretrained_errors(base, val, class_names)
+    # The pretrained classifier's own errors on the same task: its ImageNet scores at the
+    # 10 Imagenette classes only (10-way), and plain ImageNet top-1 (1000-way).
+    pretrained = kp.models.classifier_errors(base, val, kp.datasets.imagenet_indices(class_names))
+    error_10, error_1000 = pretrained["error"], pretrained["full_error"]
     table = report.table()
     n_val = sum(int(y.shape[0]) for _, y in val)
     reference = (

@@ -10,19 +10,19 @@
 MODEL is a `.keras` file (a saved `kp.ProbedModel`, or any Keras model to be
 probed: then `--points` chooses where) or a SavedModel directory (opaque: its
 serving outputs are the points). DATA is an image folder (one sub-folder per
-class) or a TFDS dataset name. Every option is checked when parsed, before
+class) or a TFDS dataset name, read as the model takes it (its input size;
+`--preprocess` and, for an input of open size, `--image-size` default to those
+of the `--points` preset). Every option is checked when parsed, before
 anything is read: numbers against their range, output files against their
 suffix and directory. Errors are one line on stderr and exit status 2;
 `--help` on each command tells the rest.
 """
 
 import argparse
-import json
 import math
 import os
 import re
 import sys
-import zipfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -124,16 +124,37 @@ def _add_model_options(command):
     command.add_argument("--batch-size", type=_AT_LEAST_1, default=64, help="default: %(default)s")
 
 
-def _add_image_options(command):
-    """How images are read: preprocessing and the TFDS data directory."""
+def _add_image_options(command, preset=True):
+    """How images are read: preprocessing, size and the TFDS data directory; their
+    defaults are those of the --points preset, where the command has --points."""
+    default = "the --points preset's, e.g. caffe for resnet50; else none" if preset else "none"
+    size = "the model's input size" + (", else the --points preset's" if preset else "")
     command.add_argument(
         "--preprocess",
-        default="none",
         choices=["none", "tf", "caffe", "torch"],
         help="image preprocessing of keras.applications: 'tf' for MobileNet/Inception, "
-        "'caffe' for ResNet50/VGG, 'torch' for DenseNet (default: %(default)s, pixels 0..255)",
+        "'caffe' for ResNet50/VGG, 'torch' for DenseNet, 'none' keeps pixels 0..255 "
+        f"(default: {default})",
+    )
+    command.add_argument(
+        "--image-size",
+        nargs=2,
+        type=_AT_LEAST_1,
+        metavar=("HEIGHT", "WIDTH"),
+        help="the size images are resized to, for a model whose input size is open "
+        f"(default: {size})",
     )
     command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+
+
+#: The options of some solvers only, by argparse name: given with another --solver, they
+#: are refused; left out, `kp.fit_probes` keeps its default.
+_SOLVER_OPTIONS = {
+    "max_iter": ("lbfgs",),
+    "epochs": ("rmsprop", "adam"),
+    "patience": ("rmsprop", "adam"),
+    "learning_rate": ("rmsprop", "adam"),
+}
 
 
 def _add_fit_options(command):
@@ -142,14 +163,65 @@ def _add_fit_options(command):
     command.add_argument(
         "--l2", type=_FINITE_AT_LEAST_0, default=1e-4, help="L2 penalty (default: %(default)s)"
     )
-    command.add_argument("--max-iter", type=_AT_LEAST_1, default=1000, help="L-BFGS iterations")
-    command.add_argument("--epochs", type=_AT_LEAST_1, default=50, help="minibatch epochs")
-    command.add_argument(
-        "--patience", type=_AT_LEAST_0, default=3, help="minibatch early-stopping patience"
-    )
-    command.add_argument(
-        "--learning-rate", type=_FINITE_ABOVE_0, default=1e-3, help="minibatch learning rate"
-    )
+    for option, kind, what in (
+        ("--max-iter", _AT_LEAST_1, "L-BFGS iterations"),
+        ("--epochs", _AT_LEAST_1, "minibatch epochs"),
+        ("--patience", _AT_LEAST_0, "minibatch early-stopping patience"),
+        ("--learning-rate", _FINITE_ABOVE_0, "minibatch learning rate"),
+    ):
+        solvers = "/".join(_SOLVER_OPTIONS[option[2:].replace("-", "_")])
+        command.add_argument(
+            option,
+            type=kind,
+            help=f"{what}, --solver {solvers} only (default: that of kp.fit_probes)",
+        )
+
+
+#: The commands, in the order of `--help`: `(summary, description)`.
+_COMMANDS = {
+    "probe": (
+        "probe a model on a dataset in one go: cache, fit, report, plot",
+        (
+            "Extracts every probe point's features of DATA (and of --val-data) into "
+            "OUT/cache, fits the probes (L-BFGS to the optimum by default), and writes "
+            "OUT/report.json, OUT/report.csv, OUT/errors.png and OUT/probed.keras (the model "
+            "with its fitted probes, ready for `keras-probes export`). Run it again after an "
+            "interruption: the cache resumes."
+        ),
+    ),
+    "report": (
+        "print a saved report as a table",
+        "Prints a report written by `probe` or `fit` (JSON or CSV) as a table.",
+    ),
+    "plot": (
+        "plot a saved report: a metric against depth, one line per split",
+        "Draws a report's metric per probe point, input side first (paper Fig. 3/4b).",
+    ),
+    "export": (
+        "export a saved ProbedModel as a TensorFlow Serving model version",
+        (
+            "Writes OUT/<version>/ (a SavedModel with a serving_default signature for all "
+            "probes and probe_<point> per probe, and TF Serving warm-up requests) and adds "
+            "the model to models.config beside OUT. An existing version is never overwritten."
+        ),
+    ),
+    "cache": (
+        "extract every probe point's features of a dataset split to a feature cache",
+        (
+            "Runs the model once over a dataset split and writes each probe point's "
+            "(reduced) features to CACHE, checksummed and resumable: run the same command "
+            "again after an interruption and it resumes from the first missing shard."
+        ),
+    ),
+    "fit": (
+        "train the probes on a feature cache and report every split",
+        (
+            "Trains every probe on the cache's train split (L-BFGS to the optimum, or the "
+            "paper's minibatch RMSprop/Adam with early stopping on the validation split), "
+            "prints the report and optionally saves it and the trained probed model."
+        ),
+    ),
+}
 
 
 def _parser():
@@ -157,19 +229,13 @@ def _parser():
         prog="keras-probes",
         description="Linear classifier probes for any Keras model (Alain & Bengio, 1610.01644).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {
+        name: subparsers.add_parser(name, help=summary, description=description)
+        for name, (summary, description) in _COMMANDS.items()
+    }
 
-    probe = commands.add_parser(
-        "probe",
-        help="probe a model on a dataset in one go: cache, fit, report, plot",
-        description=(
-            "Extracts every probe point's features of DATA (and of --val-data) into "
-            "OUT/cache, fits the probes (L-BFGS to the optimum by default), and writes "
-            "OUT/report.json, OUT/report.csv, OUT/errors.png and OUT/probed.keras (the model "
-            "with its fitted probes, ready for `keras-probes export`). Run it again after an "
-            "interruption: the cache resumes."
-        ),
-    )
+    probe = commands["probe"]
     probe.add_argument(
         "model", help="a .keras file (a ProbedModel or any Keras model) or a SavedModel directory"
     )
@@ -189,20 +255,12 @@ def _parser():
     _add_model_options(probe)
     _add_fit_options(probe)
 
-    report = commands.add_parser(
-        "report",
-        help="print a saved report as a table",
-        description="Prints a report written by `probe` or `fit` (JSON or CSV) as a table.",
-    )
+    report = commands["report"]
     report.add_argument("report", help="a report file, .json or .csv")
     report.add_argument("--splits", nargs="+", help="splits to show (default: all)")
     report.add_argument("--metrics", nargs="+", help="metrics to show, e.g. error (default: all)")
 
-    plot = commands.add_parser(
-        "plot",
-        help="plot a saved report: a metric against depth, one line per split",
-        description="Draws a report's metric per probe point, input side first (paper Fig. 3/4b).",
-    )
+    plot = commands["plot"]
     plot.add_argument("report", help="a report file, .json or .csv")
     plot.add_argument(
         "--out",
@@ -215,15 +273,7 @@ def _parser():
     plot.add_argument("--title", help="figure title (default: the model's name)")
     plot.add_argument("--log", action="store_true", help="logarithmic metric axis")
 
-    export = commands.add_parser(
-        "export",
-        help="export a saved ProbedModel as a TensorFlow Serving model version",
-        description=(
-            "Writes OUT/<version>/ (a SavedModel with a serving_default signature for all "
-            "probes and probe_<point> per probe, and TF Serving warm-up requests) and adds "
-            "the model to models.config beside OUT. An existing version is never overwritten."
-        ),
-    )
+    export = commands["export"]
     export.add_argument("model", help="a .keras file of a ProbedModel (e.g. OUT/probed.keras)")
     export.add_argument(
         "--out", required=True, help="the model's base directory, e.g. serving/probes"
@@ -246,17 +296,9 @@ def _parser():
         help="an image folder or TFDS dataset whose first 3 images make the warm-up "
         "requests (default: one image of zeros)",
     )
-    _add_image_options(export)  # of the warm-up images
+    _add_image_options(export, preset=False)  # of the warm-up images
 
-    cache = commands.add_parser(
-        "cache",
-        help="extract every probe point's features of a dataset split to a feature cache",
-        description=(
-            "Runs the model once over a dataset split and writes each probe point's "
-            "(reduced) features to CACHE, checksummed and resumable: run the same command "
-            "again after an interruption and it resumes from the first missing shard."
-        ),
-    )
+    cache = commands["cache"]
     cache.add_argument("model", help="a .keras file: a saved ProbedModel or any Keras model")
     cache.add_argument(
         "--data",
@@ -287,15 +329,7 @@ def _parser():
         "--overwrite", action="store_true", help="rewrite the split, e.g. after its data changed"
     )
 
-    fit = commands.add_parser(
-        "fit",
-        help="train the probes on a feature cache and report every split",
-        description=(
-            "Trains every probe on the cache's train split (L-BFGS to the optimum, or the "
-            "paper's minibatch RMSprop/Adam with early stopping on the validation split), "
-            "prints the report and optionally saves it and the trained probed model."
-        ),
-    )
+    fit = commands["fit"]
     fit.add_argument("model", help="the .keras file the cache was written from")
     fit.add_argument("--cache", required=True, help="the cache directory")
     fit.add_argument("--train", default="train", help="split to train on (default: %(default)s)")
@@ -328,162 +362,51 @@ def _check_across(args):
             f"keras-probes {args.command}: error: --shard-size {shard_size} must be a multiple "
             f"of --batch-size {batch_size}, so that every shard holds whole batches."
         )
+    solver = getattr(args, "solver", None)
+    for name, solvers in _SOLVER_OPTIONS.items():
+        if solver is not None and getattr(args, name) is not None and solver not in solvers:
+            raise _UsageError(
+                f"keras-probes {args.command}: error: --{name.replace('_', '-')} is only used by "
+                f"--solver {'/'.join(solvers)}; it has no effect with --solver {solver}."
+            )
 
 
-def _load_model(path):
-    """A `.keras` file's model, or a SavedModel directory wrapped as a Keras model."""
-    import keras
-
-    path = Path(path)
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return _saved_model(path)
-        raise FileNotFoundError(
-            f"No model file at {path}: it is a directory without saved_model.pb (MODEL is a "
-            ".keras file or a SavedModel directory)."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path} (a .keras file or a SavedModel directory)."
-        )
-    if path.suffix == ".keras":
-        _check_keras_archive(path)
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise ValueError(_unreadable(path, error)) from None
-
-
-def _check_keras_archive(path):
-    """Refuses a `.keras` file that is not a whole zip archive with a `config.json`
-    (Keras itself answers "File not found" for one that is not a zip)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise ValueError(_unreadable(path, "no config.json in it"))
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(_unreadable(path, error)) from None
-    if damaged is not None:
-        raise ValueError(_unreadable(path, f"{damaged} in it is damaged (bad CRC)"))
-
-
-def _unreadable(path, reason):
-    reason = str(reason).strip().strip('"') or type(reason).__name__
-    return (
-        f"{path} exists but is not a readable .keras archive ({reason}); save the model "
-        "again with model.save(path)."
-    )
-
-
-def _saved_model(path):
-    """A SavedModel's `serving_default` as a Functional model: one input, and an
-    identity layer named after each output, so that the outputs can be probed.
-    A SavedModel is opaque: its inner layers cannot."""
-    import keras
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
-    if signature is None:
-        raise ValueError(f"The SavedModel at {path} has no serving_default signature.")
-    specs = signature.structured_input_signature[1]
-    if len(specs) != 1:
-        raise ValueError(
-            f"The SavedModel at {path} takes {len(specs)} inputs ({sorted(specs)}); the command "
-            "line probes models of one image input."
-        )
-    ((name, spec),) = specs.items()
-    inputs = keras.Input(spec.shape[1:], dtype=spec.dtype.name, name=name)
-    outputs = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
-    outputs = {key: keras.layers.Identity(name=key)(value) for key, value in outputs.items()}
-    return keras.Model(inputs, outputs, name=path.resolve().name)
-
-
-def _probed(model, points, reducers, num_classes):
-    """`model` if it is a saved `ProbedModel`, else a `ProbedModel` probing it."""
+def _points(args):
+    """`--points` as `kp.ProbedModel` takes them: one preset or 'all' is that name."""
     import keras_probes as kp
 
-    if isinstance(model, kp.ProbedModel):
-        return model
-    if num_classes is None:
-        raise ValueError("The model file holds a plain model: pass --num-classes.")
+    points = args.points
     if len(points) == 1 and points[0] in ("all", *kp.points.PRESETS):
-        points = points[0]
-    return kp.ProbedModel(model, points=points, num_classes=num_classes, reducers=reducers)
+        return points[0]
+    return points
 
 
-def _images(args, source, tfds_split, model_input_shape, batch_size=None):
-    """`(dataset, class_names)` of an image folder or a TFDS dataset, sized for the model
-    and preprocessed as `args` say."""
+def _images(args, model, source, split, batch_size=None):
+    """`(dataset, class_names)` of an image folder or a TFDS dataset, as `model` takes
+    them, with the preprocessing and image size of the options (else the preset's)."""
     import keras_probes as kp
 
-    height, width, channels = model_input_shape[1:4]
-    if None in (height, width, channels):
-        raise ValueError(
-            f"The model takes images of shape {model_input_shape}; the command line needs a "
-            "fixed height, width and channels to resize the images."
-        )
-    if channels not in (1, 3):
-        raise ValueError(
-            f"The model takes images of {channels} channels; the command line reads RGB (3) "
-            f"or grayscale (1) images. Received: input shape {model_input_shape}"
-        )
-    return kp.datasets.images(
+    points = _points(args) if hasattr(args, "points") else None
+    return kp.datasets.images_for_model(
+        model,
         source,
-        (height, width),
         batch_size or args.batch_size,
         args.preprocess,
-        split=tfds_split,
-        color_mode="rgb" if channels == 3 else "grayscale",
+        preset=points if isinstance(points, str) and points != "all" else None,
+        image_size=args.image_size,
+        split=split,
         data_dir=args.data_dir,
     )
-
-
-def _check_same_classes(train, val, folders=(True, True)):
-    """--data and --val-data must name the same classes in the same order (a label
-    is an index into them); where a TFDS label has no names (`"0"`, `"1"`, ...),
-    only the counts can be compared. An image folder's classes are always named:
-    its sub-folders' names, digits included."""
-    unnamed = [
-        not folder and names == [str(i) for i in range(len(names))]
-        for names, folder in zip((train, val), folders, strict=True)
-    ]
-    if any(unnamed):
-        if len(train) != len(val):
-            raise ValueError(
-                f"--data has {len(train)} classes and --val-data {len(val)}: they must hold "
-                "the same classes."
-            )
-        return
-    if train == val:
-        return
-    only_train = [name for name in train if name not in val]
-    only_val = [name for name in val if name not in train]
-    if only_train or only_val:
-        raise ValueError(
-            "--data and --val-data must hold the same classes (a label is the index of "
-            f"its class name): --data only: {only_train}, --val-data only: {only_val}."
-        )
-    raise ValueError(
-        "--data and --val-data hold the same classes in another order, so their labels "
-        f"differ: --data {train}, --val-data {val}."
-    )
-
-
-def _base(model):
-    import keras_probes as kp
-
-    return model.base if isinstance(model, kp.ProbedModel) else model
 
 
 def _cache(args):
     import keras_probes as kp
 
-    model = _load_model(args.model)
-    dataset, class_names = _images(
-        args, args.data, args.tfds_split or args.split, tuple(_base(model).inputs[0].shape)
+    model = kp.models.load_model(args.model)
+    dataset, class_names = _images(args, model, args.data, args.tfds_split or args.split)
+    probed = kp.models.as_probed(
+        model, _points(args), args.num_classes or len(class_names), args.reducers
     )
-    probed = _probed(model, args.points, args.reducers, args.num_classes or len(class_names))
     cache = kp.FeatureCache.write(
         probed,
         dataset,
@@ -502,8 +425,11 @@ def _cache(args):
 
 
 def _fit_and_report(probed, cache, args, train="train", validation="auto"):
+    """`kp.fit_probes` with the options given: those of another solver are refused when
+    parsed, and one left out keeps the library's default."""
     import keras_probes as kp
 
+    given = {name: getattr(args, name) for name in _SOLVER_OPTIONS}
     report = kp.fit_probes(
         probed,
         cache,
@@ -511,11 +437,8 @@ def _fit_and_report(probed, cache, args, train="train", validation="auto"):
         l2=args.l2,
         train=train,
         validation=validation,
-        max_iter=args.max_iter,
-        epochs=args.epochs,
-        patience=args.patience,
-        learning_rate=args.learning_rate,
         verbose=0 if args.quiet else 1,
+        **{name: value for name, value in given.items() if value is not None},
     )
     print(report.table(metrics=["loss", "error", "grad_norm"]))
     return report
@@ -525,7 +448,8 @@ def _fit(args):
     import keras_probes as kp
 
     cache = kp.FeatureCache.open(args.cache)
-    probed = _probed(_load_model(args.model), cache.points, cache.reducers, cache.num_classes)
+    model = kp.models.load_model(args.model)
+    probed = kp.models.as_probed(model, cache.points, cache.num_classes, cache.reducers)
     validation = None if args.validation == "none" else args.validation
     report = _fit_and_report(probed, cache, args, args.train, validation)
     if args.report:
@@ -544,16 +468,18 @@ def _probe(args):
     import keras_probes as kp
 
     out = Path(args.out)
-    model = _load_model(args.model)
-    shape = tuple(_base(model).inputs[0].shape)
-    splits = {"train": _images(args, args.data, args.tfds_split, shape)}
+    model = kp.models.load_model(args.model)
+    splits = {"train": _images(args, model, args.data, args.tfds_split)}
     if args.val_data:
-        splits["val"] = _images(args, args.val_data, args.val_tfds_split, shape)
-    if args.val_data:
-        folders = (Path(args.data).is_dir(), Path(args.val_data).is_dir())
-        _check_same_classes(splits["train"][1], splits["val"][1], folders)
+        splits["val"] = _images(args, model, args.val_data, args.val_tfds_split)
+        kp.datasets.check_same_classes(
+            splits["train"][1],
+            splits["val"][1],
+            sources=(args.data, args.val_data),
+            labels=("--data", "--val-data"),
+        )
     num_classes = args.num_classes or len(splits["train"][1])
-    probed = _probed(model, args.points, args.reducers, num_classes)
+    probed = kp.models.as_probed(model, _points(args), num_classes, args.reducers)
     for split, (dataset, _) in splits.items():
         kp.FeatureCache.write(
             probed,
@@ -614,7 +540,7 @@ def _export(args):
 
     import keras_probes as kp
 
-    model = _load_model(args.model)
+    model = kp.models.load_model(args.model)
     if not isinstance(model, kp.ProbedModel):
         raise TypeError(
             f"{args.model} holds a plain {type(model).__name__}, not a ProbedModel with fitted "
@@ -622,8 +548,7 @@ def _export(args):
         )
     warmup = None
     if args.warmup_data:
-        shape = tuple(model.base.inputs[0].shape)
-        dataset, _ = _images(args, args.warmup_data, "train", shape, batch_size=3)
+        dataset, _ = _images(args, model, args.warmup_data, "train", batch_size=3)
         warmup = np.asarray(next(iter(dataset))[0])
         if args.heads_only:
             warmup = {p: np.asarray(v) for p, v in model.extract_features(warmup).items()}

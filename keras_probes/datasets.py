@@ -1,14 +1,25 @@
-"""Real datasets for examples, tests and reproductions.
+"""Datasets: images for a model from a folder or TFDS, and the real data of the examples.
 
-The official loaders come first (`keras.datasets`, which downloads when it
-can). Offline, the copies in the shared data folder are used instead, and the
-returned `source` says which one was read. The folder is `$KERAS_PROBES_DATA`,
-or `../shared/data` beside the project checkout.
+Images come from an image folder (one sub-folder per class) or a TFDS
+dataset, resized and preprocessed as a model takes them (`images`,
+`images_for_model`); `check_same_classes` refuses two splits whose labels mean
+different classes, `balanced_subset` links the first images of every class into
+a smaller folder, and `imagenet_indices` maps class names to ImageNet-1k
+indices (for a pretrained classifier's own reference, `kp.models.classifier_errors`).
+
+The real data of examples, tests and reproductions: the official loaders come
+first (`keras.datasets`, which downloads when it can). Offline, the copies in
+the shared data folder are used instead, and the returned `source` says which
+one was read. The folder is `$KERAS_PROBES_DATA`, or `../shared/data` beside
+the project checkout.
 """
 
+import atexit
 import difflib
 import gzip
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +27,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_probes import _params
+from keras_probes import points as points_lib
+
 __all__ = [
     "IMAGENETTE_CLASSES",
     "PREPROCESSING",
     "Splits",
+    "balanced_subset",
+    "check_same_classes",
     "data_dir",
     "image_folder",
+    "imagenet_indices",
     "imagenette_dir",
     "images",
+    "images_for_model",
     "mnist",
     "tfds_images",
 ]
@@ -125,13 +143,7 @@ def imagenette_dir() -> Path:
 
 
 def _preprocessed(dataset, preprocess):
-    if preprocess not in PREPROCESSING:
-        raise ValueError(
-            f"`preprocess` must be one of {PREPROCESSING}: 'tf' maps pixels to [-1, 1] "
-            "(MobileNet, Inception), 'caffe' is BGR minus the ImageNet mean (ResNet50, "
-            "VGG), 'torch' standardises (DenseNet), 'none' keeps 0..255. "
-            f"Received: preprocess={preprocess!r}"
-        )
+    _check_preprocess(preprocess)
     if preprocess == "none":
         return dataset
     apply = keras.applications.imagenet_utils.preprocess_input
@@ -140,6 +152,16 @@ def _preprocessed(dataset, preprocess):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+
+
+def _check_preprocess(preprocess):
+    if preprocess not in PREPROCESSING:
+        raise ValueError(
+            f"`preprocess` must be one of {PREPROCESSING}: 'tf' maps pixels to [-1, 1] "
+            "(MobileNet, Inception), 'caffe' is BGR minus the ImageNet mean (ResNet50, "
+            "VGG), 'torch' standardises (DenseNet), 'none' keeps 0..255. "
+            f"Received: preprocess={preprocess!r}"
+        )
 
 
 def image_folder(
@@ -259,6 +281,261 @@ def images(
         str(source), split, image_size, batch_size, preprocess, data_dir, channels, folder=True
     )
     return dataset, list(label.names)
+
+
+def images_for_model(
+    model: keras.Model,
+    source,
+    batch_size: int = 32,
+    preprocess: str | None = None,
+    *,
+    preset=None,
+    image_size: tuple[int, int] | None = None,
+    split: str = "train",
+    data_dir=None,
+) -> tuple[tf.data.Dataset, list[str]]:
+    """Images of an image folder or a TFDS dataset, as `model` takes them.
+
+    `images`, with the height, width and channels of the model's image input:
+    1 channel reads grayscale, 3 read RGB. Where the input leaves the height
+    and width open (`(None, None, 3)`, e.g. `include_top=False`), the images
+    are resized to `image_size`, else to the preset's. A given `image_size`
+    must fit a fixed input. Without `preprocess`, the preset's preprocessing
+    is applied (`"caffe"` for `"resnet50"`), else none.
+
+    Args:
+        model: a Keras model of one image input `(batch, height, width,
+            channels)`; for a `kp.ProbedModel`, that of its base.
+        source: an image folder or a TFDS dataset name, as `images` takes it.
+        batch_size: images per batch. Defaults to `32`.
+        preprocess: one of `PREPROCESSING`. Defaults to the preset's, else
+            `"none"`.
+        preset: the model's family, a `kp.points.PRESETS` name or a
+            `kp.points.Preset`: its preprocessing and input size are the
+            defaults. Defaults to `None`.
+        image_size: `(height, width)` for an input of open size. Defaults to
+            the model's input size, else the preset's.
+        split: the TFDS split to read (ignored for a folder). Defaults to `"train"`.
+        data_dir: TFDS data directory. Defaults to TFDS's own.
+
+    Returns:
+        `(dataset, class_names)`, as `images` returns them.
+
+    Example:
+
+    ```python
+    base = keras.applications.ResNet50(weights="imagenet", include_top=False)
+    train, names = kp.datasets.images_for_model(base, "data/train", preset="resnet50")
+    # 224x224 (the preset's size), 'caffe' preprocessing (the preset's)
+    ```
+    """
+    _params.check({"batch_size": _params.Integer(1)}, batch_size=batch_size)
+    if isinstance(preset, str) or preset is None:
+        _params.check({"preset": _params.Options(*points_lib.PRESETS, None)}, preset=preset)
+        preset = points_lib.PRESETS.get(preset)
+    elif not isinstance(preset, points_lib.Preset):
+        _params.refuse("preset", preset, "a kp.points.PRESETS name, a kp.points.Preset or None")
+    if preprocess is None:
+        preprocess = preset.preprocess if preset is not None else "none"
+    _check_preprocess(preprocess)
+    size, channels = _image_input(
+        getattr(model, "base", model), image_size, preset.image_size if preset else None
+    )
+    return images(
+        source,
+        size,
+        batch_size,
+        preprocess,
+        split=split,
+        color_mode="rgb" if channels == 3 else "grayscale",
+        data_dir=data_dir,
+    )
+
+
+def _image_input(model, image_size, default_size):
+    """`((height, width), channels)` of the images `model` takes."""
+    inputs = getattr(model, "inputs", None) or []
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            "The model must take one image input of shape (batch, height, width, channels) "
+            f"to be fed images. Received: inputs {[tuple(i.shape) for i in inputs]}"
+        )
+    fixed, channels = shape[1:3], shape[3]
+    if channels not in (1, 3):
+        raise ValueError(
+            f"The model takes images of {channels} channels; images are read as RGB (3) or "
+            f"grayscale (1). Received: input shape {shape}"
+        )
+    if image_size is not None:
+        valid = isinstance(image_size, tuple | list) and len(image_size) == 2
+        if not valid or not all(_params.Integer(1).accepts(side) for side in image_size):
+            _params.refuse("image_size", image_size, "a (height, width) pair of integers >= 1")
+        if any(f is not None and f != s for f, s in zip(fixed, image_size, strict=True)):
+            _params.refuse("image_size", image_size, f"the model's input size {fixed}")
+        return tuple(image_size), channels
+    if None not in fixed:
+        return fixed, channels
+    if default_size is not None:
+        return tuple(default_size), channels
+    raise ValueError(
+        f"The model takes images of shape {shape}: pass image_size=(height, width) to "
+        "resize the images to (or a preset of the model's family, whose size it is)."
+    )
+
+
+def check_same_classes(
+    train_names: list[str],
+    val_names: list[str],
+    *,
+    sources=None,
+    labels: tuple[str, str] = ("train", "val"),
+) -> None:
+    """Refuses two splits whose labels would mean different classes.
+
+    A label is the index of its class name, so both splits must list the same
+    classes in the same order. A TFDS dataset without label names gives
+    `"0"`, `"1"`, ...: then only the counts can be compared. An image folder's
+    classes are always named (its sub-folders' names, digits included), so
+    `sources` tells the two apart.
+
+    Args:
+        train_names: the class names of one split, as `images` returns them.
+        val_names: those of the other.
+        sources: the two `images` sources the names come from. Defaults to
+            `None`: both lists are compared as names.
+        labels: how the two splits are named in the message. Defaults to
+            `("train", "val")`.
+
+    Raises:
+        ValueError: naming the classes only one split has, or both orders.
+
+    Example:
+
+    ```python
+    train, names = kp.datasets.images("data/train", (224, 224))
+    val, val_names = kp.datasets.images("data/val", (224, 224))
+    kp.datasets.check_same_classes(names, val_names)
+    ```
+    """
+    train, val = list(train_names), list(val_names)
+    folders = [Path(s).expanduser().is_dir() for s in sources] if sources else [True, True]
+    unnamed = [
+        not folder and names == [str(i) for i in range(len(names))]
+        for names, folder in zip((train, val), folders, strict=True)
+    ]
+    first, second = labels
+    if any(unnamed):
+        if len(train) != len(val):
+            raise ValueError(
+                f"{first} has {len(train)} classes and {second} {len(val)}: they must hold "
+                "the same classes."
+            )
+        return
+    if train == val:
+        return
+    only_train = [name for name in train if name not in val]
+    only_val = [name for name in val if name not in train]
+    if only_train or only_val:
+        raise ValueError(
+            f"{first} and {second} must hold the same classes (a label is the index of "
+            f"its class name): {first} only: {only_train}, {second} only: {only_val}."
+        )
+    raise ValueError(
+        f"{first} and {second} hold the same classes in another order, so their labels "
+        f"differ: {first} {train}, {second} {val}."
+    )
+
+
+#: The image files `keras.utils.image_dataset_from_directory` reads.
+_IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def balanced_subset(directory, per_class: int, destination=None) -> Path:
+    """A smaller image folder: the first `per_class` images of every class.
+
+    The images are the first by file name in each class sub-folder (all of
+    them where a class has fewer), linked symbolically (never copied) into
+    the same `class/file` layout, so `images` and `image_folder` read the
+    subset as the whole. A quick run on a class-balanced part of the data.
+
+    Args:
+        directory: an image folder, one sub-folder of images per class.
+        per_class: images per class, an integer >= 1.
+        destination: the new folder, created (it must not exist, or be
+            empty). Defaults to `None`: a temporary folder, removed when the
+            process exits.
+
+    Returns:
+        The folder of the subset.
+
+    Example:
+
+    ```python
+    root = kp.datasets.imagenette_dir()
+    small = kp.datasets.balanced_subset(root / "train", 20)   # 20 images of each class
+    train, names = kp.datasets.images(small, (224, 224), preprocess="tf")
+    ```
+    """
+    _params.check({"per_class": _params.Integer(1)}, per_class=per_class)
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No image folder at {directory}. {_SOURCES}")
+    if destination is None:
+        destination = Path(tempfile.mkdtemp(prefix="keras_probes_subset_"))
+        # rmtree removes the links, never the images they point to.
+        atexit.register(shutil.rmtree, destination, ignore_errors=True)
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise FileExistsError(
+            f"{destination} already exists and is not an empty folder: pass a new one. "
+            f"Received: destination={str(destination)!r}"
+        )
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        kept = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        (destination / folder.name).mkdir(parents=True)
+        for image in kept[:per_class]:
+            (destination / folder.name / image.name).symlink_to(image.resolve())
+    return destination
+
+
+def imagenet_indices(class_names: list[str]) -> np.ndarray:
+    """The ImageNet-1k class index of each class name.
+
+    Known here: Imagenette's WordNet ids (`IMAGENETTE_CLASSES`), and a list
+    of 1000 classes, taken as ImageNet's own in its order. With these, an
+    ImageNet classifier's own scores can be read on the dataset's classes
+    (`kp.models.classifier_errors`).
+
+    Args:
+        class_names: class names, e.g. the sorted WordNet-id folders of
+            Imagenette as `images` returns them.
+
+    Returns:
+        An int array, the ImageNet index of each name.
+
+    Raises:
+        ValueError: for names that are no ImageNet classes known here.
+
+    Example:
+
+    ```python
+    kp.datasets.imagenet_indices(["n01440764", "n03888257"])   # array([  0, 701])
+    ```
+    """
+    names = list(class_names)
+    if names and all(name in IMAGENETTE_CLASSES for name in names):
+        return np.array([IMAGENETTE_CLASSES[name] for name in names])
+    if len(names) == 1000:
+        return np.arange(1000)
+    unknown = [name for name in names if name not in IMAGENETTE_CLASSES][:3]
+    _params.refuse(
+        "class_names",
+        names if len(names) <= 5 else f"[{len(names)} names: {', '.join(unknown)}, ...]",
+        "Imagenette's WordNet ids (kp.datasets.IMAGENETTE_CLASSES) or the 1000 ImageNet "
+        "classes in order",
+        f"No ImageNet index is known here for {unknown}.",
+    )
 
 
 _SOURCES = "Pass a folder with one sub-folder of images per class, or a TFDS dataset name."

@@ -39,15 +39,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Preset:
-    """A named, ordered set of probe points for one architecture.
+    """A named, ordered set of probe points for one architecture, and how it is fed.
 
     Args:
         description: what the points are and where they come from.
         layers: layer names in depth order.
+        preprocess: the `keras.applications` preprocessing of the family's
+            ImageNet weights, one of `kp.datasets.PREPROCESSING`. Defaults to
+            `"none"`.
+        image_size: the `(height, width)` its ImageNet weights take. Defaults
+            to `None` (no one size).
+
+    Example:
+
+    ```python
+    preset = kp.points.PRESETS["resnet50"]
+    preset.preprocess, preset.image_size   # ('caffe', (224, 224))
+    ```
     """
 
     description: str
     layers: tuple[str, ...]
+    preprocess: str = "none"
+    image_size: tuple[int, int] | None = None
 
 
 def _resnet50_layers():
@@ -61,16 +75,22 @@ PRESETS = {
         "keras.applications.ResNet50: the stem (conv1_relu, 112x112x64) and the "
         "16 residual block outputs; the 17 points of Alain & Bengio, Sec. 4.1.",
         _resnet50_layers(),
+        preprocess="caffe",
+        image_size=(224, 224),
     ),
     "inception_v3": Preset(
         "keras.applications.InceptionV3: the outputs of the 11 mixed blocks "
         "mixed0..mixed10 (Alain & Bengio, Sec. 4.2).",
         tuple(f"mixed{i}" for i in range(11)),
+        preprocess="tf",
+        image_size=(299, 299),
     ),
     "mobilenet": Preset(
         "keras.applications.MobileNet (v1): the stem (conv1_relu) and the 13 "
         "depthwise-separable block outputs conv_pw_1_relu..conv_pw_13_relu.",
         ("conv1_relu", *(f"conv_pw_{i}_relu" for i in range(1, 14))),
+        preprocess="tf",
+        image_size=(224, 224),
     ),
     "vgg16": Preset(
         "keras.applications.VGG16: every convolution and the five pooling layers.",
@@ -82,6 +102,8 @@ PRESETS = {
                 f"block{block}_pool",
             )
         ),
+        preprocess="caffe",
+        image_size=(224, 224),
     ),
 }
 

@@ -14,13 +14,10 @@ paper; each passes an `Experiment` to `main`. Import `_common` before this
 module: it points Keras at the shared weight files before Keras is imported.
 """
 
-import atexit
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +25,6 @@ from pathlib import Path
 
 import _common  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
@@ -49,9 +45,8 @@ class ModelSpec:
         label: its name in print, e.g. `"ResNet-50"`.
         call: the Keras call that builds it, as text (`{weights}` filled in).
         build: `weights -> keras.Model`, the real `keras.applications` call.
-        preset: the probe points (a `kp.points` preset).
-        preprocess: `keras.applications` preprocessing mode.
-        image_size: input `(height, width)`.
+        preset: the probe points (a `kp.points` preset), which also say how the
+            network is fed: `preprocess` and `image_size` are the preset's.
         weight_file: the ImageNet weight file Keras looks for in `$KERAS_HOME/models/`.
     """
 
@@ -59,9 +54,17 @@ class ModelSpec:
     call: str
     build: Callable[[str | None], keras.Model]
     preset: str
-    preprocess: str
-    image_size: tuple[int, int]
     weight_file: str
+
+    @property
+    def preprocess(self) -> str:
+        """The `keras.applications` preprocessing mode of the preset's family."""
+        return kp.points.PRESETS[self.preset].preprocess
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The input `(height, width)` of the preset's family."""
+        return kp.points.PRESETS[self.preset].image_size
 
 
 MODELS = {
@@ -70,8 +73,6 @@ MODELS = {
         "keras.applications.ResNet50(weights={weights})",
         lambda weights: keras.applications.ResNet50(weights=weights),
         "resnet50",
-        "caffe",
-        (224, 224),
         # keras/src/applications/resnet.py: f"{weights_name}_weights_tf_dim_ordering_tf_kernels.h5"
         "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
     ),
@@ -80,8 +81,6 @@ MODELS = {
         "keras.applications.InceptionV3(weights={weights})",
         lambda weights: keras.applications.InceptionV3(weights=weights),
         "inception_v3",
-        "tf",
-        (299, 299),
         "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
     ),
     "mobilenet": ModelSpec(
@@ -89,8 +88,6 @@ MODELS = {
         "keras.applications.MobileNet(alpha=0.75, weights={weights})",
         lambda weights: keras.applications.MobileNet(alpha=0.75, weights=weights),
         "mobilenet",
-        "tf",
-        (224, 224),
         "mobilenet_7_5_224_tf.h5",
     ),
 }
@@ -204,19 +201,15 @@ def _folder_data(folder: Path, spec, batch_size, quick):
             "sub-folder: pass a folder holding train/ and val/, each with one sub-folder of "
             f"images per class. Received: --data {folder}"
         )
-    per_class = {"train": QUICK_PER_CLASS[0], "val": QUICK_PER_CLASS[1]}
-    root = _small_copy(folder, per_class) if quick else folder
-    train, names = kp.datasets.image_folder(
-        root / "train", spec.image_size, batch_size, spec.preprocess
+    train_dir, val_dir = folder / "train", folder / "val"
+    if quick:
+        train_dir = kp.datasets.balanced_subset(train_dir, QUICK_PER_CLASS[0])
+        val_dir = kp.datasets.balanced_subset(val_dir, QUICK_PER_CLASS[1])
+    train, names = kp.datasets.image_folder(train_dir, spec.image_size, batch_size, spec.preprocess)
+    val, val_names = kp.datasets.image_folder(val_dir, spec.image_size, batch_size, spec.preprocess)
+    kp.datasets.check_same_classes(
+        names, val_names, labels=(str(folder / "train"), str(folder / "val"))
     )
-    val, val_names = kp.datasets.image_folder(
-        root / "val", spec.image_size, batch_size, spec.preprocess
-    )
-    if val_names != names:
-        raise ValueError(
-            f"The class folders of {folder / 'train'} and {folder / 'val'} differ: "
-            f"{names} and {val_names}."
-        )
     quick_text = (
         f" (quick: {QUICK_PER_CLASS[0]} train and {QUICK_PER_CLASS[1]} val images per class)"
     )
@@ -227,18 +220,6 @@ def _folder_data(folder: Path, spec, batch_size, quick):
         f"image folder {folder}" + (quick_text if quick else ""),
         re.sub(r"[^A-Za-z0-9]+", "_", folder.name).strip("_") or "folder",
     )
-
-
-def _small_copy(root: Path, per_class: dict[str, int]) -> Path:
-    """The first `per_class[split]` images of each class, linked into a temporary folder."""
-    copy = Path(tempfile.mkdtemp(prefix="imagenet_quick_"))
-    atexit.register(shutil.rmtree, copy, ignore_errors=True)
-    for split, count in per_class.items():
-        for folder in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            (copy / split / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:count]:
-                (copy / split / folder.name / image.name).symlink_to(image.resolve())
-    return copy
 
 
 def _tfds_prepared(name, data_dir):
@@ -289,35 +270,6 @@ def _tfds_data(name, spec, batch_size, quick, data_dir):
         f"TFDS {name!r}, splits {train_split!r} (train) and {val_split!r} (val)",
         re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + "_tfds",
     )
-
-
-def imagenet_indices(class_names: list[str]) -> np.ndarray | None:
-    """The ImageNet-1k index of each class, when the classes are ImageNet classes known here.
-
-    Imagenette's WordNet ids (`kp.datasets.IMAGENETTE_CLASSES`), or a 1000-class
-    dataset in ImageNet's own order; else `None`: no pretrained reference.
-    """
-    if all(name in kp.datasets.IMAGENETTE_CLASSES for name in class_names):
-        return np.array([kp.datasets.IMAGENETTE_CLASSES[name] for name in class_names])
-    if len(class_names) == 1000:
-        return np.arange(1000)
-    return None
-
-
-def pretrained_errors(base: keras.Model, data: tf.data.Dataset, indices: np.ndarray):
-    """The pretrained classifier's own top-1 errors: among the dataset's classes, and 1000-way.
-
-    Among the classes: argmax of its ImageNet scores at `indices`, the probes' task.
-    """
-    infer = tf.function(lambda x: base(x, training=False))
-    scores, labels = [], []
-    for x, y in data:
-        scores.append(infer(x).numpy())
-        labels.append(y.numpy())
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
-    among = float(np.mean(np.argmax(scores[:, indices], axis=1) != labels))
-    top1 = float(np.mean(np.argmax(scores, axis=1) != indices[labels]))
-    return among, top1
 
 
 # -- the run -------------------------------------------------------------------
@@ -412,7 +364,10 @@ def main(doc: str, experiment: Experiment, argv=None) -> dict:
         run.note(f"Random weights (seed {args.seed}), not the pretrained ones: a smoke test.")
     print(f"Data: {images.source}")
 
-    indices = imagenet_indices(images.class_names)
+    try:
+        indices = kp.datasets.imagenet_indices(images.class_names)
+    except ValueError:  # not ImageNet classes known here: no pretrained reference
+        indices = None
 
     if experiment.reducer == "random":
         reducers = kp.RandomSubset(experiment.random_features, seed=args.seed)
@@ -457,7 +412,8 @@ def main(doc: str, experiment: Experiment, argv=None) -> dict:
     pretrained = (None, None)
     if args.weights == "imagenet" and indices is not None:
         start = time.perf_counter()
-        pretrained = pretrained_errors(base, images.val, indices)
+        errors = kp.models.classifier_errors(base, images.val, indices)
+        pretrained = (errors["error"], errors["full_error"])
         seconds["pretrained_val"] = round(time.perf_counter() - start, 1)
 
     print(f"\nProbes on {described}; {images.source}:\n")

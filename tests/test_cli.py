@@ -369,3 +369,106 @@ def test_tensorflow_op_errors_are_one_line(monkeypatch, capsys, error):
     monkeypatch.setattr(cli, "_report", fail)
     assert main(["report", "r.json"]) == 2
     assert _one_error_line(capsys, "report").endswith(" ".join(error.message.split()))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--epochs", "5"], "--epochs is only used by --solver rmsprop/adam"),
+        (["--solver", "lbfgs", "--learning-rate", "0.1"],
+         "--learning-rate is only used by --solver rmsprop/adam; it has no effect with "
+         "--solver lbfgs"),
+        (["--patience", "2"], "--patience is only used by --solver rmsprop/adam"),
+        (["--solver", "rmsprop", "--max-iter", "10"],
+         "--max-iter is only used by --solver lbfgs; it has no effect with --solver rmsprop"),
+        (["--solver", "adam", "--max-iter", "10"], "--max-iter is only used by --solver lbfgs"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["fit", "probe"])
+def test_options_of_another_solver_are_refused_when_parsed(capsys, command, options, message):
+    # The model and the data do not exist: refused before anything is read.
+    inputs = ["--cache", "c"] if command == "fit" else ["--data", "d", "--out", "o"]
+    assert main([command, "m.keras", *inputs, *options]) == 2
+    assert message in _one_error_line(capsys, command)
+
+
+def test_fit_passes_only_the_settings_given(files, tmp_path, monkeypatch, capsys):
+    cache = str(tmp_path / "cache")
+    for split in ("train", "val"):
+        main(["cache", str(files / "convnet.keras"), "--data", str(files / split), "--out",
+              cache, "--split", split, "--points", "gap", "--quiet"])  # fmt: skip
+    calls, fit_probes = [], kp.fit_probes
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return fit_probes(*args, **kwargs)
+
+    monkeypatch.setattr(kp, "fit_probes", recorded)
+    model = str(files / "convnet.keras")
+    assert main(["fit", model, "--cache", cache, "--quiet"]) == 0
+    assert main(["fit", model, "--cache", cache, "--max-iter", "5", "--quiet"]) == 0
+    argv = ["fit", model, "--cache", cache, "--solver", "adam", "--epochs", "2",
+            "--learning-rate", "0.01", "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    solver_settings = {"max_iter", "tol", "epochs", "patience", "learning_rate", "batch_size"}
+    given = [{k: v for k, v in call.items() if k in solver_settings} for call in calls]
+    assert given == [{}, {"max_iter": 5}, {"epochs": 2, "learning_rate": 0.01}]
+    assert [call["solver"] for call in calls] == ["lbfgs", "lbfgs", "adam"]
+    assert all(call["l2"] == 1e-4 for call in calls)
+
+
+@pytest.fixture(scope="module")
+def open_size_mobilenet(tmp_path_factory):
+    """A small MobileNet (random weights) whose input leaves its size open, saved."""
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNet(
+        alpha=0.25, weights=None, include_top=False, input_shape=(None, None, 3)
+    )
+    path = tmp_path_factory.mktemp("mobilenet") / "mobilenet.keras"
+    base.save(path)
+    return path, base
+
+
+def test_preprocessing_and_image_size_default_to_the_points_preset(
+    files, open_size_mobilenet, tmp_path, capsys
+):
+    path, base = open_size_mobilenet
+    caches = {}
+    for name, options in (
+        ("preset", []),  # MobileNet's: 224x224, 'tf'
+        ("explicit", ["--preprocess", "none", "--image-size", "32", "40"]),
+    ):
+        caches[name] = tmp_path / name
+        argv = ["cache", str(path), "--data", str(files / "val"), "--out", str(caches[name]),
+                "--points", "mobilenet", "--num-classes", "3", "--batch-size", "20",
+                "--quiet", *options]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+    probed = kp.ProbedModel(base, points="mobilenet", num_classes=3)
+    for name, size, preprocess in (("preset", (224, 224), "tf"), ("explicit", (32, 40), "none")):
+        images, _ = kp.datasets.images(files / "val", size, 20, preprocess)
+        expected = {p: [] for p in probed.points}
+        for x, _ in images:
+            for point, features in probed.extract_features(x).items():
+                expected[point].append(np.asarray(features))
+        cached, labels = kp.FeatureCache.open(caches[name]).arrays("train")
+        np.testing.assert_array_equal(labels, np.repeat(np.arange(3), 20))
+        for point in ("conv1_relu", "conv_pw_13_relu"):
+            np.testing.assert_allclose(
+                cached[point], np.concatenate(expected[point]), rtol=1e-5, atol=1e-6
+            )
+    # Without a size and without a preset, the open input size cannot be guessed.
+    argv = ["cache", str(path), "--data", str(files / "val"), "--out", str(tmp_path / "none"),
+            "--points", "conv1_relu", "--num-classes", "3", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    assert "pass image_size=(height, width)" in _one_error_line(capsys, "cache")
+
+
+def test_an_image_size_that_does_not_fit_the_model_is_one_line(files, tmp_path, capsys):
+    argv = ["cache", str(files / "convnet.keras"), "--data", str(files / "val"), "--out",
+            str(tmp_path), "--image-size", "32", "32", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "cache")
+    assert (
+        "`image_size` must be the model's input size (28, 28). Received: image_size=[32, 32]"
+        in error
+    )

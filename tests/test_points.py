@@ -138,3 +138,30 @@ def test_unbuilt_sequential_says_how_to_build_it():
     model = keras.Sequential([keras.layers.Dense(3, name="d")])
     with pytest.raises(ValueError, match="no defined input yet"):
         kp.ProbedModel(model, points="all", num_classes=3)
+
+
+@pytest.mark.parametrize(
+    "name, family, build",
+    [
+        ("resnet50", keras.applications.resnet50, keras.applications.ResNet50),
+        ("inception_v3", keras.applications.inception_v3, keras.applications.InceptionV3),
+        ("mobilenet", keras.applications.mobilenet, keras.applications.MobileNet),
+        pytest.param(
+            "vgg16", keras.applications.vgg16, keras.applications.VGG16, marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_presets_carry_the_preprocessing_and_input_size_of_their_family(name, family, build):
+    preset = kp.points.PRESETS[name]
+    # The family's own preprocess_input is the preset's keras.applications mode.
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.applications.imagenet_utils.preprocess_input(pixels.copy(), mode=preset.preprocess),
+        family.preprocess_input(pixels.copy()),
+        rtol=1e-6,
+    )
+    # Its ImageNet network (with its top) takes images of the preset's size, and has the
+    # preset's points.
+    base = build(weights=None)
+    assert base.input_shape[1:] == (*preset.image_size, 3)
+    assert kp.points.resolve(base, name) == list(preset.layers)
