@@ -92,7 +92,7 @@ def shuffled_label_probes(
     """
     cache.check_model(probed)
     splits = cache.complete_splits
-    cache._complete_split(train)  # a clear error when `train` is missing
+    cache.require_split(train)  # a clear error when `train` is missing
     labels = {
         split: shuffled_labels(cache.arrays(split, points=[])[1], seed=seed + i)
         for i, split in enumerate(splits)

@@ -251,13 +251,9 @@ class ProbeReport:
                 names the file and what is missing or wrong.
         """
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"{path} is not valid JSON ({error}); a report file is written by "
-                "ProbeReport.to_json."
-            ) from None
+        data = _files.read_json(
+            path, "The report file", "A report file is written by ProbeReport.to_json."
+        )
         try:
             return cls.from_dict(data)
         except ValueError as error:

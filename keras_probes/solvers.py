@@ -185,5 +185,5 @@ def _validation_split(cache, train, validation):
     if validation == "auto":
         return next((s for s in _VALIDATION_NAMES if s in cache.splits and s != train), None)
     if validation is not None:
-        cache._complete_split(validation)
+        cache.require_split(validation)
     return validation

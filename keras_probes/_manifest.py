@@ -1,0 +1,536 @@
+"""The feature cache's manifest: what a cache holds, for which model, and its checksums.
+
+`manifest.json` is one JSON object, written with one-space indents in this
+key order:
+
+```
+format, version                   "keras_probes.FeatureCache", 2
+model      name, fingerprint, num_classes, layers: [{path, class, config, weights}]
+probes     fingerprint, points, reducers: {point: serialized reducer}
+points     {point: {dir, features}}
+splits     {split: {batch_size, shard_size, dtype, complete,
+                    shards: [{examples, input_sha256, sha256: {point..., labels}}],
+                    num_examples, data_fingerprint}}   (the last two once complete)
+```
+
+Points are named as in the model the cache was written from. The dataclasses
+below mirror that object field for field, so that a manifest read and saved
+again keeps its bytes. `Manifest.read` refuses a file that is not such an
+object with a `CacheError` naming the file, what is wrong and how to rebuild.
+
+The model's fingerprint is the sha256 of its computation: its layer configs
+in graph order and its weights. Keras' auto-generated names (`conv2d_1`,
+`functional_3`) and the compile state do not enter it: the same architecture
+rebuilt with equal weights, or compiled, or loaded with `compile=False`, has
+the same fingerprint. The probes' fingerprint is the sha256 of what turns the
+base's layers into features: points by their position in graph order,
+reducer configs without their names.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_probes import _files, _graph
+
+__all__ = [
+    "MANIFEST_FILE",
+    "CacheError",
+    "LayerRecord",
+    "Manifest",
+    "ModelRecord",
+    "PointRecord",
+    "ProbesRecord",
+    "Shard",
+    "SplitRecord",
+    "is_plain_name",
+]
+
+MANIFEST_FILE = "manifest.json"
+_FORMAT = "keras_probes.FeatureCache"
+_VERSION = 2
+# Splits and point directories are plain directory names: no path separators,
+# no leading dot (".." would leave the cache; dot-names are the cache's own lock
+# and temporary files).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+class CacheError(ValueError):
+    """A feature cache that must not be used: corrupt, incomplete or stale."""
+
+
+def is_plain_name(name) -> bool:
+    """Whether `name` can name a directory of the cache (a split's, a point's)."""
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRecord:
+    """One layer of the model, so that a fingerprint mismatch can name the layer."""
+
+    path: str  # e.g. "submodel/conv1", nested sub-models stepped into
+    class_name: str
+    config: str  # sha256 of its canonical config
+    weights: str  # sha256 of its weights
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "class": self.class_name,
+            "config": self.config,
+            "weights": self.weights,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """The model the features come from: its fingerprint, and its layers one by one."""
+
+    name: str
+    fingerprint: str
+    num_classes: int | None
+    layers: list[LayerRecord]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "num_classes": self.num_classes,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    def difference(self, given: "ModelRecord") -> str:
+        """Which layer of `given` differs from this model, in words."""
+        if len(self.layers) != len(given.layers):
+            return f"it has {len(given.layers)} layers, the cache's model {len(self.layers)}"
+        for old, new in zip(self.layers, given.layers, strict=True):
+            layer = f"layer {new.path!r} ({new.class_name}"
+            if old.class_name != new.class_name:
+                return f"{layer}) stands where the cache's model has a {old.class_name}"
+            if old.config != new.config:
+                return f"{layer}) has another config"
+            if old.weights != new.weights:
+                return f"{layer}) has other weights"
+        return "its layers are wired differently"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbesRecord:
+    """What turns the model's layers into features: points and reducers."""
+
+    fingerprint: str
+    points: list[str]
+    reducers: dict[str, dict]  # {point: serialized reducer layer}
+
+    def to_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "points": self.points, "reducers": self.reducers}
+
+
+@dataclasses.dataclass(frozen=True)
+class PointRecord:
+    """Where a point's features lie (a directory name) and how many there are per example."""
+
+    dir: str
+    features: int
+
+    def to_dict(self) -> dict:
+        return {"dir": self.dir, "features": self.features}
+
+
+@dataclasses.dataclass
+class Shard:
+    """One shard of a split, as committed: its examples and its files' checksums."""
+
+    examples: int
+    input_sha256: str  # of the inputs and labels it was computed from
+    sha256: dict[str, str]  # {point: sha256 of its features file, "labels": ...}
+
+    def to_dict(self) -> dict:
+        return {"examples": self.examples, "input_sha256": self.input_sha256, "sha256": self.sha256}
+
+
+@dataclasses.dataclass
+class SplitRecord:
+    """One split: the settings it is computed with, and its shards written so far."""
+
+    batch_size: int
+    shard_size: int
+    dtype: str
+    complete: bool = False
+    shards: list[Shard] = dataclasses.field(default_factory=list)
+    # Set when the split is complete (and kept if a damaged shard makes it incomplete again).
+    num_examples: int | None = None
+    data_fingerprint: str | None = None
+
+    @property
+    def settings(self) -> dict:
+        """`{batch_size, shard_size, dtype}`: what a resume must be given again."""
+        return {"batch_size": self.batch_size, "shard_size": self.shard_size, "dtype": self.dtype}
+
+    def to_dict(self) -> dict:
+        record = {
+            **self.settings,
+            "complete": self.complete,
+            "shards": [shard.to_dict() for shard in self.shards],
+        }
+        if self.num_examples is not None:
+            record["num_examples"] = self.num_examples
+        if self.data_fingerprint is not None:
+            record["data_fingerprint"] = self.data_fingerprint
+        return record
+
+
+@dataclasses.dataclass
+class Manifest:
+    """A cache's manifest: the model and probes its features are of, and its splits.
+
+    Example:
+
+    ```python
+    manifest = Manifest.read(Path("cache/"))  # CacheError if missing or damaged
+    manifest.identity_problem(Manifest.for_model(probed), Path("cache/"))  # None: same model
+    manifest.check_shard(Path("cache/"), "train", 0)  # CacheError if a file is bad
+    ```
+    """
+
+    model: ModelRecord
+    probes: ProbesRecord
+    points: dict[str, PointRecord]
+    splits: dict[str, SplitRecord]
+
+    @classmethod
+    def for_model(cls, probed) -> "Manifest":
+        """The manifest of an empty cache for `probed`: its identity, no split yet."""
+        features = probed.feature_model.output
+        model, probes = _identity(probed)
+        points = {
+            point: PointRecord(
+                dir=f"{i:03d}_{_graph.safe_name(point)}", features=int(features[point].shape[-1])
+            )
+            for i, point in enumerate(probed.points)
+        }
+        return cls(model=model, probes=probes, points=points, splits={})
+
+    @classmethod
+    def read(cls, directory: Path) -> "Manifest":
+        """The manifest of the cache at `directory`.
+
+        Raises:
+            CacheError: no manifest, or one that is not JSON, of another
+                format or version, or missing a record. The message names the
+                file and how to rebuild the cache.
+        """
+        path = directory / MANIFEST_FILE
+        if not path.exists():
+            raise CacheError(
+                f"No feature cache at {directory}: {path} does not exist. Write one with "
+                f"kp.FeatureCache.write(probed, data, {str(directory)!r}, split='train')."
+            )
+        manifest = _files.read_json(
+            path,
+            "The manifest",
+            f"Delete {directory} and write the cache again.",
+            error=CacheError,
+        )
+        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+            raise CacheError(f"{path} is not a keras-probes feature cache manifest.")
+        if manifest.get("version") != _VERSION:
+            raise CacheError(
+                f"{path} has format version {manifest.get('version')}; this keras-probes reads "
+                f"version {_VERSION}. Write the cache again."
+            )
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise CacheError(
+                f"The manifest {path} is incomplete or damaged ({problem}). Delete {directory} "
+                "and write the cache again."
+            )
+        return cls._from_dict(manifest)
+
+    @classmethod
+    def _from_dict(cls, manifest: dict) -> "Manifest":
+        model, probes = manifest["model"], manifest["probes"]
+        layers = [
+            LayerRecord(r["path"], r["class"], r["config"], r["weights"]) for r in model["layers"]
+        ]
+        splits = {
+            name: SplitRecord(
+                batch_size=record["batch_size"],
+                shard_size=record["shard_size"],
+                dtype=record["dtype"],
+                complete=record["complete"],
+                shards=[
+                    Shard(shard["examples"], shard["input_sha256"], shard["sha256"])
+                    for shard in record["shards"]
+                ],
+                num_examples=record.get("num_examples"),
+                data_fingerprint=record.get("data_fingerprint"),
+            )
+            for name, record in manifest["splits"].items()
+        }
+        return cls(
+            model=ModelRecord(model["name"], model["fingerprint"], model["num_classes"], layers),
+            probes=ProbesRecord(probes["fingerprint"], probes["points"], probes["reducers"]),
+            points={
+                point: PointRecord(entry["dir"], entry["features"])
+                for point, entry in manifest["points"].items()
+            },
+            splits=splits,
+        )
+
+    def to_dict(self) -> dict:
+        """The manifest as the JSON object on disk, keys in their order there."""
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "model": self.model.to_dict(),
+            "probes": self.probes.to_dict(),
+            "points": {point: entry.to_dict() for point, entry in self.points.items()},
+            "splits": {split: record.to_dict() for split, record in self.splits.items()},
+        }
+
+    def save(self, directory: Path) -> None:
+        """Replaces the manifest of the cache at `directory` atomically."""
+        _files.atomic_write(
+            directory / MANIFEST_FILE, json.dumps(self.to_dict(), indent=1).encode()
+        )
+
+    @property
+    def fingerprints(self) -> tuple[str, str]:
+        """The model's and the probes' fingerprint: the features' identity."""
+        return self.model.fingerprint, self.probes.fingerprint
+
+    def identity_problem(self, given: "Manifest", directory: Path) -> str | None:
+        """Why this cache (at `directory`) does not hold the features of `given`'s model.
+
+        Returns:
+            `None` when it does; else the end of a sentence that begins "The
+            feature cache at <directory> ...", naming what differs.
+        """
+        path = directory / MANIFEST_FILE
+        if self.model.fingerprint != given.model.fingerprint:
+            return (
+                f"was written from another model: {path} records model {self.model.name!r} "
+                f"with fingerprint {self.model.fingerprint[:16]}, and the model given, "
+                f"{given.model.name!r}, has {given.model.fingerprint[:16]} (its architecture "
+                f"or weights differ: {self.model.difference(given.model)})."
+            )
+        if self.probes.fingerprint != given.probes.fingerprint:
+            recorded, wanted = self.probes, given.probes
+            return (
+                f"holds other probe points or reducers: {path} records points {recorded.points} "
+                f"and reducers {recorded.reducers}; the model given probes {wanted.points} with "
+                f"reducers {wanted.reducers}."
+            )
+        # Regression probes (no classes) read any cache of their base, points and reducers.
+        old, new = self.model.num_classes, given.model.num_classes
+        if new is not None and old != new:
+            return (
+                f"was written for probes of num_classes={old} (recorded in {path}; its labels "
+                f"were checked against that number), and the model given has num_classes={new}."
+            )
+        return None
+
+    def shard_path(self, directory: Path, split: str, index: int, point: str | None = None) -> Path:
+        """A file of shard `index` of `split`: `point`'s features (as recorded), or the labels."""
+        name = f"shard-{index:05d}.npy"
+        if point is None:
+            return directory / split / "labels" / name
+        return directory / split / "features" / self.points[point].dir / name
+
+    def check_shard(self, directory: Path, split: str, index: int) -> None:
+        """Checks that every file of a shard exists and has its recorded sha256.
+
+        Raises:
+            CacheError: naming the first missing or corrupt file, and how to
+                rebuild it.
+        """
+        checksums = self.splits[split].shards[index].sha256
+        rebuild = (
+            f"Rebuild it: kp.FeatureCache.write(probed, data, {str(directory)!r}, "
+            f"split={split!r}) keeps the intact shards and rewrites from the first bad one."
+        )
+        for point in [*self.probes.points, None]:
+            path = self.shard_path(directory, split, index, point)
+            expected = checksums["labels" if point is None else point]
+            if not path.exists():
+                raise CacheError(
+                    f"Feature cache file {path} is missing (shard {index} of split "
+                    f"{split!r}). {rebuild}"
+                )
+            actual = _file_sha256(path)
+            if actual != expected:
+                raise CacheError(
+                    f"Feature cache file {path} is corrupt: its sha256 is {actual[:16]}, "
+                    f"{directory / MANIFEST_FILE} records {expected[:16]}. {rebuild}"
+                )
+
+
+# What a manifest must hold: {key: type} per record; splits, shards and points one by one.
+_MANIFEST_FIELDS = {
+    "model": {"name": str, "fingerprint": str, "num_classes": int | None, "layers": list},
+    "probes": {"fingerprint": str, "points": list, "reducers": dict},
+    "points": dict,
+    "splits": dict,
+}
+_LAYER_FIELDS = {"path": str, "class": str, "config": str, "weights": str}
+_POINT_FIELDS = {"dir": str, "features": int}
+_SPLIT_FIELDS = {
+    "batch_size": int,
+    "shard_size": int,
+    "dtype": str,
+    "complete": bool,
+    "shards": list,
+}
+_SHARD_FIELDS = {"examples": int, "input_sha256": str, "sha256": dict}
+
+
+def _missing(record, fields: dict) -> str | None:
+    """The first of `fields` that `record` lacks or holds with another type, or None."""
+    for field, kind in fields.items():
+        if not isinstance(record, dict) or field not in record:
+            return field
+        if not isinstance(record[field], kind):
+            return field
+    return None
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is missing or malformed in a manifest that parsed as JSON, or None."""
+    for key, fields in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if not isinstance(value, dict):
+            return f"no {key!r} record"
+        if fields is not dict:
+            field = _missing(value, fields)
+            if field:
+                return f"no {key}.{field}"
+    if any(_missing(layer, _LAYER_FIELDS) for layer in manifest["model"]["layers"]):
+        return "a layer record without its path, class, config or weights"
+    points = manifest["probes"]["points"]
+    for point in points:
+        if not isinstance(point, str) or point not in manifest["points"]:
+            return f"no directory for point {point!r}"
+        if point not in manifest["probes"]["reducers"]:
+            return f"no reducer for point {point!r}"
+    for point, entry in manifest["points"].items():
+        if not isinstance(entry, dict) or not is_plain_name(entry.get("dir")):
+            return f"no directory for point {point!r}"
+        if _missing(entry, _POINT_FIELDS):
+            return f"no feature count for point {point!r}"
+    for split, record in manifest["splits"].items():
+        if not is_plain_name(split):
+            return f"a split named {split!r}"
+        field = _missing(record, _SPLIT_FIELDS)
+        if field:
+            return f"no {field} in split {split!r}"
+        for shard in record["shards"]:
+            checksums = shard.get("sha256") if isinstance(shard, dict) else None
+            if not isinstance(checksums, dict) or set(checksums) != {*points, "labels"}:
+                return f"a shard of split {split!r} without its checksums"
+            field = _missing(shard, _SHARD_FIELDS)
+            if field:
+                return f"a shard of split {split!r} without its {field}"
+    return None
+
+
+def _identity(probed) -> tuple[ModelRecord, ProbesRecord]:
+    """The manifest's records of the model and of the probes (see the module docstring).
+
+    The model record holds, besides the fingerprint, the classes and one entry
+    per layer (graph order, nested sub-models stepped into) with its path,
+    class, and the sha256 of its config and of its weights. The probes record
+    holds the point names and reducer configs.
+    """
+    base = probed.base
+    layers = _graph.trace(base).layers
+    # Every layer name becomes its position in graph order, wherever a config
+    # names it (its own "name", the wiring of a Functional model).
+    names = {}
+    for index, layer in enumerate(layers.values()):
+        names.setdefault(layer.name, f"#{index}")
+    names.setdefault(base.name, "#model")
+    records = [
+        LayerRecord(
+            path=path,
+            class_name=type(layer).__name__,
+            config=_sha256_json(_canonical(layer.get_config(), names)),
+            weights=_weights_sha256(layer),
+        )
+        for path, layer in layers.items()
+        if not _graph.is_graph_model(layer)  # a sub-model's layers are recorded one by one
+    ]
+    architecture = _canonical(keras.saving.serialize_keras_object(base), names)
+    identity = [{"class": r.class_name, "config": r.config, "weights": r.weights} for r in records]
+    model = ModelRecord(
+        name=base.name,
+        fingerprint=_sha256_json({"architecture": architecture, "layers": identity}),
+        num_classes=probed.num_classes,
+        layers=records,
+    )
+    reducers = {p: keras.saving.serialize_keras_object(r) for p, r in probed.reducers.items()}
+    position = {path: f"#{index}" for index, path in enumerate(layers)}
+    probes = ProbesRecord(
+        fingerprint=_sha256_json(
+            [
+                [
+                    position[point],
+                    _canonical(reducers[point], {reducers[point]["config"]["name"]: ""}),
+                ]
+                for point in probed.points
+            ]
+        ),
+        points=list(probed.points),
+        reducers=reducers,
+    )
+    return model, probes
+
+
+# State of a model that does not change what it computes.
+_NOT_COMPUTATION = ("compile_config",)
+
+
+def _canonical(config, names):
+    """`config` with every layer name replaced by its position and compile state dropped."""
+    if isinstance(config, dict):
+        canonical = {}
+        for key, value in config.items():
+            if key in _NOT_COMPUTATION:
+                continue
+            if key == "name" and isinstance(value, str):
+                canonical[key] = names.get(value, value)
+            elif key == "keras_history" and isinstance(value, list | tuple) and value:
+                canonical[key] = [names.get(value[0], value[0]), *value[1:]]
+            elif key in ("input_layers", "output_layers"):
+                canonical[key] = keras.tree.map_structure(
+                    lambda v: names.get(v, v) if isinstance(v, str) else v, value
+                )
+            else:
+                canonical[key] = _canonical(value, names)
+        return canonical
+    if isinstance(config, list | tuple):
+        return [_canonical(value, names) for value in config]
+    return config
+
+
+def _weights_sha256(layer) -> str:
+    digest = hashlib.sha256()
+    for variable in layer.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _sha256_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
