@@ -9,8 +9,10 @@ This measures the same, side by side in one process, on
 * re-run: `ProbedModel.fit` over images, every epoch running ResNet-50 (one
   pass for all 17 probes) and training the heads;
 * cache:  `kp.fit_probes(solver="rmsprop")` over a `FeatureCache` of the same
-  model, every epoch reading the features back from disk (`.npy` shards via
-  tf.data) and training the same heads, at batch 32 (as the re-run) and 256;
+  model: each probe trained on its point's features, read back from the
+  memory-mapped `.npy` shards, for the same epochs (one cached epoch is the
+  sum, over the probes, of each probe's epoch), at batch 32 (as the re-run)
+  and 256;
   and the cache's shuffled dataset read alone, without training, to show
   what the disk side costs.
 
@@ -48,14 +50,25 @@ TARGET = 100.0
 
 
 class EpochTimer(keras.callbacks.Callback):
+    """Epoch times of every `fit` it is passed to: one per probe under `kp.fit_probes`."""
+
+    def __init__(self):
+        super().__init__()
+        self.fits = []
+
     def on_train_begin(self, logs=None):
-        self.times = []
+        self.fits.append([])
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
+        self.fits[-1].append(time.perf_counter() - self.start)
+
+    def epoch_seconds(self):
+        """One epoch of every probe: the sum over fits of each one's median epoch, the
+        first epoch of each (tracing) left out."""
+        return sum(statistics.median(times[1:]) for times in self.fits)
 
 
 def images(n, classes, batch_size):
@@ -71,7 +84,7 @@ def images(n, classes, batch_size):
 
 
 def rate(n, timer):
-    return n / statistics.median(timer.times[1:])  # the first epoch traces
+    return n / timer.epoch_seconds()
 
 
 def measure(base, classes, args):

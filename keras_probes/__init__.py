@@ -9,22 +9,25 @@ from keras_probes import (
     concepts,
     controls,
     datasets,
+    fitting,
     flawed,
+    metrics,
     models,
     plots,
     points,
     reducers,
     regression,
     solvers,
+    tasks,
 )
 from keras_probes.cache import CacheError, FeatureCache
 from keras_probes.export import export_serving
+from keras_probes.fitting import fit_probes
 from keras_probes.heads import ProbeHead, RegressionHead
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import GlobalAveragePooling, RandomSubset
 from keras_probes.regression import RegressionProbedModel, fit_regression_probes
 from keras_probes.report import ProbeHistory, ProbeReport
-from keras_probes.solvers import fit_probes
 
 __version__ = "0.1.0"
 
@@ -46,11 +49,14 @@ __all__ = [
     "export_serving",
     "fit_probes",
     "fit_regression_probes",
+    "fitting",
     "flawed",
+    "metrics",
     "models",
     "plots",
     "points",
     "reducers",
     "regression",
     "solvers",
+    "tasks",
 ]

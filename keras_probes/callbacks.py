@@ -8,12 +8,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _validation, plots
-from keras_probes._lbfgs import LBFGSProbe, fit_head
+from keras_probes import _params, plots
+from keras_probes.fitting import check_solver, fit_each
 from keras_probes.model import ProbedModel
+from keras_probes.regression import ALPHAS, RegressionProbedModel
 from keras_probes.report import ProbeHistory, log_key
+from keras_probes.solvers import LBFGSProbe, ProbeEstimator, RidgeProbe
+from keras_probes.tasks import Classification, Regression
 
 __all__ = ["BestProbeWeights", "ProbeMonitor"]
+
+_MONITORABLE = ("loss", "accuracy", "top5_accuracy")
 
 
 class BestProbeWeights(keras.callbacks.Callback):
@@ -28,15 +33,17 @@ class BestProbeWeights(keras.callbacks.Callback):
 
     Args:
         monitor: the quantity per probe, as a log key without the point:
-            `"val_loss"`, `"val_accuracy"`, `"val_top5_accuracy"`, or the
-            same without `val_`. Defaults to `"val_loss"`.
+            `"val_loss"`, `"val_accuracy"`, `"val_top5_accuracy"` for class
+            probes, `"val_<target>_r2"` or `"val_<target>_mspe"` for
+            regression probes, or the same without `val_`. Defaults to
+            `"val_loss"`.
         patience: number of epochs with no improvement after which a probe
             stops, as in `keras.callbacks.EarlyStopping`; `0` and `1` both
             stop it at its first epoch without improvement. Defaults to `0`.
         min_delta: smallest change that counts as an improvement.
             Defaults to `0`.
-        mode: `"min"`, `"max"` or `"auto"` (max for accuracies, min
-            otherwise). Defaults to `"auto"`.
+        mode: `"min"`, `"max"` or `"auto"` (max for accuracies and R^2,
+            min otherwise). Defaults to `"auto"`.
         verbose: `1` prints when a probe stops. Defaults to `0`.
         start_from_epoch: epochs to wait before a probe may stop, e.g. while a
             large learning rate makes the first validation losses noisy; the
@@ -66,20 +73,25 @@ class BestProbeWeights(keras.callbacks.Callback):
         start_from_epoch=0,
     ):
         super().__init__()
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-        if monitor.removeprefix("val_") not in ("loss", "accuracy", "top5_accuracy"):
-            raise ValueError(
-                "`monitor` must be one of 'val_loss', 'val_accuracy', 'val_top5_accuracy' "
-                f"or the same without 'val_'. Received: monitor={monitor!r}"
+        metric = monitor.removeprefix("val_")
+        if metric not in _MONITORABLE and not metric.endswith(("_r2", "_mspe")):
+            _params.refuse(
+                "monitor",
+                monitor,
+                "one of 'val_loss', 'val_accuracy', 'val_top5_accuracy', "
+                "'val_<target>_r2', 'val_<target>_mspe' or the same without 'val_'",
             )
-        if patience < 0:
-            raise ValueError(f"`patience` must be >= 0. Received: patience={patience!r}")
+        _params.check(
+            {"patience": _params.Integer(0), "mode": _params.Options("auto", "min", "max")},
+            patience=patience,
+            mode=mode,
+        )
         self.monitor = monitor
         self.patience = patience
         self.min_delta = abs(min_delta)
         if mode == "auto":
-            mode = "max" if monitor.endswith("accuracy") else "min"
+            higher = metric.endswith(("accuracy", "_r2"))
+            mode = "max" if higher else "min"
         self.mode = mode
         self.verbose = verbose
         self.start_from_epoch = start_from_epoch
@@ -94,6 +106,14 @@ class BestProbeWeights(keras.callbacks.Callback):
         return value > best + self.min_delta
 
     def on_train_begin(self, logs=None):
+        metric = self.monitor.removeprefix("val_")
+        if metric not in self.model.task.monitorable():
+            _params.refuse(
+                "monitor",
+                self.monitor,
+                f"a metric of these probes ({self.model.task!r}): one of "
+                f"{self.model.task.monitorable()}, with or without 'val_'",
+            )
         points = self.model.points
         worst = np.inf if self.mode == "min" else -np.inf
         self.best_ = dict.fromkeys(points, worst)
@@ -158,9 +178,11 @@ class ProbeMonitor(keras.callbacks.Callback):
     Attach it to the `fit` of the model being trained, not of a probed model.
     At the scheduled moments it extracts, in one forward pass of the model as
     it is then (inference mode), the features of a fixed probe-training set
-    and of a fixed validation set, fits every probe to its optimum with
-    L-BFGS (warm-started from its previous fit: the features drift slowly,
-    so later fits take few iterations), and records errors and losses. The
+    and of a fixed validation set, fits every probe with `solver` (by default
+    L-BFGS to its optimum, warm-started from its previous fit: the features
+    drift slowly, so later fits take few iterations), and records the task's
+    metrics: errors and losses of class probes, or R^2 and MSPE of
+    regression probes (Graziani et al.'s RCVs over training). The
     result is `history`, a `kp.ProbeHistory` of points x measurements
     (Alain & Bengio, Fig. 7/8): `kp.plots.plot_history` draws it as a heatmap
     and `kp.plots.animate_history` as a GIF of the per-layer error curve.
@@ -172,8 +194,10 @@ class ProbeMonitor(keras.callbacks.Callback):
 
     Args:
         data: `(x, y)` arrays the probes are trained on, e.g. a few thousand
-            training examples; integer labels.
-        num_classes: number of classes the probes predict.
+            training examples; integer labels, or targets `(n,)` / `(n,
+            targets)` for regression probes.
+        num_classes: number of classes the probes predict. Give either it
+            or `targets`.
         validation_data: optional `(x, y)` arrays the probes are evaluated
             on (their `val_error`, `val_loss`).
         points: probe points, as `kp.ProbedModel` takes them. Defaults to
@@ -189,8 +213,8 @@ class ProbeMonitor(keras.callbacks.Callback):
         max_examples: draw a fixed random subset of at most this many
             examples of `data` and of `validation_data` (seeded). Defaults
             to `None`: all of them.
-        l2, max_iter, tol: the L-BFGS fit, as `kp.solvers.LBFGSProbe`.
-            Default to `1e-4`, `500` and `1e-4`.
+        l2, max_iter, tol: the default solver's L-BFGS settings, as
+            `kp.solvers.LBFGSProbe`. Default to `1e-4`, `500` and `1e-4`.
         standardize: fit each probe on its features standardised with the
             probe-training set's statistics of the moment, as
             `kp.solvers.LBFGSProbe(standardize=True)`: activations grow or
@@ -198,6 +222,13 @@ class ProbeMonitor(keras.callbacks.Callback):
             the layers of a deep one), and a fixed penalty on raw features
             would measure that scale along with the separability.
             Defaults to `True`.
+        targets: for regression probes instead of class probes: the target
+            names (or their number), as `kp.RegressionProbedModel` takes them.
+        solver: the solver estimator fitted at every point and measurement.
+            Defaults to `None`: `kp.solvers.LBFGSProbe` with the settings
+            above for class probes, `kp.solvers.RidgeProbe(kp.regression.ALPHAS)`
+            for regression probes. A solver given carries its own settings:
+            `l2`, `max_iter`, `tol` and `standardize` are then refused.
         batch_size: batch size of the feature extraction. Defaults to `256`.
         path: a JSON file the history is written to after every measurement
             (atomically): an interrupted run keeps what it measured.
@@ -211,10 +242,12 @@ class ProbeMonitor(keras.callbacks.Callback):
         verbose: `1` prints a line per measurement. Defaults to `1`.
 
     Attributes:
-        history: the `kp.ProbeHistory`; its metrics are `train_error`,
-            `train_loss`, `objective` (loss plus penalty), `grad_norm` (the
-            fits' optimality certificates) and, with validation data,
-            `val_error` and `val_loss`.
+        history: the `kp.ProbeHistory`; for class probes its metrics are
+            `train_error`, `train_loss`, `objective` (loss plus penalty),
+            `grad_norm` (the fits' optimality certificates) and, with
+            validation data, `val_error` and `val_loss`; for regression
+            probes `train_<target>_r2`, `train_<target>_mspe`,
+            `<target>_alpha` and the same with `val_`.
         probed: the `kp.ProbedModel` whose heads hold the latest fit.
 
     Example:
@@ -232,7 +265,7 @@ class ProbeMonitor(keras.callbacks.Callback):
     def __init__(
         self,
         data,
-        num_classes: int,
+        num_classes: int | None = None,
         validation_data=None,
         points="all",
         reducers="auto",
@@ -241,32 +274,57 @@ class ProbeMonitor(keras.callbacks.Callback):
         at=None,
         at_start: bool = True,
         max_examples: int | None = None,
-        l2: float = 1e-4,
-        max_iter: int = 500,
-        tol: float = 1e-4,
-        standardize: bool = True,
+        l2: float | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        standardize: bool | None = None,
         batch_size: int = 256,
         path=None,
         log_dir=None,
         seed: int = 0,
         verbose: int = 1,
+        *,
+        targets=None,
+        solver: ProbeEstimator | None = None,
     ):
         super().__init__()
-        if unit not in ("epoch", "batch"):
-            raise ValueError(f"`unit` must be 'epoch' or 'batch'. Received: unit={unit!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be an integer >= 1. Received: every={every!r}")
+        _params.check(
+            {"unit": _params.Options("epoch", "batch"), "every": _params.Integer(1)},
+            unit=unit,
+            every=every,
+        )
+        if (num_classes is None) == (targets is None):
+            raise ValueError(
+                "Give either `num_classes` (class probes) or `targets` (regression probes). "
+                f"Received: num_classes={num_classes!r}, targets={targets!r}"
+            )
+        lbfgs = {"l2": l2, "max_iter": max_iter, "tol": tol, "standardize": standardize}
+        given = sorted(name for name, value in lbfgs.items() if value is not None)
+        if given and (solver is not None or targets is not None):
+            raise ValueError(
+                f"{given} are settings of the default L-BFGS solver of class probes; "
+                "set them on the `solver` given instead."
+            )
+        if solver is None and targets is None:
+            defaults = {"l2": 1e-4, "max_iter": 500, "tol": 1e-4, "standardize": True}
+            solver = LBFGSProbe(
+                **{k: v if v is not None else defaults[k] for k, v in lbfgs.items()}
+            )
+        self.solver = solver if solver is not None else RidgeProbe(ALPHAS)
+        self.num_classes, self.targets = num_classes, targets
+        task = Classification(num_classes) if targets is None else Regression(targets)
+        check_solver(self.solver, task)
         self.splits = {"train": _subset(data, "data", max_examples, seed)}
         if validation_data is not None:
             self.splits["val"] = _subset(validation_data, "validation_data", max_examples, seed)
-        for _, labels in self.splits.values():
-            _validation.check_labels(labels, num_classes)
-        self.num_classes = num_classes
+        self.splits = {
+            split: (x, task.check_targets(y, num_examples=len(x)))
+            for split, (x, y) in self.splits.items()
+        }
         self.points, self.reducers = points, reducers
         self.unit, self.every = unit, every
         self.at = None if at is None else sorted({int(a) for a in at})
         self.at_start = at_start
-        self.solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol, standardize=standardize)
         self.batch_size = batch_size
         self.path = None if path is None else Path(path)
         self.log_dir = None if log_dir is None else Path(log_dir)
@@ -280,13 +338,12 @@ class ProbeMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.probed is None:
-            self.probed = ProbedModel(
-                self.model,
-                points=self.points,
-                num_classes=self.num_classes,
-                reducers=self.reducers,
-                name=f"{self.model.name}_monitor",
-            )
+            settings = {"points": self.points, "reducers": self.reducers}
+            settings["name"] = f"{self.model.name}_monitor"
+            if self.targets is None:
+                self.probed = ProbedModel(self.model, num_classes=self.num_classes, **settings)
+            else:
+                self.probed = RegressionProbedModel(self.model, targets=self.targets, **settings)
             self.history = ProbeHistory(
                 self.probed.points, num_classes=self.num_classes, model=self.model.name
             )
@@ -318,33 +375,46 @@ class ProbeMonitor(keras.callbacks.Callback):
             split: self.probed.feature_model.predict(x, batch_size=self.batch_size, verbose=0)
             for split, (x, _) in self.splits.items()
         }
-        _, y = self.splits["train"]
-        values = {}
-        for point, head in zip(self.probed.points, self.probed.heads, strict=True):
-            probe = fit_head(self.solver, head, features["train"][point], y, self.num_classes)
-            measured = {"objective": probe.loss_, "grad_norm": probe.grad_norm_}
-            for split, (_, labels) in self.splits.items():
-                scores = probe.evaluate(features[split][point], labels)
-                measured.update({f"{split}_{m}": scores[m] for m in ("error", "loss")})
-            for metric, value in measured.items():
-                values.setdefault(metric, {})[point] = value
+        task = self.probed.task
+        report = fit_each(
+            self.solver,
+            task,
+            self.probed.points,
+            lambda split, point: features[split][point],
+            {split: y for split, (_, y) in self.splits.items()},
+            heads=self.probed.heads,
+            verbose=0,
+        )
+        train = report.results["train"][self.probed.points[0]]
+        values = {
+            name: report.values("train", name) for name in train if name not in task.scores_names()
+        }
+        for split in self.splits:
+            for metric in task.history_metrics():
+                values[f"{split}_{metric}"] = report.values(split, metric)
         self.history.append(step, epoch, values)
         if self.path is not None:
             self.history.to_json(self.path)
         if self.log_dir is not None:
             self._write_image(step)
         if self.verbose:
-            key = "val_error" if "val" in self.splits else "train_error"
+            key = self._headline()
             errors = values[key]
+            best = max if task.higher_is_better(task.history_metrics()[0]) else min
             first, last = self.probed.points[0], self.probed.points[-1]
             print(
                 f"ProbeMonitor, step {step} (epoch {epoch:.2f}): {key} {errors[first]:.3f} "
-                f"({first}) ... {errors[last]:.3f} ({last}), best {min(errors.values()):.3f}; "
+                f"({first}) ... {errors[last]:.3f} ({last}), best {best(errors.values()):.3f}; "
                 f"{len(errors)} probes in {time.perf_counter() - start:.1f} s"
             )
 
+    def _headline(self):
+        """The history metric worth a glance: the task's first, held out if possible."""
+        split = "val" if "val" in self.splits else "train"
+        return f"{split}_{self.probed.task.history_metrics()[0]}"
+
     def _write_image(self, step):
-        metric = "val_error" if "val" in self.splits else "train_error"
+        metric = self._headline()
         figure = plots.plot_history(self.history, metric)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=80)
@@ -362,7 +432,9 @@ def _subset(data, name, max_examples, seed):
             f"`{name}` must be a tuple `(x, y)` of arrays, a fixed set the probes are "
             f"fitted on at every measurement. Received: {type(data).__name__}"
         )
-    x, y = np.asarray(data[0]), np.asarray(data[1]).reshape(-1)
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(
             f"`{name}` must hold as many labels as inputs, at least one. "
@@ -371,4 +443,4 @@ def _subset(data, name, max_examples, seed):
     if max_examples is not None and max_examples < len(y):
         keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_examples])
         x, y = x[keep], y[keep]
-    return x, y.astype("int64")
+    return x, y

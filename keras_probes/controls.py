@@ -28,15 +28,14 @@ report.with_selectivity(random, "val").table(metrics=["error", "selectivity"])
 
 import tempfile
 
-import keras
 import numpy as np
 
-from keras_probes._lbfgs import LBFGSProbe
 from keras_probes.cache import FeatureCache
+from keras_probes.fitting import fit_each, fit_probes
 from keras_probes.flawed import reinitialize
 from keras_probes.model import ProbedModel
 from keras_probes.report import ProbeReport
-from keras_probes.solvers import fit_probes
+from keras_probes.solvers import LBFGSProbe
 
 __all__ = ["reinitialized_probes", "shuffled_label_probes", "shuffled_labels"]
 
@@ -91,23 +90,23 @@ def shuffled_label_probes(
         split, against the shuffled labels.
     """
     cache.check_model(probed)
+    cache.require_split(train)
     splits = cache.complete_splits
-    cache.require_split(train)  # a clear error when `train` is missing
     labels = {
         split: shuffled_labels(cache.arrays(split, points=[])[1], seed=seed + i)
         for i, split in enumerate(splits)
     }
-    solver = LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol)
-    results = {split: {} for split in splits}
-    progress = keras.utils.Progbar(len(probed.points), unit_name="probe") if verbose else None
-    for i, point in enumerate(probed.points):
-        features = {s: cache.arrays(s, points=[point])[0][point] for s in splits}
-        probe = solver.fit(features[train], labels[train], probed.num_classes)
-        for split in splits:
-            results[split][point] = probe.evaluate(features[split], labels[split])
-        if progress is not None:
-            progress.update(i + 1)
-    return ProbeReport(probed.points, results, probed.num_classes, probed.base.name)
+    return fit_each(
+        LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol),
+        probed.task,
+        probed.points,
+        lambda split, point: cache.arrays(split, points=[point])[0][point],
+        labels,
+        train=train,
+        model=probed.base.name,
+        diagnostics=False,
+        verbose=verbose,
+    )
 
 
 def reinitialized_probes(

@@ -71,7 +71,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _files, _graph
+from keras_probes import _files, _graph, _params
 from keras_probes.model import ProbedModel
 
 __all__ = ["export_serving", "next_version", "serving_name"]
@@ -153,15 +153,12 @@ def export_serving(
     """
     if not isinstance(probed, ProbedModel):
         raise TypeError(f"`probed` must be a kp.ProbedModel. Received: {type(probed).__name__}")
-    if version is not None and (
-        isinstance(version, bool)
-        or not isinstance(version, int | np.integer)
-        or not 1 <= version <= _MAX_VERSION
-    ):
-        raise ValueError(
-            f"`version` must be an integer >= 1 and <= {_MAX_VERSION} (TF Serving's "
-            f"versions are int64), or None. Received: {version!r}"
-        )
+    valid = _params.Integer(
+        1,
+        _MAX_VERSION,
+        description=f"an integer >= 1 and <= {_MAX_VERSION} (TF Serving's versions are int64)",
+    )
+    _params.check({"version": [valid, None]}, version=version)
     base_dir = Path(base_dir)
     _check_writable(base_dir)
     model_name = model_name or base_dir.resolve().name
@@ -330,7 +327,6 @@ class _Signatures:
             raise ValueError(
                 f"Points {probed.points} give clashing serving names {list(self.names.values())}."
             )
-        self.regression = hasattr(probed, "targets")
         features = probed.feature_model.output
         if heads_only:
             self.specs = {
@@ -355,14 +351,7 @@ class _Signatures:
         return self.probed.feature_model(x, training=False)
 
     def _outputs(self, point, features, prefix):
-        head = self.probed.get_probe(point)
-        if self.regression:
-            return {f"{prefix}predictions": head(features)}
-        probabilities = head(features)
-        return {
-            f"{prefix}probabilities": probabilities,
-            f"{prefix}class": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
-        }
+        return self.probed.task.serving_outputs(self.probed.get_probe(point), features, prefix)
 
     def functions(self):
         """`{signature name: (function, input specs, point or None)}`, `serving_default` first."""

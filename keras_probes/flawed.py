@@ -7,7 +7,7 @@ import zlib
 import keras
 import numpy as np
 
-from keras_probes import _validation
+from keras_probes import _params, _validation
 
 __all__ = ["CorruptionMonitor", "corrupt_labels", "reinitialize"]
 
@@ -43,8 +43,7 @@ def corrupt_labels(y, fraction: float, num_classes: int, seed: int = 0):
         raise ValueError(
             f"Labels must lie in [0, {num_classes}). Received: labels from {y.min()} to {y.max()}"
         )
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction!r}")
+    _params.check({"fraction": _params.Real(0, 1, description="in [0, 1]")}, fraction=fraction)
     rng = np.random.default_rng(seed)
     corrupted = np.zeros(len(y), bool)
     corrupted[rng.choice(len(y), size=round(fraction * len(y)), replace=False)] = True

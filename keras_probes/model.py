@@ -3,13 +3,13 @@
 import keras
 import tensorflow as tf
 
-from keras_probes import _graph, _validation
+from keras_probes import _graph
 from keras_probes import points as points_lib
 from keras_probes import reducers as reducers_lib
-from keras_probes.heads import ProbeHead
 from keras_probes.report import ProbeReport, log_key
+from keras_probes.tasks import Classification, Task
 
-__all__ = ["ProbedModel"]
+__all__ = ["ProbeTrainer", "ProbedModel"]
 
 _EMPTY = (
     "The data yielded no batch at all (an empty dataset, e.g. after a filter()). "
@@ -18,43 +18,43 @@ _EMPTY = (
 _FIXED_COMPILE_ARGS = ("loss", "metrics", "loss_weights", "weighted_metrics")
 
 
-class _ProbeTrainer(keras.Model):
-    """What every probe-training model shares: heads, per-probe metrics, steps.
+class ProbeTrainer(keras.Model):
+    """Probe heads of one task, trained by Keras on features given to them.
 
-    A subclass defines `extract_features(x) -> {point: (batch, features)}`;
-    `train_step` then differentiates the probes' losses with respect to the
-    heads' variables only. `ProbedModel` extracts features with its base;
-    the solvers of `kp.fit_probes` read them from a feature cache.
+    What every probe-training model shares: the heads, per-probe metrics and
+    the train and test steps. `train_step` differentiates the probes' losses
+    with respect to the heads' variables only. The inputs are the features
+    themselves, `{point: (batch, features)}`; `ProbedModel` overrides
+    `extract_features` to compute them with its base, in the same step.
 
-    The task is classification; a regression trainer overrides its two
-    hooks, `_new_trackers` and `_example_losses`.
+    Args:
+        task: a `kp.tasks.Task`, e.g. `kp.tasks.Classification(10)`.
+        points: the point names, one per head.
+        heads: the built head layers (`task.new_head(...)`), one per point.
+        l2: the penalty `l2 / 2 * ||kernel||^2` of every probe's objective.
+            It enters the gradient only: logged losses stay the plain task
+            loss. Defaults to `0`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
     """
 
-    def _init_probes(self, points, heads, num_classes, l2=0.0):
+    def __init__(self, task: Task, points, heads, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.task = task
         self._points = tuple(points)
         self.heads = list(heads)
-        self.num_classes = num_classes
-        # The L2 penalty `l2 / 2 * ||kernel||^2` of each probe's objective. It
-        # enters the gradient only: logged losses stay the plain task loss.
         self.l2 = float(l2)
-        self._trackers = {point: self._new_trackers(_graph.safe_name(point)) for point in points}
+        self._trackers = {p: task.new_trackers(_graph.safe_name(p)) for p in self._points}
         self._total_tracker = keras.metrics.Mean(name="loss")
+        self.built = True
 
-    # -- the task: classification ----------------------------------------------
+    def extract_features(self, x):
+        """The features of every point for a batch: here, `x` itself."""
+        return x
 
-    def _new_trackers(self, safe):
-        """`{name: metric}` of one probe; `"loss"` takes the loss, the rest `(y, outputs)`."""
-        return {
-            "loss": keras.metrics.Mean(name=f"{safe}_loss"),
-            "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{safe}_accuracy"),
-            "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
-                k=min(5, self.num_classes), name=f"{safe}_top5_accuracy"
-            ),
-        }
-
-    def _example_losses(self, y, outputs):
-        """Each example's loss, `(batch,)`, from the heads' linear outputs."""
-        return keras.losses.sparse_categorical_crossentropy(y, outputs, from_logits=True)
+    @property
+    def num_classes(self) -> int | None:
+        """The task's number of classes (`None` for regression probes)."""
+        return self.task.num_classes
 
     @property
     def points(self) -> list[str]:
@@ -66,7 +66,7 @@ class _ProbeTrainer(keras.Model):
         """The only variables that probe training updates: every head's kernel and bias."""
         return [v for head in self.heads for v in head.trainable_variables]
 
-    def get_probe(self, point: str) -> ProbeHead:
+    def get_probe(self, point: str) -> keras.layers.Layer:
         """The probe head at `point`; its weights are `[kernel, bias]`."""
         try:
             return self.heads[self._points.index(point)]
@@ -139,7 +139,7 @@ class _ProbeTrainer(keras.Model):
         total_weight = keras.ops.sum(weight)
         losses = {
             point: keras.ops.divide_no_nan(
-                keras.ops.sum(self._example_losses(y, z) * weight), total_weight
+                keras.ops.sum(self.task.example_losses(y, z) * weight), total_weight
             )
             for point, z in logits.items()
         }
@@ -191,7 +191,7 @@ class _ProbeTrainer(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
-class ProbedModel(_ProbeTrainer):
+class ProbedModel(ProbeTrainer):
     """Linear classifier probes on the layers of a Keras model.
 
     One model with one output per probe point: the base model runs once per
@@ -242,29 +242,23 @@ class ProbedModel(_ProbeTrainer):
         reducers="auto",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        num_classes = _validation.check_num_classes(num_classes)
-        self._build_probes(
-            base, points, reducers, num_classes, lambda name: ProbeHead(num_classes, name=name)
-        )
+        self._probe(base, points, reducers, Classification(num_classes), **kwargs)
 
-    def _build_probes(self, base, points, reducers, num_classes, new_head):
-        """The feature model (base up to the deepest point, plus reducers) and a head per point."""
+    def _probe(self, base, points, reducers, task, **kwargs):
+        """Builds the feature model (base up to the deepest point, plus reducers) and a
+        head of `task` per point: the one constructor path of every probed model."""
         if not isinstance(base, keras.Model):
             raise TypeError(
                 "`base` must be a keras.Model (Functional or Sequential). "
                 f"Received: base of type {type(base).__name__}"
             )
-        self.base = base
         graph = _graph.trace(base)
         paths = points_lib.resolve_in(graph, points, base.name)
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
-        self.reducers = reducers_lib.resolve(
-            reducers, {p: tuple(t.shape) for p, t in tensors.items()}
-        )
+        reducers = reducers_lib.resolve(reducers, {p: tuple(t.shape) for p, t in tensors.items()})
         features = {}
         for path, tensor in tensors.items():
-            features[path] = self.reducers[path](tensor)
+            features[path] = reducers[path](tensor)
             if len(features[path].shape) != 2 or features[path].shape[-1] is None:
                 raise ValueError(
                     f"The reducer of point {path!r} gives shape "
@@ -275,14 +269,14 @@ class ProbedModel(_ProbeTrainer):
                 )
         # One Functional model: base layers up to the deepest point, plus the
         # reducers. Calling it is the single forward pass that feeds all probes.
-        self.feature_model = keras.Model(
+        feature_model = keras.Model(
             inputs, features, name=f"{_graph.safe_name(base.name)}_features"
         )
-        heads = [new_head(f"probe_{_graph.safe_name(p)}") for p in paths]
+        heads = [task.new_head(f"probe_{_graph.safe_name(p)}") for p in paths]
         for path, head in zip(paths, heads, strict=True):
             head.build(features[path].shape)
-        self._init_probes(paths, heads, num_classes)
-        self.built = True
+        ProbeTrainer.__init__(self, task, paths, heads, **kwargs)
+        self.base, self.reducers, self.feature_model = base, reducers, feature_model
 
     def extract_features(self, x):
         """The reduced features of every point for a batch: `{point: (batch, features)}`.
@@ -295,13 +289,8 @@ class ProbedModel(_ProbeTrainer):
     # -- input checks around Keras' loops ---------------------------------
 
     def _check(self, x, y, labels=True, argument="x"):
-        return _validation.check_data(
-            x,
-            y,
-            self.feature_model.input,
-            self.num_classes,
-            labels=labels,
-            argument=argument,
+        return self.task.check_data(
+            x, y, self.feature_model.input, labels=labels, argument=argument
         )
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
@@ -340,19 +329,17 @@ class ProbedModel(_ProbeTrainer):
             verbose: as in `keras.Model.evaluate`.
 
         Returns:
-            A `ProbeReport` with loss, error and top-5 error per point.
+            A `ProbeReport` with the task's metrics per point: loss, error
+            and top-5 error for classes; `<target>_r2` and `<target>_mspe`
+            for regression targets.
         """
         if not self.compiled:
             self.compile()  # Keras evaluates compiled models only; no optimizer step runs
         logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
         if log_key(self._points[0], "loss") not in logs:
             raise ValueError(_EMPTY)
-        return self._report(logs, split)
-
-    def _report(self, logs, split):
-        return ProbeReport.from_logs(
-            logs, self.points, split=split, num_classes=self.num_classes, model=self.base.name
-        )
+        results = {point: self.task.report_row(logs, point) for point in self.points}
+        return ProbeReport(self.points, {split: results}, self.num_classes, self.base.name)
 
     # -- serialization ----------------------------------------------------
 
@@ -362,7 +349,7 @@ class ProbedModel(_ProbeTrainer):
             "trainable": self.trainable,
             "base": keras.saving.serialize_keras_object(self.base),
             "points": self.points,
-            "num_classes": self.num_classes,
+            **self.task.get_config(),
             "reducers": {
                 point: keras.saving.serialize_keras_object(layer)
                 for point, layer in self.reducers.items()

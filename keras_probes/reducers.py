@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _graph
+from keras_probes import _graph, _params
 
 __all__ = ["GlobalAveragePooling", "RandomSubset", "resolve"]
 
@@ -97,13 +97,15 @@ class RandomSubset(keras.layers.Layer):
 
     def __init__(self, k: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise ValueError(
-                "`seed` must be an integer: the indices are rebuilt from it after "
-                f"loading. Received: seed={seed!r}"
-            )
+        _params.check(
+            {
+                "k": _params.Integer(1, description="a positive integer"),
+                # The indices are rebuilt from the seed after loading.
+                "seed": _params.Integer(),
+            },
+            k=k,
+            seed=seed,
+        )
         self.k = int(k)
         self.seed = int(seed)
 

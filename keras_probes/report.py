@@ -33,6 +33,15 @@ def log_key(point: str, metric: str) -> str:
     return f"{point}/{metric}"
 
 
+def classification_row(logs: dict, point: str) -> dict[str, float]:
+    """One classification probe's loss, error and top-5 error from Keras' logs."""
+    return {
+        "loss": float(logs[log_key(point, "loss")]),
+        "error": 1.0 - float(logs[log_key(point, "accuracy")]),
+        "top5_error": 1.0 - float(logs[log_key(point, "top5_accuracy")]),
+    }
+
+
 @dataclass
 class ProbeReport:
     """Metrics of every probe on every split, in depth order.
@@ -65,14 +74,7 @@ class ProbeReport:
     @classmethod
     def from_logs(cls, logs, points, split, num_classes=None, model=None):
         """A report of one split from `ProbedModel.evaluate(..., return_dict=True)`."""
-        results = {
-            point: {
-                "loss": float(logs[log_key(point, "loss")]),
-                "error": 1.0 - float(logs[log_key(point, "accuracy")]),
-                "top5_error": 1.0 - float(logs[log_key(point, "top5_accuracy")]),
-            }
-            for point in points
-        }
+        results = {point: classification_row(logs, point) for point in points}
         return cls(list(points), {split: results}, num_classes, model)
 
     @property

@@ -86,57 +86,29 @@ def shallow_cnn(size: int, filters: int, seed: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="shallow_cnn")
 
 
-class RCVMonitor(keras.callbacks.Callback):
-    """R^2 and MSPE of every concept's RCV at every point, at the epochs in `at`."""
+def rcv_monitor(x, xv, targets, at, features):
+    """R^2 and MSPE of every concept's RCV (a ridge probe) at every point, at the epochs in `at`."""
+    return kp.callbacks.ProbeMonitor(
+        (x, targets["train"]),
+        targets=CONCEPTS,
+        validation_data=(xv, targets["val"]),
+        points=POINTS,
+        reducers={
+            "block1": kp.RandomSubset(features, seed=1),
+            "block2": kp.RandomSubset(features, seed=2),
+        },
+        at=[epoch for epoch in at if epoch > 0],
+        at_start=0 in at,
+        batch_size=250,
+    )
 
-    def __init__(self, data, targets, at, features):
-        super().__init__()
-        self.data, self.targets, self.at, self.features = data, targets, set(at), features
-        self.epochs, self.r2, self.mspe = [], [], []
 
-    def on_train_begin(self, logs=None):
-        self.probed = kp.RegressionProbedModel(
-            self.model,
-            points=POINTS,
-            targets=CONCEPTS,
-            reducers={
-                "block1": kp.RandomSubset(self.features, seed=1),
-                "block2": kp.RandomSubset(self.features, seed=2),
-            },
-        )
-        if 0 in self.at:
-            self.measure(0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 in self.at:
-            self.measure(epoch + 1)
-
-    def measure(self, epoch):
-        start = time.perf_counter()
-        extract = self.probed.feature_model.predict
-        (x, _), (xv, _) = self.data
-        train, held_out = (
-            extract(x, batch_size=250, verbose=0),
-            extract(xv, batch_size=250, verbose=0),
-        )
-        r2, error = {}, {}
-        for point in POINTS:
-            ridge = kp.regression.RidgeProbe(kp.regression.ALPHAS)
-            ridge.fit(train[point], self.targets["train"])
-            prediction = ridge.predict(held_out[point])
-            fits = kp.regression.r2(self.targets["val"], prediction)
-            errors = kp.regression.mspe(self.targets["val"], prediction)
-            r2[point] = dict(zip(CONCEPTS, fits.tolist(), strict=True))
-            error[point] = dict(zip(CONCEPTS, errors.tolist(), strict=True))
-        self.epochs.append(epoch)
-        self.r2.append(r2)
-        self.mspe.append(error)
-        print(
-            f"  epoch {epoch}: block1 R^2 orange {r2['block1']['orange']:.3f}, "
-            f"dissimilarity {r2['block1']['dissimilarity']:.3f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
+def curve(history, metric):
+    """`[{point: {concept: held-out value}}]`, one per measurement, of `"r2"` or `"mspe"`."""
+    return [
+        {p: {c: history.at(step, f"val_{c}_{metric}")[p] for c in CONCEPTS} for p in POINTS}
+        for step in history.steps
+    ]
 
 
 def main(argv=None):
@@ -182,11 +154,15 @@ def main(argv=None):
         print(f"{name}:", flush=True)
         keras.utils.set_random_seed(args.seed)
         model = shallow_cnn(args.size, args.filters, args.seed)
-        monitor = RCVMonitor(((x, y), (xv, yv)), targets, at, args.features)
+        monitor = rcv_monitor(x, xv, targets, at, args.features)
         history = _common.train(
             model, x, labels, args.epochs, args.seed, (xv, yv), [monitor], batch_size=64
         )
-        monitors[name] = monitor
+        monitors[name] = {
+            "epochs": [int(e) for e in monitor.history.epochs],
+            "r2": curve(monitor.history, "r2"),
+            "mspe": curve(monitor.history, "mspe"),
+        }
         fits[name] = {
             "train_accuracy_on_its_labels": history.history["accuracy"][-1],
             "val_accuracy": history.history["val_accuracy"][-1],
@@ -199,14 +175,14 @@ def main(argv=None):
 
     # The random network: the generalizing one before its first step (same seed).
     table = {
-        "random": monitors["generalizing"].mspe[0]["block1"],
-        "1-memorizing": monitors["1-memorizing"].mspe[-1]["block1"],
-        "generalizing": monitors["generalizing"].mspe[-1]["block1"],
+        "random": monitors["generalizing"]["mspe"][0]["block1"],
+        "1-memorizing": monitors["1-memorizing"]["mspe"][-1]["block1"],
+        "generalizing": monitors["generalizing"]["mspe"][-1]["block1"],
     }
     r2_table = {
-        "random": monitors["generalizing"].r2[0]["block1"],
-        "1-memorizing": monitors["1-memorizing"].r2[-1]["block1"],
-        "generalizing": monitors["generalizing"].r2[-1]["block1"],
+        "random": monitors["generalizing"]["r2"][0]["block1"],
+        "1-memorizing": monitors["1-memorizing"]["r2"][-1]["block1"],
+        "generalizing": monitors["generalizing"]["r2"][-1]["block1"],
     }
     print("\nMSPE at block1 (the paper's Table 1 concepts), held out:")
     print(f"{'':14}" + "".join(f"{c:>14}" for c in TABLE))
@@ -239,10 +215,7 @@ def main(argv=None):
             "fits": fits,
             "mspe_block1": table,
             "r2_block1": r2_table,
-            "curves": {
-                name: {"epochs": m.epochs, "r2": m.r2, "mspe": m.mspe}
-                for name, m in monitors.items()
-            },
+            "curves": monitors,
         },
         figure=plot(monitors, r2_table),
     )
@@ -254,8 +227,9 @@ def plot(monitors, r2_table):
     for ax, concept in zip(axes, FIGURE, strict=False):
         for name, monitor in monitors.items():
             for point, line in (("block1", "-"), ("fc2", ":")):
-                values = [r[point][concept] for r in monitor.r2]
-                ax.plot(monitor.epochs, values, line, color=colors[name], label=f"{name}, {point}")
+                values = [r[point][concept] for r in monitor["r2"]]
+                label = f"{name}, {point}"
+                ax.plot(monitor["epochs"], values, line, color=colors[name], label=label)
         ax.set(title=f"R$^2$ of {concept} (held out)", xlabel="epoch", ylabel="R$^2$")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

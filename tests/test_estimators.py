@@ -1,0 +1,224 @@
+"""The solver protocol (scikit-learn's estimator conventions), the one fitting loop, and
+the task objects that make classification and regression probes one code path."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import small_convnet
+from sklearn.base import clone
+
+import keras_probes as kp
+from keras_probes.solvers import LBFGSProbe, Minibatch, RidgeProbe
+
+SOLVERS = [
+    LBFGSProbe(l2=1e-2, max_iter=200),
+    Minibatch("adam", l2=1e-2, learning_rate=1e-2, epochs=5, batch_size=64),
+    RidgeProbe(alpha=[0.1, 1.0]),
+]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Four Gaussian classes in 20 dimensions, 400 train and 200 held-out examples."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=2.0, size=(4, 20))
+    y = rng.integers(0, 4, 600)
+    x = (centres[y] + rng.normal(size=(600, 20))).astype(np.float32)
+    return x[:400], y[:400], x[400:], y[400:]
+
+
+def _fit(solver, x, y):
+    if solver.kind == "classifier":
+        return solver.fit(x, y, 4)
+    return solver.fit(x, np.eye(4)[y])  # regress the one-hot labels
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: type(s).__name__)
+def test_solvers_follow_scikit_learns_estimator_conventions(solver, blobs):
+    x, y, xt, yt = blobs
+    params = solver.get_params()
+    # The constructor stores the settings; scikit-learn's own clone() rebuilds it from them.
+    copy = clone(solver)
+    assert copy.get_params() == params and copy is not solver
+    assert repr(solver).startswith(type(solver).__name__ + "(")
+    for method in ("predict", "decision_function", "score"):
+        with pytest.raises(kp.solvers.NotFittedError, match="not fitted yet. Call fit"):
+            getattr(solver.clone(), method)(*((xt, yt) if method == "score" else (xt,)))
+    fitted = _fit(solver.clone(), x, y)
+    assert isinstance(fitted, type(solver)) and fitted.get_params() == params
+    assert fitted.coef_.shape == (20, 4) and fitted.intercept_.shape == (4,)
+    assert fitted.n_iter_ >= 1 and isinstance(fitted.converged_, bool)
+    score = fitted.score(xt, yt) if solver.kind == "classifier" else fitted.score(xt, np.eye(4)[yt])
+    # Well separated blobs: accuracy (classifiers) or mean R^2 of the one-hot columns (ridge).
+    assert np.mean(score) > 0.5
+    if solver.kind == "classifier":
+        np.testing.assert_array_equal(fitted.predict(xt), fitted.decision_function(xt).argmax(1))
+    with pytest.raises(ValueError, match="has no setting"):
+        solver.clone().set_params(nonsense=1)
+
+
+def test_set_params_checks_like_the_constructor():
+    probe = LBFGSProbe().set_params(l2=0.5, max_iter=3)
+    assert (probe.l2, probe.max_iter) == (0.5, 3)
+    with pytest.raises(
+        ValueError, match="`max_iter` must be an integer >= 1. Received: max_iter=0"
+    ):
+        probe.set_params(max_iter=0)
+    with pytest.raises(ValueError, match="`optimizer` must be one of 'rmsprop', 'adam'"):
+        Minibatch("sgd")
+    with pytest.raises(ValueError, match="`dtype` must be one of 'float32', 'float64'"):
+        LBFGSProbe(dtype="float16")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_minibatch_early_stops_and_keeps_its_best_epoch(seed):
+    # 60 examples of four overlapping classes in 20 dimensions, no penalty: the probe
+    # overfits, the validation loss turns up (seen after 4 to 7 epochs on seeds 0-2),
+    # training stops, and the weights are those of the best epoch.
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, 260)
+    x = (rng.normal(scale=0.7, size=(4, 20))[y] + rng.normal(size=(260, 20))).astype(np.float32)
+    probe = Minibatch("rmsprop", l2=0.0, learning_rate=0.05, epochs=200, patience=2, batch_size=16)
+    probe.fit(x[:60], y[:60], 4, validation_data=(x[60:], y[60:]))
+    assert probe.converged_ and probe.n_iter_ < 200
+    assert len(probe.validation_losses_) == probe.n_iter_
+    held_out = probe.evaluate(x[60:], y[60:])["loss"]  # float64, of the restored weights
+    assert held_out == pytest.approx(min(probe.validation_losses_), rel=1e-5)
+    assert held_out < probe.validation_losses_[-1]
+    # L-BFGS reaches the optimum of the training objective, far below the stopped probe's.
+    optimum = LBFGSProbe(l2=0.0, tol=1e-6).fit(x[:60], y[:60], 4)
+    assert optimum.loss_ < probe.loss_
+
+
+@pytest.fixture(scope="module")
+def cached(digits, tmp_path_factory):
+    x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
+    probed = kp.ProbedModel(small_convnet(), points=["pool1", "gap"], num_classes=10)
+    directory = tmp_path_factory.mktemp("cache")
+    kp.FeatureCache.write(probed, (x[:600], y[:600]), directory, "train", verbose=0)
+    kp.FeatureCache.write(probed, (xt[:300], yt[:300]), directory, "val", verbose=0)
+    return probed, kp.FeatureCache.open(directory, model=probed)
+
+
+def test_fit_probes_takes_an_estimator_and_refuses_unused_settings(cached):
+    probed, cache = cached
+    by_name = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3, tol=1e-5, verbose=0)
+    named_weights = [h.get_weights() for h in probed.heads]
+    for head in probed.heads:
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    estimator = LBFGSProbe(l2=1e-3, tol=1e-5)
+    by_estimator = kp.fit_probes(probed, cache, solver=estimator, verbose=0)
+    # The same computation from the same start: the same report and heads, bit for bit.
+    assert by_estimator == by_name
+    for head, (kernel, bias) in zip(probed.heads, named_weights, strict=True):
+        np.testing.assert_array_equal(head.get_weights()[0], kernel)
+        np.testing.assert_array_equal(head.get_weights()[1], bias)
+    assert not hasattr(estimator, "coef_")  # each point fits a clone; the template stays unfitted
+    with pytest.raises(ValueError, match=r"does not use \['learning_rate'\].*solver='rmsprop' or"):
+        kp.fit_probes(probed, cache, solver="lbfgs", learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"does not use \['max_iter'\]"):
+        kp.fit_probes(probed, cache, solver="adam", max_iter=10)
+    with pytest.raises(ValueError, match=r"set them on the estimator"):
+        kp.fit_probes(probed, cache, solver=estimator, l2=1e-2)
+    with pytest.raises(ValueError, match="RidgeProbe is a regressor"):
+        kp.fit_probes(probed, cache, solver=RidgeProbe())
+
+
+def test_one_loop_scores_every_split_with_the_task_metrics(cached):
+    probed, cache = cached
+    report = kp.fit_probes(probed, cache, l2=1e-3, verbose=0)
+    for split in ("train", "val"):
+        features, labels = cache.arrays(split)
+        for point, head in zip(probed.points, probed.heads, strict=True):
+            kernel, bias = head.get_weights()
+            logits = features[point].astype(np.float64) @ kernel + bias
+            # The heads hold the fit in float32; the report scored the float64 fit.
+            expected = kp.metrics.classification_scores(labels, logits)
+            row = report.results[split][point]
+            assert row["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+    assert set(report.results["train"]["gap"]) == {
+        "loss",
+        "error",
+        "top5_error",
+        "objective",
+        "grad_norm",
+    }
+
+
+def test_tasks_own_what_differs_between_classes_and_targets():
+    classes, targets = kp.tasks.Classification(10), kp.tasks.Regression(["area", "perimeter"])
+    assert classes.monitorable() == ["loss", "accuracy", "top5_accuracy"]
+    assert targets.monitorable() == [
+        "loss",
+        "area_r2",
+        "area_mspe",
+        "perimeter_r2",
+        "perimeter_mspe",
+    ]
+    assert (classes.solver_kind, targets.solver_kind) == ("classifier", "regressor")
+    assert classes == kp.tasks.Classification(10) and classes != kp.tasks.Classification(3)
+    assert targets.diagnostic_row({"alpha": np.array([0.1, 10.0])}) == {
+        "area_alpha": 0.1,
+        "perimeter_alpha": 10.0,
+    }
+    with pytest.raises(ValueError, match="`num_classes` must be an integer >= 2"):
+        kp.tasks.Classification(1)
+    with pytest.raises(ValueError, match="`targets` must be"):
+        kp.tasks.Regression([])
+
+
+def test_best_probe_weights_watches_regression_probes(digits):
+    x, y, xt, yt = digits
+    keras.utils.set_random_seed(0)
+    base = small_convnet()
+    area = lambda a: a.reshape(len(a), -1).mean(1, keepdims=True) * 10  # noqa: E731
+    probed = kp.RegressionProbedModel(base, points=["pool1", "gap"], targets=["ink"])
+    probed.compile(optimizer=keras.optimizers.Adam(0.05))
+    stop = kp.callbacks.BestProbeWeights(monitor="val_ink_r2", patience=1)
+    assert stop.mode == "max"
+    probed.fit(
+        x[:512], area(x[:512]), validation_data=(xt[:256], area(xt[:256])),
+        epochs=6, batch_size=64, callbacks=[stop], verbose=0,
+    )  # fmt: skip
+    # Each head holds the weights of its best epoch: its held-out R^2 is the best seen
+    # (up to float32 sums over other batch sizes).
+    report = probed.evaluate_probes(xt[:256], area(xt[:256]), batch_size=64, verbose=0)
+    for point in probed.points:
+        assert report.values("test", "ink_r2")[point] == pytest.approx(stop.best_[point], abs=1e-4)
+    with pytest.raises(ValueError, match="a metric of these probes"):
+        probed.fit(
+            x[:64], area(x[:64]), epochs=1, verbose=0,
+            callbacks=[kp.callbacks.BestProbeWeights(monitor="accuracy")],
+        )  # fmt: skip
+
+
+def test_probe_monitor_watches_regression_probes(digits):
+    x, _, xt, _ = digits
+    ink = lambda a: np.stack([a.mean((1, 2, 3)), a.std((1, 2, 3))], 1)  # noqa: E731
+    monitor = kp.callbacks.ProbeMonitor(
+        (x[:400], ink(x[:400])),
+        targets=["mean", "spread"],
+        validation_data=(xt[:200], ink(xt[:200])),
+        points=["image", "gap"],
+        reducers={"image": "flatten"},
+        verbose=0,
+    )
+    keras.utils.set_random_seed(0)
+    model = small_convnet()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(
+        x[:256], np.zeros(256, "int64"), epochs=1, batch_size=64, callbacks=[monitor], verbose=0
+    )
+    history = monitor.history
+    assert history.steps == [0, 4]
+    assert {"val_mean_r2", "val_spread_mspe", "train_mean_r2", "mean_alpha"} <= set(history.metrics)
+    # The pixels hold their own mean exactly: a ridge probe on them has R^2 of about 1.
+    assert history.at(4, "val_mean_r2")["image"] > 0.99
+    assert isinstance(monitor.probed, kp.RegressionProbedModel)
+    with pytest.raises(ValueError, match="set them on the `solver` given"):
+        kp.callbacks.ProbeMonitor((x[:4], ink(x[:4])), targets=["a", "b"], l2=1.0)
+    with pytest.raises(ValueError, match="Give either `num_classes`"):
+        kp.callbacks.ProbeMonitor((x[:4], np.zeros(4)))
+    with pytest.raises(ValueError, match="LBFGSProbe is a classifier"):
+        kp.callbacks.ProbeMonitor((x[:4], ink(x[:4])), targets=["a", "b"], solver=LBFGSProbe())
