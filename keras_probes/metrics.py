@@ -1,52 +1,114 @@
-"""How a probe is scored: each metric defined once.
+"""How a probe is scored: each metric defined once, as a Keras metric.
 
-Two forms of the same figures:
+The metrics of a probe are Keras metric objects (`trackers`), the same in
+both places a probe is scored:
 
-- on a fitted probe's outputs over a whole split, in float64 NumPy:
-  `classification_scores` (loss, error, top-5 error), `r2` and `mspe`. Every
-  probe fitted outside Keras' loop (`kp.fit_probes`, the controls,
-  `ProbeMonitor`, `kp.fit_regression_probes`) is scored by these;
-- streamed batch by batch inside Keras' `fit`/`evaluate` (`ProbedModel`):
-  Keras' own accuracy metrics, and `RegressionStats` for R^2 and MSPE, which
-  accumulates the sums the float64 formulas use.
+- streamed batch by batch inside Keras' `fit` and `evaluate` of a
+  `kp.ProbedModel`, in float32, as Keras' logs;
+- over a whole split at once, in float64, for every probe fitted outside
+  Keras' loop (`kp.fit_probes`, the controls, `ProbeMonitor`,
+  `kp.fit_regression_probes`): `measure` feeds fresh float64 trackers.
+
+Class probes: the mean cross-entropy, `SparseCategoricalAccuracy` and
+`top_k_hits` (top-5, as Keras' `SparseTopKCategoricalAccuracy`: a label
+counts in when fewer than 5 classes score above it). Regression probes: the mean squared error, and
+`RegressionStats` for each target's R^2 and MSPE. `r2` and `mspe` are the
+latter on arrays.
 """
 
 import keras
 import numpy as np
-import scipy.special
 
-__all__ = ["RegressionStats", "classification_scores", "mspe", "r2"]
+__all__ = [
+    "RegressionStats",
+    "classification_trackers",
+    "measure",
+    "mspe",
+    "r2",
+    "regression_trackers",
+    "top_k_hits",
+]
 
 
-def classification_scores(labels, logits) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 error of `logits` `(n, classes)`, in float64.
-
-    As Keras' metrics: top-1 is the argmax (the first of tied classes); top-5
-    counts the label in when fewer than 5 classes score above it.
-    """
-    logits = np.asarray(logits, np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    true = logits[np.arange(len(labels)), labels]
-    above = (logits > true[:, None]).sum(axis=1)
+def classification_trackers(num_classes: int, prefix: str, dtype=None) -> dict:
+    """`{name: metric}` of one class probe: `loss` (fed the per-example losses),
+    `accuracy` and `top5_accuracy` (fed labels and logits)."""
     return {
-        "loss": float(np.mean(scipy.special.logsumexp(logits, axis=1) - true)),
-        "error": float(np.mean(np.argmax(logits, axis=1) != labels)),
-        "top5_error": float(np.mean(above >= min(5, logits.shape[1]))),
+        "loss": keras.metrics.Mean(name=f"{prefix}_loss", dtype=dtype),
+        "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{prefix}_accuracy", dtype=dtype),
+        "top5_accuracy": keras.metrics.MeanMetricWrapper(
+            top_k_hits, name=f"{prefix}_top5_accuracy", dtype=dtype, k=min(5, num_classes)
+        ),
     }
 
 
+def top_k_hits(labels, logits, k: int = 5):
+    """1 where the label is among the `k` best classes, else 0: `(n,)`.
+
+    As `tf.math.in_top_k` (Keras' `SparseTopKCategoricalAccuracy`): the label
+    counts in when fewer than `k` classes score strictly above it, so ties at
+    the boundary count in. Unlike it, any float dtype (float64 included).
+    """
+    logits = keras.ops.convert_to_tensor(logits)
+    labels = keras.ops.cast(keras.ops.reshape(labels, (-1, 1)), "int32")
+    true = keras.ops.take_along_axis(logits, labels, axis=1)
+    above = keras.ops.sum(keras.ops.cast(logits > true, "int32"), axis=1)
+    return keras.ops.cast(above < k, logits.dtype)
+
+
+def regression_trackers(targets, prefix: str, dtype=None) -> dict:
+    """`{name: metric}` of one regression probe: `loss` (fed the per-example losses)
+    and `stats`, whose result is `<target>_r2` and `<target>_mspe` per target."""
+    return {
+        "loss": keras.metrics.Mean(name=f"{prefix}_loss", dtype=dtype),
+        "stats": RegressionStats(targets, name=f"{prefix}_stats", dtype=dtype),
+    }
+
+
+def measure(trackers: dict, y, outputs, losses) -> dict[str, float]:
+    """Feeds one whole set to fresh `trackers`; returns every figure by its log name.
+
+    Args:
+        trackers: `{name: metric}` as `classification_trackers` makes them.
+        y: the labels or targets.
+        outputs: the probe's raw outputs (logits, or predictions).
+        losses: each example's loss, `(n,)`.
+
+    Returns:
+        `{name: value}`, e.g. `{"loss": ..., "accuracy": ..., "top5_accuracy": ...}`.
+    """
+    values = {}
+    for key, tracker in trackers.items():
+        if key == "loss":
+            tracker.update_state(losses)
+        else:
+            tracker.update_state(y, outputs)
+        result = tracker.result()
+        # A metric of several figures (one per regression target) gives each.
+        for name, value in (result if isinstance(result, dict) else {key: result}).items():
+            values[name] = float(value)
+    return values
+
+
 def r2(targets, predictions) -> np.ndarray:
-    """Coefficient of determination per target column: `1 - SS_res / SS_tot`."""
-    targets, predictions = columns(targets), columns(predictions)
-    residual = ((targets - predictions) ** 2).sum(axis=0)
-    total = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, 1.0 - residual / total, np.nan)
+    """Coefficient of determination per target column: `1 - SS_res / SS_tot`, float64."""
+    return _stats(targets, predictions)[0]
 
 
 def mspe(targets, predictions) -> np.ndarray:
-    """Mean squared prediction error per target column."""
-    return ((columns(targets) - columns(predictions)) ** 2).mean(axis=0)
+    """Mean squared prediction error per target column, float64."""
+    return _stats(targets, predictions)[1]
+
+
+def _stats(targets, predictions):
+    targets, predictions = columns(targets), columns(predictions)
+    names = [str(i) for i in range(targets.shape[1])]
+    stats = RegressionStats(names, dtype="float64")
+    stats.update_state(targets, predictions)
+    result = stats.result()
+    fits = np.array([float(result[f"{n}_r2"]) for n in names])
+    errors = np.array([float(result[f"{n}_mspe"]) for n in names])
+    return fits, errors
 
 
 def columns(values) -> np.ndarray:
@@ -59,9 +121,10 @@ def columns(values) -> np.ndarray:
 class RegressionStats(keras.metrics.Metric):
     """R^2 and MSPE of every target over all examples seen (weighted), exactly.
 
-    Accumulates the weighted count, sums, sums of squares and squared
-    residuals per target, so that `result()` is `r2`/`mspe` of everything seen,
-    however it was batched. Logs `<target>_r2` and `<target>_mspe`.
+    Accumulates the weighted count, the sums and the sums of squares of the
+    targets and the squared residuals per target, so that `result()` is the
+    R^2 and MSPE of everything seen, however it was batched. Its result is
+    `{<target>_r2: ..., <target>_mspe: ...}`; R^2 is NaN for a constant target.
 
     Args:
         targets: the target names, in column order.
@@ -73,10 +136,12 @@ class RegressionStats(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype)
         self.targets = list(targets)
         k = len(self.targets)
-        self.count = self.add_variable((), initializer="zeros", name="count")
-        self.total = self.add_variable((k,), initializer="zeros", name="total")
-        self.squares = self.add_variable((k,), initializer="zeros", name="squares")
-        self.residuals = self.add_variable((k,), initializer="zeros", name="residuals")
+        # In the metric's dtype: float64 sums when asked for (Keras' default is float32).
+        zeros = {"initializer": "zeros", "dtype": self.dtype}
+        self.count = self.add_variable((), name="count", **zeros)
+        self.total = self.add_variable((k,), name="total", **zeros)
+        self.squares = self.add_variable((k,), name="squares", **zeros)
+        self.residuals = self.add_variable((k,), name="residuals", **zeros)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         ops = keras.ops

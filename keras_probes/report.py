@@ -451,8 +451,18 @@ class ProbeHistory:
 
     @classmethod
     def from_json(cls, path) -> "ProbeHistory":
-        """Reads a history written by `to_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Reads a history written by `to_json`.
+
+        Raises:
+            ValueError: the file is not JSON, or not a history; the message
+                names the file.
+        """
+        fix = "A history file is written by ProbeHistory.to_json (or ProbeMonitor(path=...))."
+        data = _files.read_json(path, "The history file", fix)
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a readable ProbeHistory: {error}") from None
 
 
 def _header(format, measurements):

@@ -175,7 +175,8 @@ class _SoftmaxProbe(ProbeEstimator):
 
     def evaluate(self, X, y) -> dict[str, float]:
         """Mean cross-entropy, top-1 and top-5 error on `(X, y)`, in float64."""
-        return metrics.classification_scores(y, self.decision_function(X))
+        logits = self.decision_function(X)
+        return Classification(logits.shape[1]).scores(y, logits)
 
     def score(self, X, y) -> float:
         """The accuracy on `(X, y)`, as scikit-learn's classifiers."""

@@ -69,8 +69,9 @@ class Task:
         """Each example's loss `(batch,)` from the heads' linear outputs (keras.ops)."""
         raise NotImplementedError
 
-    def new_trackers(self, prefix: str) -> dict:
-        """`{name: keras metric}` of one probe; `"loss"` takes the loss, the rest `(y, outputs)`."""
+    def new_trackers(self, prefix: str, dtype=None) -> dict:
+        """`{name: keras metric}` of one probe; `"loss"` takes the loss, the rest `(y, outputs)`
+        (see `kp.metrics`)."""
         raise NotImplementedError
 
     def monitorable(self) -> list[str]:
@@ -94,8 +95,15 @@ class Task:
         raise NotImplementedError
 
     def scores(self, y, outputs) -> dict[str, float]:
-        """The report metrics of raw outputs `(n, units)` against checked targets `y`."""
-        raise NotImplementedError
+        """The report metrics of raw outputs `(n, units)` against checked targets `y`.
+
+        The same metrics as `fit`'s logs (`new_trackers`), fed the whole set at
+        once in float64.
+        """
+        outputs = keras.ops.convert_to_tensor(np.asarray(outputs, np.float64))
+        trackers = self.new_trackers("probe", dtype="float64")
+        values = metrics.measure(trackers, y, outputs, self.example_losses(y, outputs))
+        return self.report_row({log_key("probe", k): v for k, v in values.items()}, "probe")
 
     def scores_names(self) -> list[str]:
         """The names `scores` returns, in order."""
@@ -142,14 +150,8 @@ class Classification(Task):
     def example_losses(self, y, outputs):
         return keras.losses.sparse_categorical_crossentropy(y, outputs, from_logits=True)
 
-    def new_trackers(self, prefix):
-        return {
-            "loss": keras.metrics.Mean(name=f"{prefix}_loss"),
-            "accuracy": keras.metrics.SparseCategoricalAccuracy(name=f"{prefix}_accuracy"),
-            "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(
-                k=min(5, self.num_classes), name=f"{prefix}_top5_accuracy"
-            ),
-        }
+    def new_trackers(self, prefix, dtype=None):
+        return metrics.classification_trackers(self.num_classes, prefix, dtype)
 
     def monitorable(self):
         return ["loss", "accuracy", "top5_accuracy"]
@@ -167,9 +169,6 @@ class Classification(Task):
         return _validation.check_data(
             x, y, input_spec, self.num_classes, labels=labels, argument=argument
         )
-
-    def scores(self, y, outputs):
-        return metrics.classification_scores(y, outputs)
 
     def scores_names(self):
         return ["loss", "error", "top5_error"]
@@ -212,11 +211,8 @@ class Regression(Task):
         y = keras.ops.reshape(keras.ops.cast(y, outputs.dtype), (-1, len(self.targets)))
         return keras.ops.mean((y - outputs) ** 2, axis=-1)
 
-    def new_trackers(self, prefix):
-        return {
-            "loss": keras.metrics.Mean(name=f"{prefix}_loss"),
-            "stats": metrics.RegressionStats(self.targets, name=f"{prefix}_stats"),
-        }
+    def new_trackers(self, prefix, dtype=None):
+        return metrics.regression_trackers(self.targets, prefix, dtype)
 
     def monitorable(self):
         return ["loss", *self.scores_names()]
@@ -234,13 +230,6 @@ class Regression(Task):
         return _validation.check_data(
             x, y, input_spec, None, labels=labels, argument=argument, num_targets=len(self.targets)
         )
-
-    def scores(self, y, outputs):
-        fits, errors = metrics.r2(y, outputs), metrics.mspe(y, outputs)
-        row = {}
-        for j, target in enumerate(self.targets):
-            row[f"{target}_r2"], row[f"{target}_mspe"] = float(fits[j]), float(errors[j])
-        return row
 
     def scores_names(self):
         return [f"{t}_{m}" for t in self.targets for m in ("r2", "mspe")]

@@ -70,6 +70,7 @@ def test_set_params_checks_like_the_constructor():
         LBFGSProbe(dtype="float16")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", [0, 1])
 def test_minibatch_early_stops_and_keeps_its_best_epoch(seed):
     # 60 examples of four overlapping classes in 20 dimensions, no penalty: the probe
@@ -134,7 +135,7 @@ def test_one_loop_scores_every_split_with_the_task_metrics(cached):
             kernel, bias = head.get_weights()
             logits = features[point].astype(np.float64) @ kernel + bias
             # The heads hold the fit in float32; the report scored the float64 fit.
-            expected = kp.metrics.classification_scores(labels, logits)
+            expected = kp.tasks.Classification(10).scores(labels, logits)
             row = report.results[split][point]
             assert row["loss"] == pytest.approx(expected["loss"], rel=1e-4)
     assert set(report.results["train"]["gap"]) == {
@@ -168,6 +169,7 @@ def test_tasks_own_what_differs_between_classes_and_targets():
         kp.tasks.Regression([])
 
 
+@pytest.mark.numerics
 def test_best_probe_weights_watches_regression_probes(digits):
     x, y, xt, yt = digits
     keras.utils.set_random_seed(0)

@@ -209,3 +209,17 @@ def test_from_csv_advice_works_on_a_hand_edited_csv(tmp_path):
     end_line = str(error.value).rsplit("append the line ", 1)[1].strip("'.")
     (tmp_path / "commented.csv").write_text("\n".join(lines[:-1]) + "\n" + end_line + "\n")
     assert kp.ProbeReport.from_csv(tmp_path / "commented.csv").results == make_report().results
+
+
+def test_history_files_that_are_not_histories_are_refused_naming_the_file(tmp_path):
+    history = kp.ProbeHistory(["a", "b"], num_classes=10, model="m")
+    history.append(0, 0.0, {"val_error": {"a": 0.5, "b": 0.25}})
+    history.to_json(tmp_path / "h.json")
+    text = (tmp_path / "h.json").read_text()
+    (tmp_path / "cut.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"history file .*cut.json is corrupt: it is not valid"):
+        kp.ProbeHistory.from_json(tmp_path / "cut.json")
+    make_report().to_json(tmp_path / "report.json")
+    with pytest.raises(ValueError, match=r"report.json is not a readable ProbeHistory"):
+        kp.ProbeHistory.from_json(tmp_path / "report.json")
+    assert kp.ProbeHistory.from_json(tmp_path / "h.json") == history
