@@ -9,10 +9,10 @@ This measures the same, side by side in one process, on
 * re-run: `ProbedModel.fit` over images, every epoch running ResNet-50 (one
   pass for all 17 probes) and training the heads;
 * cache:  `kp.fit_probes(solver="rmsprop")` over a `FeatureCache` of the same
-  model: each probe trained on its point's features, read back from the
-  memory-mapped `.npy` shards, for the same epochs (one cached epoch is the
-  sum, over the probes, of each probe's epoch), at batch 32 (as the re-run)
-  and 256;
+  model: each probe trained on its point's features, read once from the
+  memory-mapped `.npy` shards before its epochs (a read the epoch times leave
+  out), for the same epochs (one cached epoch is the sum, over the probes, of
+  each probe's epoch), at batch 32 (as the re-run) and 256;
   and the cache's shuffled dataset read alone, without training, to show
   what the disk side costs.
 

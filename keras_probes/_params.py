@@ -16,7 +16,7 @@ check({"l2": Real(0), "max_iter": Integer(1), "dtype": Options("float32", "float
 import math
 import numbers
 
-__all__ = ["Boolean", "Integer", "Options", "Real", "check", "refuse"]
+__all__ = ["Boolean", "Instance", "Integer", "Options", "Real", "check", "refuse"]
 
 
 class Integer:
@@ -66,6 +66,19 @@ class Options:
 
     def describe(self) -> str:
         return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+class Instance:
+    """An instance of one of `types` (a list of callbacks, a model, ...)."""
+
+    def __init__(self, *types: type, description: str):
+        self.types, self.description = types, description
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.types)
+
+    def describe(self) -> str:
+        return self.description
 
 
 class Boolean:

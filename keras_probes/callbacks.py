@@ -289,9 +289,16 @@ class ProbeMonitor(keras.callbacks.Callback):
     ):
         super().__init__()
         _params.check(
-            {"unit": _params.Options("epoch", "batch"), "every": _params.Integer(1)},
+            {
+                "unit": _params.Options("epoch", "batch"),
+                "every": _params.Integer(1),
+                "max_examples": [_params.Integer(1), None],
+                "batch_size": _params.Integer(1),
+            },
             unit=unit,
             every=every,
+            max_examples=max_examples,
+            batch_size=batch_size,
         )
         if (num_classes is None) == (targets is None):
             raise ValueError(
@@ -303,7 +310,11 @@ class ProbeMonitor(keras.callbacks.Callback):
         if given and (solver is not None or targets is not None):
             raise ValueError(
                 f"{given} are settings of the default L-BFGS solver of class probes; "
-                "set them on the `solver` given instead."
+                + (
+                    "set them on the `solver` given instead."
+                    if solver is not None
+                    else "regression probes are fitted by `solver=`, RidgeProbe by default."
+                )
             )
         if solver is None and targets is None:
             defaults = {"l2": 1e-4, "max_iter": 500, "tol": 1e-4, "standardize": True}

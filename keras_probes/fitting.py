@@ -17,24 +17,14 @@ import keras
 import numpy as np
 
 from keras_probes.report import ProbeReport
-from keras_probes.solvers import Minibatch, ProbeEstimator, get
+from keras_probes.solvers import SETTINGS, ProbeEstimator, get
 from keras_probes.tasks import Task
 
 __all__ = ["check_solver", "fit_each", "fit_probes"]
 
 _VALIDATION_NAMES = ("val", "validation", "valid")
 #: `fit_probes`'s arguments that are settings of a named solver.
-_SOLVER_SETTINGS = (
-    "max_iter",
-    "tol",
-    "dtype",
-    "epochs",
-    "batch_size",
-    "patience",
-    "learning_rate",
-    "seed",
-    "callbacks",
-)
+_SOLVER_SETTINGS = frozenset().union(*SETTINGS.values())
 
 
 def fit_each(
@@ -80,6 +70,17 @@ def fit_each(
         (unless `diagnostics=False`).
     """
     check_solver(solver, task)
+    for split, role in ((train, "train"), (validation, "validation")):
+        if split is not None and split not in targets:
+            raise ValueError(
+                f"No targets for the {role} split {split!r}; `targets` holds {list(targets)}."
+            )
+    if validation is not None and not solver.early_stops:
+        raise ValueError(
+            f"{type(solver).__name__} does not early-stop: it has no use for validation="
+            f"{validation!r}. Leave it out, or use kp.solvers.Minibatch."
+        )
+    targets = {split: task.check_targets(y) for split, y in targets.items()}
     fit_params = task.fit_params()
     results = {split: {} for split in targets}
     progress = keras.utils.Progbar(len(points), unit_name="probe") if verbose else None
@@ -186,9 +187,14 @@ def fit_probes(
     """
     settings = {name: value for name, value in locals().items() if name in _SOLVER_SETTINGS}
     estimator = get(solver, l2, **settings)
+    if probed.task.solver_kind != "classifier":
+        raise TypeError(
+            "kp.fit_probes fits class probes on the cache's labels; for regression probes "
+            f"use kp.fit_regression_probes with their targets. Received: {type(probed).__name__}"
+        )
     cache.check_model(probed)
-    validation = _validation_split(cache, train, validation)
     cache.require_split(train)
+    validation = _validation_split(cache, train, validation, estimator)
     splits = cache.complete_splits
     targets = {split: cache.arrays(split, points=[])[1] for split in splits}
     return fit_each(
@@ -198,16 +204,23 @@ def fit_probes(
         lambda split, point: cache.arrays(split, points=[point])[0][point],
         targets,
         train=train,
-        validation=validation if isinstance(estimator, Minibatch) else None,
+        validation=validation,
         heads=probed.heads,
         model=probed.base.name,
         verbose=verbose,
     )
 
 
-def _validation_split(cache, train, validation):
+def _validation_split(cache, train, validation, solver):
+    """The split `solver` early-stops on: `None` for solvers that do not early-stop."""
     if validation == "auto":
-        return next((s for s in _VALIDATION_NAMES if s in cache.splits and s != train), None)
+        found = (s for s in _VALIDATION_NAMES if s in cache.complete_splits and s != train)
+        return next(found, None) if solver.early_stops else None
     if validation is not None:
         cache.require_split(validation)
+        if validation == train:
+            raise ValueError(
+                f"validation={validation!r} is the train split: early stopping needs held-out "
+                "examples. Choose another split, or None."
+            )
     return validation

@@ -47,13 +47,16 @@ def top_k_hits(labels, logits, k: int = 5):
 
     As `tf.math.in_top_k` (Keras' `SparseTopKCategoricalAccuracy`): the label
     counts in when fewer than `k` classes score strictly above it, so ties at
-    the boundary count in. Unlike it, any float dtype (float64 included).
+    the boundary count in, and a row with a non-finite score is a miss.
+    Unlike it, any float dtype (float64 included).
     """
-    logits = keras.ops.convert_to_tensor(logits)
-    labels = keras.ops.cast(keras.ops.reshape(labels, (-1, 1)), "int32")
-    true = keras.ops.take_along_axis(logits, labels, axis=1)
-    above = keras.ops.sum(keras.ops.cast(logits > true, "int32"), axis=1)
-    return keras.ops.cast(above < k, logits.dtype)
+    ops = keras.ops
+    logits = ops.convert_to_tensor(logits)
+    labels = ops.cast(ops.reshape(labels, (-1, 1)), "int32")
+    true = ops.take_along_axis(logits, labels, axis=1)
+    above = ops.sum(ops.cast(logits > true, "int32"), axis=1)
+    finite = ops.all(ops.isfinite(logits), axis=1)
+    return ops.cast(ops.logical_and(above < k, finite), logits.dtype)
 
 
 def regression_trackers(targets, prefix: str, dtype=None) -> dict:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _params
+from keras_probes import _params, metrics
 from keras_probes.model import ProbedModel
 
 __all__ = ["as_probed", "classifier_errors", "load_model", "load_saved_model"]
@@ -241,6 +241,6 @@ def classifier_errors(
 
 
 def _top_k_error(scores, labels, k):
-    """The fraction of rows where `k` or more classes score above the label."""
-    label_scores = np.take_along_axis(scores, labels[:, None], axis=1)
-    return float(np.mean(np.sum(scores > label_scores, axis=1) >= k))
+    """The fraction of rows whose label is not among the `k` best (`kp.metrics.top_k_hits`)."""
+    hits = metrics.top_k_hits(labels, np.asarray(scores, np.float64), k)
+    return 1.0 - float(np.mean(keras.ops.convert_to_numpy(hits)))

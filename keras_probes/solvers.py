@@ -46,6 +46,7 @@ __all__ = [
     "NotFittedError",
     "ProbeEstimator",
     "RidgeProbe",
+    "SETTINGS",
     "get",
     "unit_columns",
 ]
@@ -54,6 +55,7 @@ _XLA_MAX_FEATURES = 128
 _CHUNK_BYTES = 1 << 26  # rows per TensorFlow call: 64 MiB of float32 features
 _ROWS = 1 << 16  # rows per NumPy chunk when predicting
 _MINIBATCH = ("rmsprop", "adam")
+_INFER = "infer"  # `num_classes` left out of `fit`: the largest label plus one
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -69,6 +71,8 @@ class ProbeEstimator:
 
     #: `"classifier"` or `"regressor"`, as scikit-learn's `_estimator_type`.
     kind = "classifier"
+    #: Whether `fit` takes `validation_data` and stops early on it.
+    early_stops = False
     #: `{setting: constraint}`, checked by `_store` (see `keras_probes._params`).
     _constraints = {}
 
@@ -89,7 +93,8 @@ class ProbeEstimator:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params) -> "ProbeEstimator":
-        """A copy's worth of settings changed in place; unknown names are refused."""
+        """Changes settings in place, checked as the constructor checks them; an unknown
+        setting is refused. Returns `self`, as scikit-learn's `set_params`."""
         unknown = sorted(set(params) - set(self._param_names()))
         if unknown:
             raise ValueError(
@@ -144,6 +149,8 @@ class _SoftmaxProbe(ProbeEstimator):
     """The softmax classifiers' shared half: input checks, prediction, scores."""
 
     def _check_classification(self, X, y, num_classes):
+        """`(features, labels, num_classes)` checked; `num_classes` omitted is the
+        largest label plus one (at least 2)."""
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         labels = np.asarray(y)
@@ -158,6 +165,9 @@ class _SoftmaxProbe(ProbeEstimator):
                 f"`features` and `labels` must hold the same number (> 0) of examples. "
                 f"Received: features of shape {X.shape}, labels of shape {labels.shape}"
             )
+        if num_classes is _INFER:
+            labels = _validation.check_labels(labels, None, num_examples=n)
+            num_classes = max(int(labels.max()) + 1, 2)
         num_classes = _validation.check_num_classes(num_classes)
         # Checked here: out of range, XLA's cross-entropy (<= 128 features)
         # would return a NaN loss rather than an error.
@@ -176,7 +186,8 @@ class _SoftmaxProbe(ProbeEstimator):
     def evaluate(self, X, y) -> dict[str, float]:
         """Mean cross-entropy, top-1 and top-5 error on `(X, y)`, in float64."""
         logits = self.decision_function(X)
-        return Classification(logits.shape[1]).scores(y, logits)
+        task = Classification(logits.shape[1])
+        return task.scores(task.check_targets(y, num_examples=len(logits)), logits)
 
     def score(self, X, y) -> float:
         """The accuracy on `(X, y)`, as scikit-learn's classifiers."""
@@ -257,7 +268,9 @@ class LBFGSProbe(_SoftmaxProbe):
     ):
         self._store(locals())
 
-    def fit(self, X, y, num_classes: int, *, coef_init=None, intercept_init=None):
+    def fit(
+        self, X, y, num_classes: int = _INFER, *, coef_init=None, intercept_init=None
+    ) -> "LBFGSProbe":
         """Fits the probe on features `X` `(n, features)` and integer labels `y` `(n,)`.
 
         Args:
@@ -265,7 +278,8 @@ class LBFGSProbe(_SoftmaxProbe):
                 memory-mapped.
             y: integer labels in `[0, num_classes)`.
             num_classes: the number of classes the probe predicts (labels
-                need not show every one).
+                need not show every one). Defaults to the largest label plus
+                one.
             coef_init, intercept_init: a warm start, e.g. the probe's
                 previous weights. Default to zeros.
 
@@ -360,6 +374,8 @@ class Minibatch(_SoftmaxProbe):
     ```
     """
 
+    early_stops = True
+
     _constraints = {
         "optimizer": _params.Options(*_MINIBATCH),
         "l2": _params.Real(0),
@@ -369,6 +385,7 @@ class Minibatch(_SoftmaxProbe):
         "patience": _params.Integer(0, description="a finite number >= 0 (an integer)"),
         "seed": _params.Integer(0, description="a finite number >= 0 (an integer)"),
         "verbose": _params.Integer(0),
+        "callbacks": [_params.Instance(list, tuple, description="a list of Keras callbacks"), None],
     }
 
     def __init__(
@@ -390,12 +407,12 @@ class Minibatch(_SoftmaxProbe):
         self,
         X,
         y,
-        num_classes: int,
+        num_classes: int = _INFER,
         *,
         coef_init=None,
         intercept_init=None,
         validation_data=None,
-    ):
+    ) -> "Minibatch":
         """Trains the probe on features `X` and integer labels `y`.
 
         Args:
@@ -408,11 +425,17 @@ class Minibatch(_SoftmaxProbe):
             `self`, fitted.
         """
         features, labels, num_classes = self._check_classification(X, y, num_classes)
+        _validation.check_finite(features, "features")
+        d = features.shape[1]
         task = Classification(num_classes)
         head = task.new_head("probe")
-        head.build((None, features.shape[1]))
-        if coef_init is not None:
-            head.set_weights([np.asarray(coef_init), np.asarray(intercept_init)])
+        head.build((None, d))
+        head.set_weights(
+            [
+                np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init),
+                np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init),
+            ]
+        )
         trainer = ProbeTrainer(task, ["probe"], [head], l2=self.l2, name="minibatch_probe")
         # A whole epoch per call into TensorFlow: one small probe's steps are cheap,
         # and Python's dispatch per step would otherwise dominate. (Not under a
@@ -428,8 +451,13 @@ class Minibatch(_SoftmaxProbe):
         stopping = None
         validation = None
         if validation_data is not None:
-            val_x, val_y = validation_data
-            val_y = _validation.check_labels(np.asarray(val_y), num_classes, len(val_x))
+            val_x, val_y, _ = self._check_classification(*validation_data, num_classes)
+            if val_x.shape[1] != d:
+                raise ValueError(
+                    f"`validation_data` holds {val_x.shape[1]} features per example; the "
+                    f"training features {d}. Received: validation features of shape {val_x.shape}"
+                )
+            _validation.check_finite(val_x, "validation features")
             validation = _batched(val_x, val_y, self.batch_size)
             stopping = keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True
@@ -586,7 +614,7 @@ def unit_columns(matrix) -> np.ndarray:
 
 
 #: Which settings each solver name takes, beside `l2`.
-_SETTINGS = {
+SETTINGS = {
     "lbfgs": ("max_iter", "tol", "dtype"),
     "rmsprop": ("epochs", "batch_size", "patience", "learning_rate", "seed", "callbacks"),
     "adam": ("epochs", "batch_size", "patience", "learning_rate", "seed", "callbacks"),
@@ -619,11 +647,11 @@ def get(solver, l2=None, **settings) -> ProbeEstimator:
                 f"solver={solver!r}"
             )
         return solver.clone()
-    if solver not in _SETTINGS:
-        _params.refuse("solver", solver, f"one of {tuple(_SETTINGS)} or a solver estimator")
-    unused = sorted(set(given) - set(_SETTINGS[solver]))
+    if not isinstance(solver, str) or solver not in SETTINGS:
+        _params.refuse("solver", solver, f"one of {tuple(SETTINGS)} or a solver estimator")
+    unused = sorted(set(given) - set(SETTINGS[solver]))
     if unused:
-        users = [name for name, names in _SETTINGS.items() if unused[0] in names]
+        users = [name for name, names in SETTINGS.items() if unused[0] in names]
         raise ValueError(
             f"solver={solver!r} does not use {unused}: "
             f"`{unused[0]}` is a setting of solver={' or '.join(map(repr, users))}. "

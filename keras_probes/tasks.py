@@ -4,9 +4,10 @@ A task owns everything that depends on what is predicted: the head, each
 example's loss, the metrics Keras streams and the names a callback may
 monitor, turning logs into a report row, checking targets, scoring a fitted
 probe on a whole split, and the outputs a served probe returns. The models
-(`kp.ProbedModel`), the solvers' loop, the callbacks and the export ask the
-task and never test which task it is, so a new kind of probe is one new class
-here.
+(`kp.ProbedModel`), the fitting loop and the export ask the task what to do
+rather than test which task it is, so a new kind of probe is mostly one new
+class here (plus, for its own constructor arguments, a thin model subclass
+such as `kp.RegressionProbedModel`).
 
 - `Classification(num_classes)`: softmax linear classifiers on integer
   labels (Alain & Bengio). Metrics: loss, error (accuracy in Keras' logs),
@@ -122,6 +123,9 @@ class Task:
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, repr(sorted(self.get_config().items()))))
 
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

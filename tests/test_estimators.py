@@ -4,6 +4,7 @@ the task objects that make classification and regression probes one code path.""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import small_convnet
 from sklearn.base import clone
 
@@ -218,9 +219,53 @@ def test_probe_monitor_watches_regression_probes(digits):
     # The pixels hold their own mean exactly: a ridge probe on them has R^2 of about 1.
     assert history.at(4, "val_mean_r2")["image"] > 0.99
     assert isinstance(monitor.probed, kp.RegressionProbedModel)
-    with pytest.raises(ValueError, match="set them on the `solver` given"):
+    with pytest.raises(ValueError, match="regression probes are fitted by `solver=`"):
         kp.callbacks.ProbeMonitor((x[:4], ink(x[:4])), targets=["a", "b"], l2=1.0)
     with pytest.raises(ValueError, match="Give either `num_classes`"):
         kp.callbacks.ProbeMonitor((x[:4], np.zeros(4)))
     with pytest.raises(ValueError, match="LBFGSProbe is a classifier"):
         kp.callbacks.ProbeMonitor((x[:4], ink(x[:4])), targets=["a", "b"], solver=LBFGSProbe())
+
+
+def test_careless_calls_get_errors_that_name_the_fix(cached, blobs):
+    probed, cache = cached
+    x, y, _, _ = blobs
+    with pytest.raises(ValueError, match="LBFGSProbe does not early-stop.*validation='val'"):
+        kp.fit_probes(probed, cache, solver="lbfgs", validation="val")
+    with pytest.raises(ValueError, match="validation='train' is the train split"):
+        kp.fit_probes(probed, cache, solver="adam", validation="train")
+    regression = kp.RegressionProbedModel(probed.base, points=probed.points, targets=["t"])
+    with pytest.raises(TypeError, match="use kp.fit_regression_probes"):
+        kp.fit_probes(regression, cache, solver=RidgeProbe())
+    features = lambda split, point: x  # noqa: E731
+    task = kp.tasks.Classification(4)
+    with pytest.raises(ValueError, match="No targets for the train split 'train'"):
+        kp.fitting.fit_each(LBFGSProbe(), task, ["p"], features, {"val": y})
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes\) = \[0, 4\)"):
+        kp.fitting.fit_each(LBFGSProbe(), task, ["p"], features, {"train": y + 1})
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"`features` holds NaN or infinite values .* \[3\]"):
+        Minibatch(epochs=1).fit(bad, y, 4)
+    with pytest.raises(ValueError, match="`validation_data` holds 19 features"):
+        Minibatch(epochs=1).fit(x, y, 4, validation_data=(x[:, :19], y))
+    probe = LBFGSProbe(l2=1e-2).fit(x, y)  # num_classes left out: the largest label plus one
+    assert probe.coef_.shape == (20, 4)
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes\) = \[0, 4\)"):
+        probe.score(x, y + 1)
+    with pytest.raises(ValueError, match="`callbacks` must be a list of Keras callbacks"):
+        Minibatch(callbacks=5)
+    with pytest.raises(ValueError, match="`solver` must be one of"):
+        kp.solvers.get(["lbfgs"])
+    with pytest.raises(ValueError, match="`max_examples` must be an integer >= 1 or None"):
+        kp.callbacks.ProbeMonitor((x, y), num_classes=4, max_examples=0)
+    assert len({kp.tasks.Classification(4), kp.tasks.Classification(4)}) == 1
+
+
+def test_top_k_hits_follows_in_top_k_also_for_ties_and_non_finite_rows():
+    logits = np.array([[3.0, 2.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, np.nan, 1.0, 2.0]])
+    labels = np.array([2, 3, 3])
+    ours = keras.ops.convert_to_numpy(kp.metrics.top_k_hits(labels, logits, k=2))
+    theirs = tf.math.in_top_k(labels, logits.astype(np.float32), k=2).numpy()
+    np.testing.assert_array_equal(ours, theirs.astype(np.float64))
+    np.testing.assert_array_equal(ours, [1.0, 1.0, 0.0])  # a tie at the boundary counts in
