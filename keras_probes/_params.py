@@ -54,15 +54,14 @@ class Real:
 
 
 class Options:
-    """One of the given values (compared with `==`, never a bool for a number)."""
+    """One of the given values: a string equal to a string option (`np.str_`
+    included), anything else of the same type and equal (so `True` is not `1`)."""
 
     def __init__(self, *values):
         self.values = values
 
     def accepts(self, value) -> bool:
-        return any(type(value) is type(v) and value == v for v in self.values) or (
-            value is None and None in self.values
-        )
+        return any(_same_kind(value, v) and value == v for v in self.values)
 
     def describe(self) -> str:
         return "one of " + ", ".join(repr(v) for v in self.values)
@@ -89,6 +88,10 @@ class Boolean:
 
     def describe(self) -> str:
         return "True or False"
+
+
+def _same_kind(value, option) -> bool:
+    return isinstance(value, str) and isinstance(option, str) or type(value) is type(option)
 
 
 def _bounds(low, high, open_low) -> str:

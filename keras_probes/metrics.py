@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "RegressionStats",
     "classification_trackers",
+    "columns",
     "measure",
     "mspe",
     "r2",
