@@ -15,6 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["keras_probes", "keras_probes.*"]),
+    package_data={"keras_probes": ["presets.json"]},
     python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.16",
@@ -31,7 +32,16 @@ setup(
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={
         "tensorboard": ["tensorboard"],
-        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.5", "tensorboard", "pandas"],
+        # keras-hub backbones (BERT, Gemma, ViT, DINOv2) as bases.
+        "hub": ["keras-hub>=0.21"],
+        "dev": [
+            "pytest>=8",
+            "scikit-learn>=1.4",
+            "ruff>=0.5",
+            "tensorboard",
+            "pandas",
+            "keras-hub>=0.21",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

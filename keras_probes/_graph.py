@@ -2,9 +2,15 @@
 re-traces a model so that every layer's output hangs off one set of inputs.
 
 This is the only module that touches Keras internals: `Functional`, its graph
-executor `_run_through_graph` (the one `keras.models.clone_model` uses) and a
-tensor's `_keras_history`. The tests over every `keras.applications` family
-pin the behaviour.
+executor `_run_through_graph` (the one `keras.models.clone_model` uses), a
+tensor's `_keras_history` and a layer's `_flatten_layers`. The tests over every
+`keras.applications` family and over keras-hub backbones pin the behaviour.
+
+Two kinds of layers are opened, so that the layers inside them are points:
+Functional or Sequential sub-models (their graph is run in place), and the
+layers of `UNROLLERS`, which loop over their sub-layers in `call()` (keras-hub's
+ViT and DINOv2 encoders: their `call` is replayed sub-layer by sub-layer). Any
+other layer is one point, its output.
 """
 
 import re
@@ -34,16 +40,27 @@ class Graph:
         inputs: fresh `keras.Input`s, structured like the model's input.
         layers: every path, in execution order (input side first): the
             model's inputs by name, its layers by name, the layers of nested
-            Functional or Sequential sub-models as `"inner/layer"` (just
-            before `"inner"` itself).
-        tensors: `{path: KerasTensor}` of the paths that can be probes.
+            Functional or Sequential sub-models and of unrolled layers as
+            `"inner/layer"` (just before `"inner"` itself).
+        tensors: `{path: KerasTensor}` of the paths that can be probes: one
+            floating-point tensor, from a layer called once.
         problems: `{path: why it cannot be a probe}` for the others.
+        aliases: `{alias: path}` of the sub-models that have a second name:
+            `"backbone"` for a keras-hub task's backbone.
     """
 
     inputs: object
     layers: dict = field(default_factory=dict)
     tensors: dict = field(default_factory=dict)
     problems: dict = field(default_factory=dict)
+    aliases: dict = field(default_factory=dict)
+
+    def canonical(self, path: str) -> str:
+        """`path` with a leading alias replaced: `"backbone/x"` -> `"bert_backbone/x"`."""
+        head, separator, rest = path.partition(SEPARATOR)
+        if head not in self.aliases:
+            return path
+        return self.aliases[head] + separator + rest
 
 
 def trace(model: keras.Model) -> Graph:
@@ -75,7 +92,38 @@ def trace(model: keras.Model) -> Graph:
         layer = original._keras_history.operation
         _record(graph, layer.name, layer, tensor)
     _run(model, inputs, "", graph)
+    # A keras-hub task keeps its backbone as `.backbone`, so "backbone/..." is
+    # the path users read off the task; the layer's own name may differ.
+    backbone = getattr(model, "backbone", None)
+    if (
+        is_graph_model(backbone)
+        and graph.layers.get(backbone.name) is backbone
+        and "backbone" not in graph.layers
+    ):
+        graph.aliases["backbone"] = backbone.name
     return graph
+
+
+def opaque_layer(graph: Graph, path: str) -> str | None:
+    """The path of the layer that `path` reaches into but that cannot be opened.
+
+    That is a layer with sub-layers that runs them inside its own `call()`
+    (and has no unroller): its inner outputs are not in the model's graph.
+    `None` when `path` reaches into no such layer.
+    """
+    parts = path.split(SEPARATOR)
+    for end in range(len(parts) - 1, 0, -1):
+        prefix = SEPARATOR.join(parts[:end])
+        layer = graph.layers.get(prefix)
+        if layer is None:
+            continue
+        # The deepest known layer on the path decides: an opened one simply has
+        # no such inner layer.
+        opened = is_graph_model(layer) or is_unrolled(layer)
+        if opened or not isinstance(layer, keras.Layer):
+            return None
+        return prefix if layer._flatten_layers(include_self=False, recursive=False) else None
+    return None
 
 
 def _inputs(model):
@@ -103,26 +151,90 @@ def _record(graph, path, layer, outputs):
     elif not isinstance(outputs, keras.KerasTensor):
         count = len(keras.tree.flatten(outputs))
         graph.problems[path] = f"it returns {count} tensors; a probe point needs one"
+    elif not keras.backend.is_float_dtype(outputs.dtype):
+        # Token ids and masks are inputs the model needs, never features.
+        graph.problems[path] = (
+            f"its output is {outputs.dtype} (token ids, segment ids or a mask), "
+            "not floating-point features"
+        )
     else:
         graph.tensors[path] = outputs
 
 
 def _run(model, inputs, prefix, graph):
-    def call(layer, *args, **kwargs):
-        path = prefix + layer.name
-        if is_graph_model(layer):
-            # Step into the sub-model instead of calling it whole, so that its
-            # inner tensors join this graph. `training` is decided later, when
-            # the traced model is called.
-            outputs = _run(layer, args[0], path + SEPARATOR, graph)
-        else:
-            outputs = layer(*args, **kwargs)
-        _record(graph, path, layer, outputs)
-        return outputs
-
+    call = _caller(prefix, graph)
     if isinstance(model, keras.Sequential):
         outputs = inputs
         for layer in model.layers:
             outputs = call(layer, outputs)
         return outputs
     return model._run_through_graph(inputs, call_fn=call)
+
+
+def _caller(prefix, graph):
+    """`call(layer, *args, **kwargs)`: calls `layer` as the model does and records
+    its output at `prefix + layer.name`, opening graph models and unrolled layers."""
+
+    def call(layer, *args, **kwargs):
+        path = prefix + layer.name
+        unroll = _unroller(layer)
+        if is_graph_model(layer):
+            # Step into the sub-model instead of calling it whole, so that its
+            # inner tensors join this graph. `training` is decided later, when
+            # the traced model is called.
+            outputs = _run(layer, args[0], path + SEPARATOR, graph)
+        elif unroll is not None:
+            outputs = unroll(layer, _caller(path + SEPARATOR, graph), *args, **kwargs)
+        else:
+            outputs = layer(*args, **kwargs)
+        _record(graph, path, layer, outputs)
+        return outputs
+
+    return call
+
+
+# -- unrollers ----------------------------------------------------------------
+#
+# A layer that loops over its sub-layers in `call()` hides their outputs: the
+# model's graph holds one node for it. An unroller replays that `call` exactly,
+# sub-layer by sub-layer through `call_fn` (which records each output under the
+# layer's path), and returns what `call` returns. The sub-layers are the
+# layer's own (shared weights); they are called symbolically, `training` is
+# decided when the traced model is called, as for any layer of a graph.
+
+
+def _unroll_vit_encoder(layer, call_fn, inputs):
+    # keras_hub/src/models/vit/vit_layers.py, ViTEncoder.call.
+    x = call_fn(layer.dropout, inputs)
+    for i in range(layer.num_layers):
+        x = call_fn(layer.encoder_layers[i], x)
+    return call_fn(layer.layer_norm, x)
+
+
+def _unroll_dinov2_encoder(layer, call_fn, inputs, training=None):
+    # keras_hub/src/models/dinov2/dinov2_layers.py, DINOV2Encoder.call.
+    pyramid_outputs = {}
+    x = inputs
+    for layer_index, sub_layer in enumerate(layer.layers, start=1):
+        x = call_fn(sub_layer, x, training=training)
+        pyramid_outputs[f"stage{layer_index}"] = x
+    return x, pyramid_outputs
+
+
+#: `{"module.Class": unroller}`: keyed by the exact class's name (a subclass may
+#: override `call`), so that keras_hub is never imported here.
+UNROLLERS = {
+    "keras_hub.src.models.vit.vit_layers.ViTEncoder": _unroll_vit_encoder,
+    "keras_hub.src.models.dinov2.dinov2_layers.DINOV2Encoder": _unroll_dinov2_encoder,
+}
+
+
+def is_unrolled(layer) -> bool:
+    """Whether `trace` replays `layer`'s `call()` sub-layer by sub-layer (`UNROLLERS`),
+    so that its sub-layers are recorded one by one, as `"layer/sub_layer"`."""
+    return _unroller(layer) is not None
+
+
+def _unroller(layer):
+    cls = type(layer)
+    return UNROLLERS.get(f"{cls.__module__}.{cls.__qualname__}")

@@ -107,7 +107,7 @@ def _add_model_options(command):
         nargs="+",
         default=["all"],
         help="for a plain model: a preset (resnet50, inception_v3, mobilenet, vgg16), 'all', "
-        "or layer names (default: all)",
+        "'blocks' (every block output of a known family), or layer names (default: all)",
     )
     command.add_argument(
         "--reducers",
@@ -376,7 +376,7 @@ def _points(args):
     import keras_probes as kp
 
     points = args.points
-    if len(points) == 1 and points[0] in ("all", *kp.points.PRESETS):
+    if len(points) == 1 and points[0] in ("all", "blocks", *kp.points.PRESETS):
         return points[0]
     return points
 
@@ -392,7 +392,7 @@ def _images(args, model, source, split, batch_size=None):
         source,
         batch_size or args.batch_size,
         args.preprocess,
-        preset=points if isinstance(points, str) and points != "all" else None,
+        preset=points if isinstance(points, str) and points in kp.points.PRESETS else None,
         image_size=args.image_size,
         split=split,
         data_dir=args.data_dir,

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from scipy.special import logsumexp  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
@@ -156,3 +157,41 @@ def run_reproduction(name, out, *args, timeout=900):
     assert payload["name"] == name and payload["quick"] is True
     assert (Path(out) / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     return payload, result.stdout
+
+
+def objective(features, labels, kernel, bias, l2):
+    """The probe objective in float64: mean cross-entropy + l2 / 2 * ||kernel||^2."""
+    logits = features.astype(np.float64) @ kernel + bias
+    cross_entropy = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
+    return cross_entropy.mean() + l2 / 2 * np.sum(kernel.astype(np.float64) ** 2)
+
+
+def tiny_bert(vocabulary_size=40, hidden_dim=16, max_sequence_length=12):
+    """keras-hub's BertBackbone built from a small config (no download): 2 blocks."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim,
+        max_sequence_length=max_sequence_length,
+    )
+
+
+def tiny_gemma(vocabulary_size=40):
+    """keras-hub's GemmaBackbone (a decoder) built from a small config: 2 blocks."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.GemmaBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        head_dim=8,
+    )

@@ -3,21 +3,13 @@
 import keras
 import numpy as np
 import pytest
-from conftest import assert_error_rate, small_convnet
-from scipy.special import logsumexp
+from conftest import assert_error_rate, objective, small_convnet
 from sklearn.linear_model import LogisticRegression
 
 import keras_probes as kp
 from keras_probes.solvers import LBFGSProbe
 
 L2 = 1e-3
-
-
-def objective(features, labels, kernel, bias, l2):
-    """The probe objective in float64: mean cross-entropy + l2 / 2 * ||kernel||^2."""
-    logits = features.astype(np.float64) @ kernel + bias
-    cross_entropy = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
-    return cross_entropy.mean() + l2 / 2 * np.sum(kernel.astype(np.float64) ** 2)
 
 
 @pytest.fixture(scope="module")
