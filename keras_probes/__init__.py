@@ -25,7 +25,7 @@ from keras_probes.export import export_serving
 from keras_probes.fitting import fit_probes
 from keras_probes.heads import ProbeHead, RegressionHead
 from keras_probes.model import ProbedModel
-from keras_probes.reducers import GlobalAveragePooling, RandomSubset
+from keras_probes.reducers import GlobalAveragePooling, RandomSubset, TokenFeatures, TokenPooling
 from keras_probes.regression import RegressionProbedModel, fit_regression_probes
 from keras_probes.report import ProbeHistory, ProbeReport
 
@@ -42,6 +42,8 @@ __all__ = [
     "RandomSubset",
     "RegressionHead",
     "RegressionProbedModel",
+    "TokenFeatures",
+    "TokenPooling",
     "callbacks",
     "concepts",
     "controls",

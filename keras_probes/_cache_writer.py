@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from keras_probes import _distribute, _files, _validation
 from keras_probes._manifest import (
+    COLUMNS,
     MANIFEST_FILE,
     CacheError,
     Manifest,
@@ -47,6 +48,7 @@ from keras_probes._manifest import (
     is_plain_name,
 )
 from keras_probes._params import Integer, Options, check
+from keras_probes.reducers import TOKEN_IDS
 
 __all__ = ["write_split"]
 
@@ -247,7 +249,7 @@ class _Writer:
             if self.verbose
             else None
         )
-        seen, started, index = 0, time.perf_counter(), 0
+        seen, rows_seen, started, index = 0, 0, time.perf_counter(), 0
         hashes = []
         batches = _numpy_batches(self.probed, data, batch_size)
         while True:
@@ -268,18 +270,17 @@ class _Writer:
                 # Every batch is computed at exactly `batch_size` rows: the
                 # features of an example never depend on where its batch ends.
                 outputs = extract([_padded(x, batch_size) for x, _ in group])
-                features = {
-                    point: np.concatenate(
-                        [
-                            keras.ops.convert_to_numpy(output[point])[: len(y)]
-                            for output, (_, y) in zip(outputs, group, strict=True)
-                        ]
-                    )
-                    for point in self.recorded
+                rows = [
+                    self._rows(output, x, y) for output, (x, y) in zip(outputs, group, strict=True)
+                ]
+                columns = {
+                    key: np.concatenate([row[key] for row in rows])
+                    for key in rows[0]
+                    if rows[0][key] is not None
                 }
-                labels = np.concatenate([y for _, y in group])
-                self._write_shard(index, features, labels, digest, start=seen)
+                self._write_shard(index, columns, digest, start=rows_seen)
             seen += sum(len(y) for _, y in group)
+            rows_seen = sum(shard.examples for shard in record.shards[: index + 1])
             index += 1
             if progress is not None:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
@@ -295,7 +296,7 @@ class _Writer:
                 f"cache at {self.directory} already holds {done}. Pass the same data, or "
                 "overwrite=True to rewrite the split."
             )
-        record.num_examples = seen
+        record.num_examples = rows_seen
         record.data_fingerprint = hashlib.sha256("".join(hashes).encode()).hexdigest()
         record.complete = True
         self._commit()
@@ -317,17 +318,36 @@ class _Writer:
                 break
         return len(shards)
 
-    def _write_shard(self, index, features, labels, input_sha256, start):
+    def _rows(self, output, x, y):
+        """One batch's rows: `{point: features, "labels": ..., "token_ids": ... or None}`.
+
+        A row is an example, or for per-token probes a kept token (with its
+        token id when the model has a `token_ids` input).
+        """
+        columns = {
+            point: keras.ops.convert_to_numpy(output[point])[: len(y)] for point in self.recorded
+        }
+        columns["labels"], columns["token_ids"] = y, None
+        if self.probed.per_token:
+            kept = np.asarray(self.probed.kept_tokens(x)).astype(bool)
+            ids = self.probed.input_of(x, TOKEN_IDS)
+            columns = {key: values[kept] for key, values in columns.items() if values is not None}
+            columns["token_ids"] = None if ids is None else np.asarray(ids)[kept]
+        return columns
+
+    def _write_shard(self, index, columns, input_sha256, start):
         dtype, checksums = self.record.dtype, {}
         for point, recorded in self.recorded.items():
-            array = features[point]
+            array = columns[point]
             _check_storable(array, point, dtype, self.split, start)
             path = self.manifest.shard_path(self.directory, self.split, index, recorded)
             checksums[recorded] = _save(path, array.astype(dtype))
-        labels = labels.astype(np.int32)
-        path = self.manifest.shard_path(self.directory, self.split, index)
-        checksums["labels"] = _save(path, labels)
-        self.record.shards.append(Shard(len(labels), input_sha256, checksums))
+        for column in COLUMNS:
+            if column in columns:
+                path = self.manifest.shard_path(self.directory, self.split, index, column=column)
+                checksums[column] = _save(path, columns[column].astype(np.int32))
+        examples = len(columns["labels"])
+        self.record.shards.append(Shard(examples, input_sha256, checksums))
         # The manifest is the commit: a shard counts once it is listed there.
         self._commit()
 
@@ -398,10 +418,17 @@ def _check_storable(array, point, dtype, split, start):
 
 def _numpy_batches(probed, data, batch_size):
     """Yields `(x, y)` NumPy batches of `batch_size` from arrays or a dataset, checked."""
-    spec, num_classes = probed.feature_model.input, probed.num_classes
+    spec, num_classes, tokens = probed.feature_model.input, probed.num_classes, probed.per_token
+    if probed.preprocessor is not None and isinstance(data, tuple | list) and len(data) == 2:
+        data = probed.preprocess(*data, batch_size=batch_size)[0]  # a keras-hub task's
+    elif probed.preprocessor is not None:
+        data = probed.preprocess(data)[0]
     if isinstance(data, tf.data.Dataset):
-        dataset = _validation.check_data(data, None, spec, num_classes)
-        dataset = dataset.map(lambda x, y, *_: (x, y)).unbatch().batch(batch_size)
+        dataset = _validation.check_data(data, None, spec, num_classes, tokens=tokens)
+        dataset = dataset.map(lambda x, y, *_: (x, y)).unbatch()
+        # Token sequences of other lengths are padded to the longest of their batch
+        # (mask and ids with zeros: padded tokens are never rows).
+        dataset = dataset.padded_batch(batch_size) if tokens else dataset.batch(batch_size)
         yield from dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
         return
     if not (isinstance(data, tuple | list) and len(data) == 2):
@@ -410,7 +437,7 @@ def _numpy_batches(probed, data, batch_size):
             f"batches. Received: data of type {type(data).__name__}"
         )
     x, y = data
-    _validation.check_data(x, y, spec, num_classes)
+    _validation.check_data(x, y, spec, num_classes, tokens=tokens)
     for start in range(0, len(y), batch_size):
         rows = slice(start, start + batch_size)
         yield keras.tree.map_structure(lambda a, r=rows: np.asarray(a[r]), x), np.asarray(y[rows])

@@ -9,11 +9,15 @@ model      name, fingerprint, num_classes, layers: [{path, class, config, weight
 probes     fingerprint, points, reducers: {point: serialized reducer}
 points     {point: {dir, features}}
 splits     {split: {batch_size, shard_size, dtype, complete,
-                    shards: [{examples, input_sha256, sha256: {point..., labels}}],
+                    shards: [{examples, input_sha256,
+                              sha256: {point..., labels[, token_ids]}}],
                     num_examples, data_fingerprint}}   (the last two once complete)
 ```
 
-Points are named as in the model the cache was written from. The dataclasses
+A cache of per-token probes (`reducers="tokens"`) holds a row per kept token,
+and, when the model has a `token_ids` input, each row's token id
+(`token_ids`, e.g. for control tasks). Points are named as in the model the
+cache was written from. The dataclasses
 below mirror that object field for field, so that a manifest read and saved
 again keeps its bytes. `Manifest.read` refuses a file that is not such an
 object with a `CacheError` naming the file, what is wrong and how to rebuild.
@@ -39,6 +43,7 @@ import numpy as np
 from keras_probes import _files, _graph
 
 __all__ = [
+    "COLUMNS",
     "MANIFEST_FILE",
     "CacheError",
     "LayerRecord",
@@ -52,6 +57,8 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
+#: A shard's files beside its features: its labels and, in per-token caches, the token ids.
+COLUMNS = ("labels", "token_ids")
 _FORMAT = "keras_probes.FeatureCache"
 _VERSION = 2
 # Splits and point directories are plain directory names: no path separators,
@@ -336,11 +343,19 @@ class Manifest:
             )
         return None
 
-    def shard_path(self, directory: Path, split: str, index: int, point: str | None = None) -> Path:
-        """A file of shard `index` of `split`: `point`'s features (as recorded), or the labels."""
+    def shard_path(
+        self,
+        directory: Path,
+        split: str,
+        index: int,
+        point: str | None = None,
+        column: str = "labels",
+    ) -> Path:
+        """A file of shard `index` of `split`: `point`'s features (as recorded), or, for
+        no point, `column` (one of `COLUMNS`)."""
         name = f"shard-{index:05d}.npy"
         if point is None:
-            return directory / split / "labels" / name
+            return directory / split / column / name
         return directory / split / "features" / self.points[point].dir / name
 
     def check_shard(self, directory: Path, split: str, index: int) -> None:
@@ -355,9 +370,11 @@ class Manifest:
             f"Rebuild it: kp.FeatureCache.write(probed, data, {str(directory)!r}, "
             f"split={split!r}) keeps the intact shards and rewrites from the first bad one."
         )
-        for point in [*self.probes.points, None]:
-            path = self.shard_path(directory, split, index, point)
-            expected = checksums["labels" if point is None else point]
+        files = [(point, "labels") for point in self.probes.points]
+        files += [(None, column) for column in COLUMNS if column in checksums]
+        for point, column in files:
+            path = self.shard_path(directory, split, index, point, column)
+            expected = checksums[column if point is None else point]
             if not path.exists():
                 raise CacheError(
                     f"Feature cache file {path} is missing (shard {index} of split "
@@ -431,7 +448,10 @@ def _manifest_problem(manifest: dict) -> str | None:
             return f"no {field} in split {split!r}"
         for shard in record["shards"]:
             checksums = shard.get("sha256") if isinstance(shard, dict) else None
-            if not isinstance(checksums, dict) or set(checksums) != {*points, "labels"}:
+            if not isinstance(checksums, dict) or set(checksums) - {"token_ids"} != {
+                *points,
+                "labels",
+            }:
                 return f"a shard of split {split!r} without its checksums"
             field = _missing(shard, _SHARD_FIELDS)
             if field:
@@ -463,7 +483,8 @@ def _identity(probed) -> tuple[ModelRecord, ProbesRecord]:
             weights=_weights_sha256(layer),
         )
         for path, layer in layers.items()
-        if not _graph.is_graph_model(layer)  # a sub-model's layers are recorded one by one
+        # A sub-model's layers, and an unrolled layer's, are recorded one by one.
+        if not (_graph.is_graph_model(layer) or _graph.is_unrolled(layer))
     ]
     architecture = _canonical(keras.saving.serialize_keras_object(base), names)
     identity = [{"class": r.class_name, "config": r.config, "weights": r.weights} for r in records]
@@ -520,7 +541,8 @@ def _canonical(config, names):
 
 def _weights_sha256(layer) -> str:
     digest = hashlib.sha256()
-    for variable in layer.weights:
+    # Functional graphs also hold plain operations (`x[:, 0]` is a `GetItem`): no weights.
+    for variable in getattr(layer, "weights", ()):
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(value.tobytes())

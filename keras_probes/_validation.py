@@ -13,11 +13,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_probes.reducers import PADDING_MASK, input_of
 
-def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x", num_targets=None):
+
+def check_data(
+    x, y, input_spec, num_classes, *, labels=True, argument="x", num_targets=None, tokens=False
+):
     """Validates `(x, y)` as given to `fit`, `evaluate` or `predict`.
 
-    With `num_targets`, `y` holds regression targets, not class labels.
+    With `num_targets`, `y` holds regression targets, not class labels. With
+    `tokens`, `y` holds a label per token, `(batch, tokens)`, checked only at
+    the tokens the `padding_mask` input keeps.
 
     Returns:
         `x`, or for a `tf.data.Dataset` the same dataset with its batches
@@ -30,9 +36,11 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x", num_
                 "dataset yields (inputs, labels) pairs itself. Received: y of type "
                 f"{type(y).__name__}"
             )
-        _check_dataset(x, input_spec, num_classes, labels, argument, num_targets)
+        _check_dataset(x, input_spec, num_classes, labels, argument, num_targets, tokens)
+        names = [spec.name for spec in keras.tree.flatten(input_spec)]
+        kept = (lambda x: input_of(x, names, PADDING_MASK)) if tokens else None
         return x.map(
-            lambda *batch: _checked_batch(batch, num_classes, labels, num_targets),
+            lambda *batch: _checked_batch(batch, num_classes, labels, num_targets, kept),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         ).prefetch(tf.data.AUTOTUNE)
@@ -53,9 +61,32 @@ def check_data(x, y, input_spec, num_classes, *, labels=True, argument="x", num_
         check_finite(array, argument)
     if labels and num_targets:
         check_targets(y, num_targets, num_examples=n)
+    elif labels and tokens:
+        check_token_labels(y, arrays[[s.name for s in specs].index(PADDING_MASK)], num_classes)
     elif labels:
         check_labels(y, num_classes, num_examples=n)
     return x
+
+
+def check_token_labels(y, kept, num_classes) -> np.ndarray:
+    """Per-token labels: `(batch, tokens)` like the padding mask `kept`, valid where kept.
+
+    Returns:
+        The labels at the kept tokens, an int64 array `(kept tokens,)`.
+    """
+    if y is None:
+        raise ValueError(
+            "Labels are required: pass `y` (batch, tokens), or a tf.data.Dataset of "
+            "(inputs, labels)."
+        )
+    y, kept = np.asarray(y), np.asarray(kept).astype(bool)
+    if y.shape != kept.shape:
+        raise ValueError(
+            "Per-token probes (reducers='tokens') take one label per token: labels of shape "
+            f"(batch, tokens) = {kept.shape}, the shape of the `{PADDING_MASK}` input, with "
+            f"any value (-1, say) at padded tokens. Received: y.shape={y.shape}"
+        )
+    return check_labels(y[kept], num_classes)
 
 
 def check_targets(y, num_targets, num_examples=None) -> np.ndarray:
@@ -204,7 +235,9 @@ def check_finite(array, argument, rows=1 << 16):
         )
 
 
-def _check_dataset(dataset, input_spec, num_classes, labels, argument, num_targets=None):
+def _check_dataset(
+    dataset, input_spec, num_classes, labels, argument, num_targets=None, tokens=False
+):
     if dataset.cardinality() == 0:
         raise ValueError(
             f"`{argument}` is an empty tf.data.Dataset (cardinality 0). Check the "
@@ -242,7 +275,13 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument, num_targe
                 "integer class indices: map the class names to indices over the dataset, "
                 "e.g. with a keras.layers.StringLookup or tf.lookup.StaticHashTable."
             )
-        if y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None):
+        if tokens and y_spec.shape.rank not in (None, 2):
+            raise ValueError(
+                f"`{argument}` yields labels of shape {y_spec.shape}; per-token probes "
+                "(reducers='tokens') take one label per token: batches of shape (batch, "
+                f"tokens), like the `{PADDING_MASK}` input, -1 or any value at padded tokens."
+            )
+        if not tokens and y_spec.shape.rank == 2 and y_spec.shape[-1] not in (1, None):
             raise ValueError(
                 f"`{argument}` yields labels of shape {y_spec.shape}, which look "
                 "one-hot encoded. Probes take integer class indices: map "
@@ -250,10 +289,30 @@ def _check_dataset(dataset, input_spec, num_classes, labels, argument, num_targe
             )
 
 
-def _checked_batch(batch, num_classes, labels, num_targets=None):
-    """A batch `(x, y[, w])` or `(x,)` with in-graph assertions on x and y."""
+def _checked_batch(batch, num_classes, labels, num_targets=None, kept=None):
+    """A batch `(x, y[, w])` or `(x,)` with in-graph assertions on x and y.
+
+    `kept(x)`, for per-token labels, gives the padding mask: labels must have
+    its shape, and only the kept ones are checked.
+    """
     x, *rest = batch
-    checks = [
+    checks = []
+    if labels and kept is not None:
+        mask = tf.cast(kept(x), "bool")
+        y = rest[0]
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(y),
+                tf.shape(mask),
+                message=(
+                    "Per-token probes take one label per token: labels of shape (batch, "
+                    f"tokens), like the `{PADDING_MASK}` input."
+                ),
+            )
+        )
+        with tf.control_dependencies(checks):
+            rest = [tf.where(mask, y, tf.zeros_like(y)), *rest[1:]]
+    checks += [
         tf.debugging.assert_all_finite(
             t, "Inputs hold NaN or infinite values. Drop or repair those examples."
         )

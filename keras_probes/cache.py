@@ -305,6 +305,27 @@ class FeatureCache:
         features = {p: np.concatenate([f[p] for f, _ in parts]) for p in points}
         return features, np.concatenate([labels for _, labels in parts])
 
+    def token_ids(self, split: str) -> np.ndarray:
+        """The token id of every row of a per-token cache: `(n,)` int32.
+
+        Written when the model has a `token_ids` input; what control tasks
+        (`kp.controls.control_task_probes`) give a label per token type.
+        """
+        self.require_split(split)
+        shards = self._split(split).shards
+        if not shards or "token_ids" not in shards[0].sha256:
+            raise ValueError(
+                f"The feature cache at {self.directory} holds no token ids: it was written "
+                "from a model without per-token probes (reducers='tokens') or without a "
+                "`token_ids` input."
+            )
+        return np.concatenate(
+            [
+                np.load(self._manifest.shard_path(self.directory, split, i, column="token_ids"))
+                for i in range(len(shards))
+            ]
+        )
+
     def dataset(
         self,
         split: str,
@@ -355,7 +376,8 @@ class FeatureCache:
         dataset = dataset.interleave(
             read,
             cycle_length=min(num_shards, 4),
-            block_length=1 if shuffle else record.shard_size,
+            # (a per-token shard holds as many rows as its kept tokens)
+            block_length=1 if shuffle else max(shard.examples for shard in record.shards),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _params, plots
+from keras_probes import _params, _validation, plots
 from keras_probes.fitting import check_solver, fit_each
 from keras_probes.model import ProbedModel
 from keras_probes.regression import ALPHAS, RegressionProbedModel
@@ -202,7 +202,8 @@ class ProbeMonitor(keras.callbacks.Callback):
             on (their `val_error`, `val_loss`).
         points: probe points, as `kp.ProbedModel` takes them. Defaults to
             `"all"`.
-        reducers: reducers, as `kp.ProbedModel` takes them. Defaults to `"auto"`.
+        reducers: reducers, as `kp.ProbedModel` takes them; `"tokens"` makes
+            per-token probes, with labels `(n, tokens)`. Defaults to `"auto"`.
         unit: `"epoch"` or `"batch"`: what `every` and `at` count.
             Defaults to `"epoch"`.
         every: measure every `every` units. Defaults to `1`.
@@ -328,10 +329,15 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.splits = {"train": _subset(data, "data", max_examples, seed)}
         if validation_data is not None:
             self.splits["val"] = _subset(validation_data, "validation_data", max_examples, seed)
-        self.splits = {
-            split: (x, task.check_targets(y, num_examples=len(x)))
-            for split, (x, y) in self.splits.items()
-        }
+        # Per-token labels are checked against the padding mask once the probed
+        # model exists (`on_train_begin`).
+        self._tokens = isinstance(reducers, str) and reducers == "tokens"
+        if not self._tokens:
+            self.splits = {
+                split: (x, task.check_targets(y, num_examples=len(y)))
+                for split, (x, y) in self.splits.items()
+            }
+        self._kept = {}
         self.points, self.reducers = points, reducers
         self.unit, self.every = unit, every
         self.at = None if at is None else sorted({int(a) for a in at})
@@ -358,6 +364,17 @@ class ProbeMonitor(keras.callbacks.Callback):
             self.history = ProbeHistory(
                 self.probed.points, num_classes=self.num_classes, model=self.model.name
             )
+            if self.probed.per_token != self._tokens:
+                raise ValueError(
+                    "ProbeMonitor makes per-token probes with reducers='tokens' (one string); "
+                    f"received reducers={self.reducers!r}."
+                )
+            if self._tokens:
+                # Each kept token is an example: its label, and where it is in `x`.
+                for split, (x, y) in self.splits.items():
+                    kept = np.asarray(self.probed.kept_tokens(x)).astype(bool)
+                    labels = _validation.check_token_labels(y, kept, self.num_classes)
+                    self.splits[split], self._kept[split] = (x, labels), kept
         self._epoch = 0
         if self.at_start and not self.history.steps:
             self._measure(epoch=0.0)
@@ -386,6 +403,8 @@ class ProbeMonitor(keras.callbacks.Callback):
             split: self.probed.feature_model.predict(x, batch_size=self.batch_size, verbose=0)
             for split, (x, _) in self.splits.items()
         }
+        for split, kept in self._kept.items():  # per-token probes: a row per kept token
+            features[split] = {p: f[kept] for p, f in features[split].items()}
         task = self.probed.task
         report = fit_each(
             self.solver,
@@ -443,15 +462,18 @@ def _subset(data, name, max_examples, seed):
             f"`{name}` must be a tuple `(x, y)` of arrays, a fixed set the probes are "
             f"fitted on at every measurement. Received: {type(data).__name__}"
         )
-    x, y = np.asarray(data[0]), np.asarray(data[1])
+    # Inputs may be several arrays (a dict, e.g. token ids and a padding mask).
+    x, y = keras.tree.map_structure(np.asarray, data[0]), np.asarray(data[1])
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if len(x) != len(y) or len(y) == 0:
+    shapes = [a.shape for a in keras.tree.flatten(x)]
+    if any(len(shape) == 0 or shape[0] != len(y) for shape in shapes) or len(y) == 0:
         raise ValueError(
             f"`{name}` must hold as many labels as inputs, at least one. "
-            f"Received: x of shape {x.shape}, y of shape {y.shape}"
+            f"Received: inputs of shape {shapes[0] if len(shapes) == 1 else shapes}, "
+            f"y of shape {y.shape}"
         )
     if max_examples is not None and max_examples < len(y):
         keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:max_examples])
-        x, y = x[keep], y[keep]
+        x, y = keras.tree.map_structure(lambda a: a[keep], x), y[keep]
     return x, y

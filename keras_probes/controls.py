@@ -11,6 +11,10 @@ penalty, fitted by L-BFGS to their optimum):
 - `reinitialized_probes`: trained on the true labels, on a *re-initialised
   network* of the same architecture (`kp.flawed.reinitialize`): what the
   architecture gives without any learning.
+- `control_task_probes`: per-token probes trained on Hewitt & Liang's
+  *control task*, where every token type (token id) has one fixed random
+  label (`control_task_labels`): a task a probe can only solve by memorising
+  the types, not by reading the context.
 
 `ProbeReport.with_selectivity(control, split)` then gives each probe's
 accuracy minus its control's.
@@ -37,7 +41,13 @@ from keras_probes.model import ProbedModel
 from keras_probes.report import ProbeReport
 from keras_probes.solvers import LBFGSProbe
 
-__all__ = ["reinitialized_probes", "shuffled_label_probes", "shuffled_labels"]
+__all__ = [
+    "control_task_labels",
+    "control_task_probes",
+    "reinitialized_probes",
+    "shuffled_label_probes",
+    "shuffled_labels",
+]
 
 
 def shuffled_labels(y, seed: int = 0) -> np.ndarray:
@@ -91,11 +101,116 @@ def shuffled_label_probes(
     """
     cache.check_model(probed)
     cache.require_split(train)
-    splits = cache.complete_splits
     labels = {
         split: shuffled_labels(cache.arrays(split, points=[])[1], seed=seed + i)
-        for i, split in enumerate(splits)
+        for i, split in enumerate(cache.complete_splits)
     }
+    return _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose)
+
+
+def control_task_labels(token_ids, labels, seed: int = 0, num_classes: int | None = None):
+    """Hewitt & Liang's control task: one fixed random label per token type.
+
+    Every token id `t` gets a label drawn once from the empirical distribution
+    of `labels` (the real task's), so the control task has the real task's
+    class balance, and a probe can only solve it by memorising which type
+    has which label: the context a layer encodes is of no help.
+
+    Args:
+        token_ids: the token id of each example `(n,)` (a token's type).
+        labels: the real task's labels of the same examples `(n,)`: they give
+            the distribution the control labels are drawn from.
+        seed: seed of the draw. The label of a type depends only on `seed`,
+            its id and the distribution, so that every split (labelled with
+            the train split's `labels`) gets the same table. Defaults to `0`.
+        num_classes: the number of classes. Defaults to the largest label + 1.
+
+    Returns:
+        The control label of each example, `(n,)` int64.
+
+    Example:
+
+    >>> kp.controls.control_task_labels([5, 7, 5, 9], [0, 1, 1, 2], seed=0)  # 5 -> one label
+    """
+    token_ids, labels = np.asarray(token_ids), np.asarray(labels)
+    if token_ids.ndim != 1 or labels.ndim != 1 or not len(labels):
+        raise ValueError(
+            "`token_ids` and `labels` must be non-empty arrays of shape (n,). Received: "
+            f"token_ids.shape={token_ids.shape}, labels.shape={labels.shape}"
+        )
+    if not np.issubdtype(token_ids.dtype, np.integer) or (len(token_ids) and token_ids.min() < 0):
+        raise ValueError("`token_ids` must be non-negative integer ids.")
+    counts = np.bincount(labels, minlength=num_classes or 0)
+    # One draw per possible id, in id order: a type's label never depends on
+    # which other types a split holds.
+    size = int(token_ids.max(initial=-1)) + 1
+    table = np.random.default_rng(seed).choice(len(counts), size=size, p=counts / counts.sum())
+    return table[token_ids].astype(np.int64)
+
+
+def control_task_probes(
+    probed: ProbedModel,
+    cache: FeatureCache,
+    l2: float = 1e-4,
+    *,
+    seed: int = 0,
+    train: str = "train",
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    verbose: int = 1,
+) -> ProbeReport:
+    """Per-token probes fitted on Hewitt & Liang's control task, on the same cached features.
+
+    Each token id gets a fixed random label (`control_task_labels`, drawn from
+    the train split's label distribution), the same in every split; the
+    probes are fitted by L-BFGS on the train split and scored on every split.
+    `report.with_selectivity(control, "test")` then gives each point's
+    selectivity: its accuracy on the real task minus its accuracy here.
+    `probed`'s own heads are left untouched.
+
+    Args:
+        probed: the per-token `kp.ProbedModel` (`reducers="tokens"`) the cache
+            was written from; its base has a `token_ids` input.
+        cache: its `kp.FeatureCache` (which holds each row's token id).
+        l2: the L2 penalty, as in `kp.fit_probes`. Defaults to `1e-4`.
+        seed: seed of the label table. Defaults to `0`.
+        train: the split the probes are fitted on. Defaults to `"train"`.
+        max_iter, tol: L-BFGS settings, as in `LBFGSProbe`.
+        verbose: `1` shows a progress bar. Defaults to `1`.
+
+    Returns:
+        A `ProbeReport` of loss, error and top-5 error on every complete
+        split, against the control labels.
+
+    Example:
+
+    ```python
+    probed = kp.ProbedModel(model, points="blocks", num_classes=7, reducers="tokens")
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-3)
+    control = kp.controls.control_task_probes(probed, cache, l2=1e-3)
+    report.with_selectivity(control, "test").table(metrics=["error", "selectivity"])
+    ```
+    """
+    if not probed.per_token:
+        raise ValueError(
+            "The control task gives a label per token type: it needs per-token probes "
+            "(kp.ProbedModel(..., reducers='tokens')) and their cache. For pooled probes "
+            "use kp.controls.shuffled_label_probes."
+        )
+    cache.check_model(probed)
+    cache.require_split(train)
+    train_labels = cache.arrays(train, points=[])[1]
+    labels = {
+        split: control_task_labels(
+            cache.token_ids(split), train_labels, seed=seed, num_classes=probed.num_classes
+        )
+        for split in cache.complete_splits
+    }
+    return _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose)
+
+
+def _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose):
+    """L-BFGS probes on the cache's features against control `labels` `{split: (n,)}`."""
     return fit_each(
         LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol),
         probed.task,

@@ -330,8 +330,9 @@ class _Signatures:
         features = probed.feature_model.output
         if heads_only:
             self.specs = {
+                # (batch, features), or (batch, tokens, features) for per-token probes
                 self.names[p]: tf.TensorSpec(
-                    (None, features[p].shape[-1]), "float32", self.names[p]
+                    (None, *features[p].shape[1:]), "float32", self.names[p]
                 )
                 for p in probed.points
             }
@@ -347,7 +348,10 @@ class _Signatures:
         if self.heads_only:
             return {p: kwargs[self.names[p]] for p in points}
         values = list(kwargs.values())
-        x = values[0] if len(values) == 1 else list(values)
+        if isinstance(self.probed.feature_model.input, dict):
+            x = kwargs  # keras-hub backbones: {"token_ids": ..., "padding_mask": ...}
+        else:
+            x = values[0] if len(values) == 1 else values
         return self.probed.feature_model(x, training=False)
 
     def _outputs(self, point, features, prefix):
@@ -401,8 +405,9 @@ class _Signatures:
     def warmup_inputs(self, warmup):
         """`{input key: np.ndarray}` of the warm-up batch, as `serving_default` takes it."""
         if warmup is None:
+            # One example; an axis of any length (tokens) gets one.
             return {
-                key: np.zeros((1, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+                key: np.zeros((1, *(d or 1 for d in spec.shape[1:])), spec.dtype.as_numpy_dtype)
                 for key, spec in self.specs.items()
             }
         if self.heads_only:

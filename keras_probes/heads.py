@@ -21,7 +21,8 @@ class _LinearHead(keras.layers.Layer):
         self.units = int(units)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=2)
+        # (batch, features), or (batch, tokens, features) for per-token probes.
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def build(self, input_shape):
         features = input_shape[-1]
@@ -73,10 +74,11 @@ class ProbeHead(_LinearHead):
             kept at full precision (its input is cast up).
 
     Input shape:
-        `(batch, features)`.
+        `(batch, features)`, or `(batch, tokens, features)`.
 
     Output shape:
-        `(batch, num_classes)`: class probabilities.
+        `(batch, num_classes)` (or `(batch, tokens, num_classes)`): class
+        probabilities.
 
     Example:
 

@@ -162,11 +162,20 @@ class ProbeTrainer(keras.Model):
                     logs[log_key(point, name)] = value
         return logs
 
-    def train_step(self, data):
+    def _examples(self, data):
+        """A batch as the probes' losses and metrics take it: `(features, y, sample_weight)`.
+
+        `features` is `{point: (examples, features)}`; here the features of
+        `x` and the batch's own `y` and sample weights. A per-token
+        `ProbedModel` makes each token an example.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return self.extract_features(x), y, sample_weight
+
+    def train_step(self, data):
         # Features are computed outside the tape: nothing of the base is
         # recorded, and only the heads' variables are differentiated.
-        features = self.extract_features(x)
+        features, y, sample_weight = self._examples(data)
         variables = self.probe_variables
         with tf.GradientTape() as tape:
             logits = self._probe_logits(features)
@@ -184,10 +193,36 @@ class ProbeTrainer(keras.Model):
         return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logits = self._probe_logits(self.extract_features(x))
+        features, y, sample_weight = self._examples(data)
+        logits = self._probe_logits(features)
         losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
         return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
+
+
+def _names(inputs) -> list[str]:
+    """The names of a model's input tensors, in its input order."""
+    return [tensor.name for tensor in keras.tree.flatten(inputs)]
+
+
+def _reduce(reducer, tensor, mask, path, model_name):
+    """`reducer` applied to a point's output, given the model's padding mask if it reads one."""
+    if not getattr(reducer, "uses_padding_mask", False):
+        return reducer(tensor)
+    if mask is None:
+        raise ValueError(
+            f"The reducer of point {path!r} ({type(reducer).__name__}) reads the tokens a "
+            f"model's `{reducers_lib.PADDING_MASK}` input keeps, and model '{model_name}' has "
+            f"no input of that name. Use 'gap' (the mean over all positions) or 'flatten', "
+            f"or give the model a `{reducers_lib.PADDING_MASK}` input (batch, tokens)."
+        )
+    if len(tensor.shape) != 3:
+        raise ValueError(
+            f"The reducer of point {path!r} ({type(reducer).__name__}) works on token "
+            f"sequences (batch, tokens, features); the layer's output is {tensor.shape}. "
+            f"Probe only the token sequences (e.g. points='blocks'), or give this point "
+            f"another reducer: reducers={{{path!r}: 'auto'}}."
+        )
+    return reducer(tensor, padding_mask=mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
@@ -209,15 +244,21 @@ class ProbedModel(ProbeTrainer):
         base: a Functional or Sequential Keras model, e.g. any
             `keras.applications` network. Layers of nested Functional or
             Sequential sub-models are addressed as `"inner/layer"`.
-        points: `"all"`, a preset (`"resnet50"`, `"inception_v3"`,
-            `"mobilenet"`, `"vgg16"`), layer paths, `kp.points.matching(regex)`,
+        points: `"all"`, `"blocks"` (every block output of a known family:
+            ResNet, Inception, MobileNet, VGG, keras-hub transformers), a
+            preset (`"resnet50"`, `"inception_v3"`, `"mobilenet"`, `"vgg16"`,
+            ...), layer paths, `kp.points.matching(regex)`,
             `kp.points.of_type(LayerClass)`, or a list of these. Defaults to
             `"all"`.
         num_classes: number of classes the probes predict.
         reducers: how each point's output becomes a vector: `"auto"`
             (global average pooling for spatial outputs, flatten for
-            vectors), `"gap"`, `"flatten"`, a reducer layer such as
-            `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
+            vectors, the mean over kept tokens for the token sequences of a
+            model with a `padding_mask` input), `"gap"`, `"flatten"`,
+            `"mean"`, `"first"`, `"last"` (`kp.TokenPooling`), `"tokens"`
+            (no pooling: a prediction per token, labels `(batch, tokens)`;
+            padded tokens carry no loss and no metric), a reducer layer such
+            as `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
             Defaults to `"auto"`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
@@ -255,17 +296,29 @@ class ProbedModel(ProbeTrainer):
         graph = _graph.trace(base)
         paths = points_lib.resolve_in(graph, points, base.name)
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
-        reducers = reducers_lib.resolve(reducers, {p: tuple(t.shape) for p, t in tensors.items()})
-        features = {}
+        mask = reducers_lib.input_of(inputs, _names(inputs), reducers_lib.PADDING_MASK)
+        reducers = reducers_lib.resolve(
+            reducers, {p: tuple(t.shape) for p, t in tensors.items()}, masked=mask is not None
+        )
+        per_token = reducers_lib.per_token(reducers)
+        if per_token and task.solver_kind != "classifier":
+            raise ValueError(
+                "reducers='tokens' makes class probes per token; regression probes take one "
+                "row of targets per example. Pool the tokens instead, e.g. reducers='mean'."
+            )
+        features = {
+            path: _reduce(reducers[path], tensor, mask, path, base.name)
+            for path, tensor in tensors.items()
+        }
         for path, tensor in tensors.items():
-            features[path] = reducers[path](tensor)
-            if len(features[path].shape) != 2 or features[path].shape[-1] is None:
+            shape = features[path].shape
+            if len(shape) != (3 if per_token else 2) or shape[-1] is None:
                 raise ValueError(
-                    f"The reducer of point {path!r} gives shape "
-                    f"{features[path].shape} from the layer's output {tensor.shape}; "
-                    "a probe needs (batch, features) with a known feature count. "
-                    "Choose another reducer for it, e.g. reducers={"
-                    f"{path!r}: 'gap'}} or kp.RandomSubset(k)."
+                    f"The reducer of point {path!r} gives shape {shape} from the layer's "
+                    f"output {tensor.shape}; a probe needs "
+                    f"{'(batch, tokens, features)' if per_token else '(batch, features)'} "
+                    "with a known feature count. Choose another reducer for it, e.g. "
+                    f"reducers={{{path!r}: 'gap'}} or kp.RandomSubset(k)."
                 )
         # One Functional model: base layers up to the deepest point, plus the
         # reducers. Calling it is the single forward pass that feeds all probes.
@@ -277,9 +330,52 @@ class ProbedModel(ProbeTrainer):
             head.build(features[path].shape)
         ProbeTrainer.__init__(self, task, paths, heads, **kwargs)
         self.base, self.reducers, self.feature_model = base, reducers, feature_model
+        self.per_token = per_token
+        # A keras-hub task (TextClassifier, ImageClassifier) brings its preprocessor.
+        self.preprocessor = getattr(base, "preprocessor", None)
+
+    def kept_tokens(self, x):
+        """The padding mask `(batch, tokens)` of inputs `x`: which tokens are examples.
+
+        Read from `x` as given (a dict, or a list in the model's input order),
+        for the model's input named `"padding_mask"`.
+        """
+        return self.input_of(x, reducers_lib.PADDING_MASK)
+
+    def input_of(self, x, name: str):
+        """The input called `name` (e.g. `"token_ids"`) in a batch `x`, or `None`."""
+        return reducers_lib.input_of(x, _names(self.feature_model.input), name)
+
+    def _examples(self, data):
+        """A batch as the probes' losses and metrics take it: `(features, y, sample_weight)`.
+
+        For per-token probes (`reducers="tokens"`) every token is an example:
+        the features become `(batch * tokens, features)`, the labels
+        `(batch * tokens,)`, and the padding mask (times any sample weight)
+        the weights, so a padded token weighs 0 in every loss and metric and
+        its label, whatever it is (-1, say), is never read. Keeping the
+        shapes static (no `boolean_mask`) lets the step compile with XLA.
+        """
+        features, y, sample_weight = super()._examples(data)
+        if not self.per_token:
+            return features, y, sample_weight
+        ops = keras.ops
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        kept = ops.cast(self.kept_tokens(x), "bool")
+        weight = ops.cast(kept, "float32")
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, "float32")
+            if len(sample_weight.shape) == 1:  # one weight per sequence
+                sample_weight = sample_weight[:, None]
+            weight = weight * sample_weight
+        rows = {point: ops.reshape(f, (-1, f.shape[-1])) for point, f in features.items()}
+        if y is not None:
+            y = ops.reshape(ops.where(kept, y, ops.zeros_like(y)), (-1,))
+        return rows, y, ops.reshape(weight, (-1,))
 
     def extract_features(self, x):
-        """The reduced features of every point for a batch: `{point: (batch, features)}`.
+        """The reduced features of every point for a batch: `{point: (batch, features)}`
+        (`(batch, tokens, features)` for per-token probes).
 
         The base always runs in inference mode (`training=False`): Dropout is
         off and BatchNorm uses, and never updates, its moving statistics.
@@ -288,13 +384,61 @@ class ProbedModel(ProbeTrainer):
 
     # -- input checks around Keras' loops ---------------------------------
 
+    def preprocess(self, x, y=None, batch_size: int | None = None):
+        """`(x, y)` as the feature model takes them: through the base's preprocessor.
+
+        A keras-hub task given as base (`TextClassifier`, `ImageClassifier`,
+        ...) brings its preprocessor (`base.preprocessor`): raw inputs
+        (strings, images) go through it in the input pipeline, as in the
+        task's own `fit`, in `fit`, `evaluate`, `predict` and
+        `kp.FeatureCache.write`. Build the task with `preprocessor=None` to
+        feed its backbone's inputs directly.
+
+        Args:
+            x: raw inputs (arrays), or a `tf.data.Dataset` of raw batches.
+            y: labels when `x` is an array. Defaults to `None`.
+            batch_size: the batch size for arrays. Defaults to `32`.
+
+        Returns:
+            `(x, y)` unchanged for a base without a preprocessor; else
+            `(dataset, None)`, a `tf.data.Dataset` of preprocessed batches.
+        """
+        if self.preprocessor is None or x is None:
+            return x, y
+        if isinstance(x, tf.data.Dataset):
+            dataset = x
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+            dataset, y = dataset.batch(batch_size or 32), None
+        preprocessed = dataset.map(
+            self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        return preprocessed.prefetch(tf.data.AUTOTUNE), y
+
+    def _raw(self, x, y, kwargs):
+        """`(x, y)` through the preprocessor (if any); the batch size is then the dataset's."""
+        if self.preprocessor is None:
+            return x, y
+        return self.preprocess(x, y, kwargs.pop("batch_size", None))
+
     def _check(self, x, y, labels=True, argument="x"):
         return self.task.check_data(
-            x, y, self.feature_model.input, labels=labels, argument=argument
+            x,
+            y,
+            self.feature_model.input,
+            labels=labels,
+            argument=argument,
+            tokens=self.per_token,
         )
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        x, y = self._raw(x, y, kwargs)
         x = self._check(x, y)
+        if self.preprocessor is not None and validation_data is not None:
+            given = (
+                validation_data if isinstance(validation_data, tuple | list) else [validation_data]
+            )
+            validation_data = self.preprocess(*given[:2])[0]
         if isinstance(validation_data, tuple | list):
             vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
             self._check(vx, vy, argument="validation_data")
@@ -306,9 +450,14 @@ class ProbedModel(ProbeTrainer):
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        # Keras' `fit` evaluates the validation data it was given (here already
+        # preprocessed) through this method, flagged so.
+        if not kwargs.get("_use_cached_eval_dataset"):
+            x, y = self._raw(x, y, kwargs)
         return super().evaluate(self._check(x, y), y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
+        x, _ = self._raw(x, None, kwargs)
         return super().predict(self._check(x, None, labels=False), *args, **kwargs)
 
     def evaluate_probes(

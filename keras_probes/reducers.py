@@ -1,10 +1,16 @@
-"""Feature reducers: turn one layer's output into a vector per example.
+"""Feature reducers: turn one layer's output into a vector per example (or per token).
 
 A probe is a linear classifier on a vector, so every point's output of shape
 `(batch, *dims)` is reduced to `(batch, features)` first. Alain & Bengio
 (Sec. 3.4) pool spatial maps over height and width (ResNet-50) or keep a fixed
 random subset of the features (Inception v3); both are here, as registered,
 serializable Keras layers without weights.
+
+Token sequences `(batch, tokens, features)` of a model with a `padding_mask`
+input (keras-hub backbones) are pooled over the tokens the mask keeps only
+(`TokenPooling`: `"mean"`, `"first"`, `"last"`), so that padding never changes
+a feature; `"tokens"` (`TokenFeatures`) keeps every token, for a prediction
+per token.
 """
 
 import keras
@@ -13,7 +19,22 @@ import tensorflow as tf
 
 from keras_probes import _graph, _params
 
-__all__ = ["GlobalAveragePooling", "RandomSubset", "resolve"]
+__all__ = [
+    "PADDING_MASK",
+    "TOKEN_IDS",
+    "GlobalAveragePooling",
+    "RandomSubset",
+    "TokenFeatures",
+    "TokenPooling",
+    "input_of",
+    "per_token",
+    "resolve",
+]
+
+#: The names of the model inputs that mark the kept tokens, and give their ids
+#: (keras-hub's convention).
+PADDING_MASK = "padding_mask"
+TOKEN_IDS = "token_ids"
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
@@ -136,28 +157,180 @@ class RandomSubset(keras.layers.Layer):
         return {**super().get_config(), "k": self.k, "seed": self.seed}
 
 
-def _auto(shape, name):
+class _MaskedReducer(keras.layers.Layer):
+    """A reducer of `(batch, tokens, features)` that reads the model's padding mask.
+
+    `call(inputs, padding_mask)`: `padding_mask` is `(batch, tokens)`, true
+    (or nonzero) at the tokens to keep.
+    """
+
+    #: Read by `kp.ProbedModel`: this reducer is called with the model's padding mask.
+    uses_padding_mask = True
+
+    # Keras passes each call argument's shape to `build` as `<argument>_shape`.
+    def build(self, inputs_shape, padding_mask_shape=None):
+        if len(inputs_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} reduces token sequences (batch, tokens, features). "
+                f"Received: input shape {tuple(inputs_shape)}. Use 'auto', 'gap' or "
+                "'flatten' for this point."
+            )
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return (inputs_shape[0], inputs_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class TokenPooling(_MaskedReducer):
+    """Pools `(batch, tokens, features)` over the tokens the padding mask keeps.
+
+    The padded positions never enter the result (they are selected away, not
+    multiplied by zero), so a feature is bit-for-bit the same whatever the
+    padded positions hold, as long as the model itself masks them (keras-hub
+    backbones do, in attention).
+
+    Args:
+        mode: `"mean"` (over the kept tokens), `"first"` (the first kept
+            token: BERT's `[CLS]` with right padding) or `"last"` (the last
+            kept token: what a decoder has read the whole text at). A sequence
+            with no kept token gives zeros (`"mean"`), its first (`"first"`)
+            or last (`"last"`) position.
+        **kwargs: passed to `keras.layers.Layer` (e.g. `name`).
+
+    Call arguments:
+        inputs: `(batch, tokens, features)`.
+        padding_mask: `(batch, tokens)`, true or nonzero at kept tokens.
+
+    Output shape:
+        `(batch, features)`.
+
+    Example:
+
+    >>> kp.ProbedModel(bert, points="blocks", num_classes=2,
+    ...                reducers=kp.TokenPooling("first"))   # or reducers="first"
+    """
+
+    MODES = ("mean", "first", "last")
+
+    def __init__(self, mode: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        _params.check({"mode": _params.Options(*self.MODES)}, mode=mode)
+        self.mode = str(mode)
+
+    def call(self, inputs, padding_mask):
+        ops = keras.ops
+        kept = ops.cast(padding_mask, "bool")
+        if self.mode == "mean":
+            total = ops.sum(ops.where(kept[..., None], inputs, ops.zeros_like(inputs)), axis=1)
+            count = ops.sum(ops.cast(kept, inputs.dtype), axis=1, keepdims=True)
+            return ops.divide_no_nan(total, count)
+        if self.mode == "first":
+            index = ops.argmax(ops.cast(kept, "int32"), axis=1)
+        else:  # the first kept token from the end
+            tokens = ops.shape(kept)[1]
+            index = tokens - 1 - ops.argmax(ops.cast(ops.flip(kept, axis=1), "int32"), axis=1)
+        index = ops.reshape(ops.cast(index, "int32"), (-1, 1, 1))
+        return ops.take_along_axis(inputs, index, axis=1)[:, 0, :]
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="keras_probes")
+class TokenFeatures(_MaskedReducer):
+    """Keeps every token: `(batch, tokens, features)` as it is, for per-token probes.
+
+    A probed model whose reducers are all `TokenFeatures` (`reducers="tokens"`)
+    predicts per token: labels of shape `(batch, tokens)`, and the tokens the
+    padding mask drops carry no loss and no metric (their label may be -1 or
+    anything).
+
+    Call arguments:
+        inputs: `(batch, tokens, features)`.
+        padding_mask: `(batch, tokens)` (only its presence is required here:
+            the model applies it to the labels).
+
+    Output shape:
+        `(batch, tokens, features)`.
+    """
+
+    def call(self, inputs, padding_mask):
+        return inputs
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return tuple(inputs_shape)
+
+
+def per_token(reducers: dict) -> bool:
+    """Whether built reducers `{point: layer}` make per-token probes: all `TokenFeatures`.
+
+    Raises:
+        ValueError: some points keep tokens and others pool them, so no one
+            label shape fits all.
+    """
+    keeps = {point: isinstance(layer, TokenFeatures) for point, layer in reducers.items()}
+    if any(keeps.values()) and not all(keeps.values()):
+        pooled = [point for point, kept in keeps.items() if not kept]
+        raise ValueError(
+            "Per-token probes ('tokens') take labels of shape (batch, tokens) and pooled "
+            "probes labels of shape (batch,): one model cannot have both. Use "
+            f"reducers='tokens' for every point, or probe {pooled[:3]} in another "
+            "kp.ProbedModel."
+        )
+    return bool(keeps) and all(keeps.values())
+
+
+def input_of(x, names: list[str], name: str):
+    """The input called `name` in a batch `x`, or `None` if the model has none.
+
+    Args:
+        x: a batch of inputs: a dict by input name, or the inputs in the
+            model's order (a list, or one tensor).
+        names: the model's input names, in order
+            (`[t.name for t in keras.tree.flatten(model.input)]`).
+        name: the input wanted, e.g. `PADDING_MASK`.
+    """
+    if isinstance(x, dict):
+        return x.get(name)
+    if name not in names:
+        return None
+    return keras.tree.flatten(x)[names.index(name)]
+
+
+def _auto(shape, name, masked):
     if len(shape) <= 2:
         return keras.layers.Flatten(name=name)
+    if masked and len(shape) == 3:
+        return TokenPooling("mean", name=name)
     return GlobalAveragePooling(name=name)
 
 
 _BY_NAME = {
     "auto": _auto,
-    "gap": lambda shape, name: GlobalAveragePooling(name=name),
-    "flatten": lambda shape, name: keras.layers.Flatten(name=name),
+    "gap": lambda shape, name, masked: GlobalAveragePooling(name=name),
+    "flatten": lambda shape, name, masked: keras.layers.Flatten(name=name),
+    "tokens": lambda shape, name, masked: TokenFeatures(name=name),
+    **{
+        mode: lambda shape, name, masked, mode=mode: TokenPooling(mode, name=name)
+        for mode in TokenPooling.MODES
+    },
 }
 
 
-def resolve(reducers, shapes: dict[str, tuple]) -> dict[str, keras.Layer]:
+def resolve(reducers, shapes: dict[str, tuple], masked: bool = False) -> dict[str, keras.Layer]:
     """One fresh reducer layer per point.
 
     Args:
         reducers: `"auto"` (average pooling for spatial outputs, flatten for
-            vectors), `"gap"`, `"flatten"`, a reducer layer (copied for each
-            point through its config), or a dict `{point: any of these}` where
-            points left out get `"auto"`.
+            vectors, and for token sequences `(batch, tokens, features)` of a
+            model with a padding mask, the mean over kept tokens), `"gap"`,
+            `"flatten"`, `"mean"`, `"first"`, `"last"` (`TokenPooling`),
+            `"tokens"` (`TokenFeatures`: a prediction per token), a reducer
+            layer (copied for each point through its config), or a dict
+            `{point: any of these}` where points left out get `"auto"`.
         shapes: the output shape of each point, in depth order.
+        masked: whether the model has a `padding_mask` input. Defaults to
+            `False`.
 
     Returns:
         `{point: unbuilt reducer layer}`.
@@ -173,18 +346,18 @@ def resolve(reducers, shapes: dict[str, tuple]) -> dict[str, keras.Layer]:
     else:
         specs = dict.fromkeys(shapes, reducers)
     return {
-        point: _make(spec, shapes[point], f"reducer_{_graph.safe_name(point)}", reducers)
+        point: _make(spec, shapes[point], f"reducer_{_graph.safe_name(point)}", reducers, masked)
         for point, spec in specs.items()
     }
 
 
-def _make(spec, shape, name, reducers):
+def _make(spec, shape, name, reducers, masked):
     if isinstance(spec, str) and spec in _BY_NAME:
-        return _BY_NAME[spec](shape, name)
+        return _BY_NAME[spec](shape, name, masked)
     if isinstance(spec, keras.Layer):
         return spec.__class__.from_config({**spec.get_config(), "name": name})
     raise ValueError(
-        f"Unknown reducer {spec!r}. Pass 'auto', 'gap', 'flatten', a reducer layer "
-        "such as kp.RandomSubset(1000, seed=0), or a dict {point: reducer}. "
+        f"Unknown reducer {spec!r}. Pass one of {', '.join(map(repr, _BY_NAME))}, a "
+        "reducer layer such as kp.RandomSubset(1000, seed=0), or a dict {point: reducer}. "
         f"Received: reducers={reducers!r}"
     )

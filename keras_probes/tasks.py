@@ -91,8 +91,9 @@ class Task:
         """`y` checked and converted, or a `ValueError` that names the fix."""
         raise NotImplementedError
 
-    def check_data(self, x, y, input_spec, *, labels=True, argument="x"):
-        """`x` (and `y`) checked against the model's input, as `keras.Model.fit` takes them."""
+    def check_data(self, x, y, input_spec, *, labels=True, argument="x", tokens=False):
+        """`x` (and `y`) checked against the model's input, as `keras.Model.fit` takes them;
+        with `tokens`, `y` holds a label per token `(batch, tokens)`."""
         raise NotImplementedError
 
     def scores(self, y, outputs) -> dict[str, float]:
@@ -169,9 +170,9 @@ class Classification(Task):
     def check_targets(self, y, num_examples=None):
         return _validation.check_labels(y, self.num_classes, num_examples=num_examples)
 
-    def check_data(self, x, y, input_spec, *, labels=True, argument="x"):
+    def check_data(self, x, y, input_spec, *, labels=True, argument="x", tokens=False):
         return _validation.check_data(
-            x, y, input_spec, self.num_classes, labels=labels, argument=argument
+            x, y, input_spec, self.num_classes, labels=labels, argument=argument, tokens=tokens
         )
 
     def scores_names(self):
@@ -230,9 +231,16 @@ class Regression(Task):
     def check_targets(self, y, num_examples=None):
         return _validation.check_targets(y, len(self.targets), num_examples=num_examples)
 
-    def check_data(self, x, y, input_spec, *, labels=True, argument="x"):
+    def check_data(self, x, y, input_spec, *, labels=True, argument="x", tokens=False):
         return _validation.check_data(
-            x, y, input_spec, None, labels=labels, argument=argument, num_targets=len(self.targets)
+            x,
+            y,
+            input_spec,
+            None,
+            labels=labels,
+            argument=argument,
+            num_targets=len(self.targets),
+            tokens=tokens,
         )
 
     def scores_names(self):

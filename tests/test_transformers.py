@@ -1,0 +1,338 @@
+"""Probes on keras-hub transformers: masked reducers, per-token probes, control tasks.
+
+The backbones are keras-hub's own classes, built from small configs (no
+download); their inputs are dicts with a `padding_mask`, and the sequences
+here are padded to different lengths so that the mask always matters.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import objective, tiny_bert, tiny_gemma
+from sklearn.linear_model import LogisticRegression
+
+import keras_probes as kp
+
+TOKENS, VOCABULARY = 12, 40
+BLOCKS = kp.points.matching(r"transformer_layer_\d")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return tiny_bert(vocabulary_size=VOCABULARY, max_sequence_length=TOKENS)
+
+
+def token_batch(n, seed=0, padded_id=0):
+    """`n` right-padded sequences of 3 to TOKENS tokens: inputs and per-token labels.
+
+    The label of a token is its id modulo 3 (what the token embedding alone tells),
+    -1 at padded positions.
+    """
+    rng = np.random.default_rng(seed)
+    kept = np.arange(TOKENS)[None] < rng.integers(3, TOKENS + 1, n)[:, None]
+    ids = np.where(kept, rng.integers(5, VOCABULARY, (n, TOKENS)), padded_id).astype("int32")
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": kept}
+    return x, np.where(kept, ids % 3, -1)
+
+
+def layer_output(base, name, x):
+    return keras.Model(base.input, base.get_layer(name).output)(x, training=False).numpy()
+
+
+def test_masked_reducers_match_numpy_on_the_layer_outputs(bert):
+    x, _ = token_batch(16)
+    kept = x["padding_mask"]
+    hidden = layer_output(bert, "transformer_layer_1", x)
+    last = kept.sum(axis=1) - 1
+    expected = {
+        "mean": np.stack([h[k].mean(axis=0) for h, k in zip(hidden, kept, strict=True)]),
+        "first": hidden[:, 0],
+        "last": hidden[np.arange(len(hidden)), last],
+    }
+    for mode, reference in expected.items():
+        probed = kp.ProbedModel(bert, points="transformer_layer_1", num_classes=3, reducers=mode)
+        features = probed.extract_features(x)["transformer_layer_1"].numpy()
+        # The mean sums in another order than NumPy: float32 rounding only.
+        np.testing.assert_allclose(features, reference, rtol=1e-5, atol=1e-6, err_msg=mode)
+    # "auto" picks the masked mean for token sequences of a model with a padding mask.
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3)
+    assert all(
+        isinstance(r, kp.TokenPooling) and r.mode == "mean" for r in probed.reducers.values()
+    )
+
+
+@pytest.mark.parametrize("reducers", ["mean", "first", "last", "tokens"])
+def test_features_do_not_change_when_padded_positions_change(bert, reducers):
+    """Bit for bit: the padded tokens' ids and segments never reach a kept feature."""
+    x, _ = token_batch(16)
+    kept = x["padding_mask"]
+    other = dict(x)
+    other["token_ids"] = np.where(kept, x["token_ids"], 7).astype("int32")
+    other["segment_ids"] = np.where(kept, 0, 1).astype("int32")
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers=reducers)
+    before, after = probed.extract_features(x), probed.extract_features(other)
+    for point in probed.points:
+        a, b = before[point].numpy(), after[point].numpy()
+        if reducers == "tokens":
+            a, b = a[kept], b[kept]
+        np.testing.assert_array_equal(a, b, err_msg=point)
+
+
+def test_last_kept_token_of_a_decoder_ignores_padding():
+    gemma = tiny_gemma(vocabulary_size=VOCABULARY)
+    x, _ = token_batch(8)
+    x = {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}
+    probed = kp.ProbedModel(
+        gemma, points=kp.points.matching(r"decoder_block_\d"), num_classes=2, reducers="last"
+    )
+    other = dict(x, token_ids=np.where(x["padding_mask"], x["token_ids"], 3).astype("int32"))
+    before, after = probed.extract_features(x), probed.extract_features(other)
+    last = x["padding_mask"].sum(axis=1) - 1
+    for point in probed.points:
+        np.testing.assert_array_equal(before[point].numpy(), after[point].numpy())
+        hidden = layer_output(gemma, point, x)[np.arange(len(last)), last]
+        np.testing.assert_array_equal(before[point].numpy(), hidden)
+
+
+def test_all_points_of_bert(bert):
+    """`"all"` on BERT: no integer input is a point; every output gets a reducer that fits."""
+    probed = kp.ProbedModel(bert, points="all", num_classes=3)
+    assert not {"token_ids", "segment_ids", "padding_mask"} & set(probed.points)
+    assert {"transformer_layer_0", "transformer_layer_1", "pooled_dense"} <= set(probed.points)
+    x, y = token_batch(32)
+    probed.compile()
+    probed.fit(x, y[:, 0], epochs=1, batch_size=16, verbose=0)
+    outputs = probed.predict(x, verbose=0)
+    assert {p: v.shape for p, v in outputs.items()} == {p: (32, 3) for p in probed.points}
+
+
+def test_per_token_fit_and_evaluate_count_kept_tokens_only(bert):
+    x, y = token_batch(64)
+    kept = x["padding_mask"]
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    probed.compile(optimizer=keras.optimizers.Adam(0.05))
+    history = probed.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert (
+        history.history["transformer_layer_0/loss"][-1]
+        < history.history["transformer_layer_0/loss"][0]
+    )
+    outputs = probed.predict(x, verbose=0)
+    assert outputs["transformer_layer_1"].shape == (64, TOKENS, 3)
+    report = probed.evaluate_probes(x, y, verbose=0)
+    for point in probed.points:
+        predicted = outputs[point].argmax(axis=-1)
+        error = np.mean(predicted[kept] != y[kept])
+        assert report.results["test"][point]["error"] == pytest.approx(error, abs=1e-6)
+    # Any label at a padded token: the same report. A dataset: the same too.
+    other = np.where(kept, y, 99)
+    assert probed.evaluate_probes(x, other, verbose=0).results == report.results
+    dataset = tf.data.Dataset.from_tensor_slices((x, other)).batch(10)
+    streamed = probed.evaluate_probes(dataset, verbose=0).results["test"]
+    for point in probed.points:
+        for metric in ("error", "loss"):
+            assert streamed[point][metric] == pytest.approx(
+                report.results["test"][point][metric], rel=1e-5
+            )
+
+
+@pytest.mark.numerics
+def test_per_token_cache_and_lbfgs_reach_scikit_learns_optimum(bert, tmp_path):
+    """A cache row per kept token, equal to the features there; L-BFGS within 1% of
+    scikit-learn's optimum on those rows (invariant 3, per token)."""
+    l2 = 1e-3
+    x, y = token_batch(96)
+    xv, yv = token_batch(48, seed=1)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    for split, data in {"train": (x, y), "val": (xv, yv)}.items():
+        kp.FeatureCache.write(probed, data, tmp_path, split=split, batch_size=32, verbose=0)
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    kept = x["padding_mask"]
+    features, labels = cache.arrays("train")
+    assert cache.num_examples("train") == kept.sum()
+    np.testing.assert_array_equal(labels, y[kept])
+    np.testing.assert_array_equal(cache.token_ids("train"), x["token_ids"][kept])
+    direct = probed.extract_features(x)
+    for point in probed.points:
+        # Batches of 32 here, of 96 there: equal up to float32 rounding.
+        np.testing.assert_allclose(features[point], direct[point].numpy()[kept], atol=1e-5)
+    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=l2, verbose=0)
+    n = len(labels)
+    for point in probed.points:
+        reference = LogisticRegression(C=1 / (l2 * n), tol=1e-10, max_iter=10_000)
+        reference.fit(features[point], labels)
+        optimum = objective(features[point], labels, reference.coef_.T, reference.intercept_, l2)
+        kernel, bias = probed.get_probe(point).get_weights()
+        ours = objective(features[point], labels, kernel, bias, l2)
+        assert optimum * (1 - 1e-4) <= ours <= optimum * 1.01, (point, ours, optimum)
+        # The ids tell the labels: far below the majority class's 0.66 (seen 0.24-0.45
+        # over backbone seeds 0-3).
+        assert report.results["train"][point]["error"] < 0.6
+    # The fitted heads are the model's: its per-token predictions give the val error.
+    outputs = probed.predict(xv, verbose=0)
+    for point in probed.points:
+        error = np.mean(outputs[point].argmax(-1)[xv["padding_mask"]] != yv[xv["padding_mask"]])
+        assert report.results["val"][point]["error"] == pytest.approx(error, abs=0.02)
+
+
+def test_control_task_gives_each_token_type_one_label_and_selectivity(bert, tmp_path):
+    ids = np.array([5, 7, 5, 9, 7, 5])
+    labels = np.array([0, 1, 1, 2, 0, 1])
+    control = kp.controls.control_task_labels(ids, labels, seed=3)
+    assert control[0] == control[2] == control[5] and control[1] == control[4]
+    np.testing.assert_array_equal(control, kp.controls.control_task_labels(ids, labels, seed=3))
+    # A type's label does not depend on which other types are present.
+    assert kp.controls.control_task_labels(ids[:1], labels, seed=3)[0] == control[0]
+    draws = kp.controls.control_task_labels(np.arange(20_000), labels, seed=0)
+    np.testing.assert_allclose(np.bincount(draws) / 20_000, [2 / 6, 3 / 6, 1 / 6], atol=0.02)
+
+    x, y = token_batch(64)
+    xv, yv = token_batch(32, seed=1)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    for split, data in {"train": (x, y), "val": (xv, yv)}.items():
+        kp.FeatureCache.write(probed, data, tmp_path, split=split, batch_size=32, verbose=0)
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    report = kp.fit_probes(probed, cache, l2=1e-3, verbose=0)
+    heads = [v.numpy().copy() for v in probed.probe_variables]
+    control_report = kp.controls.control_task_probes(probed, cache, l2=1e-3, verbose=0)
+    for before, after in zip(heads, probed.probe_variables, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())  # the model's heads untouched
+    selective = report.with_selectivity(control_report, "val")
+    for point in probed.points:
+        row = selective.results["val"][point]
+        expected = control_report.results["val"][point]["error"] - row["error"]
+        assert row["selectivity"] == pytest.approx(expected)
+    # Pooled probes have no token types.
+    pooled = kp.ProbedModel(bert, points=BLOCKS, num_classes=3)
+    with pytest.raises(ValueError, match="per-token probes"):
+        kp.controls.control_task_probes(pooled, cache)
+
+
+def test_probed_bert_round_trips_through_keras_file_and_serving_export(bert, tmp_path):
+    x, y = token_batch(24)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    probed.compile()
+    probed.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    expected = probed.predict(x, verbose=0)
+    probed.save(tmp_path / "probed.keras")
+    loaded = keras.models.load_model(tmp_path / "probed.keras")
+    assert loaded.per_token
+    for point, value in loaded.predict(x, verbose=0).items():
+        np.testing.assert_array_equal(value, expected[point])
+
+    path = kp.export_serving(probed, tmp_path / "serving")
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert set(signature.structured_input_signature[1]) == {
+        "token_ids",
+        "segment_ids",
+        "padding_mask",
+    }
+    # The signature takes the backbone's own input dtypes (BERT's mask: int32).
+    served = signature(**{key: tf.constant(value.astype("int32")) for key, value in x.items()})
+    for point in probed.points:
+        name = kp.export.serving_name(point)
+        # A traced graph against Keras' predict: float32 rounding only.
+        np.testing.assert_allclose(
+            served[f"{name}_probabilities"], expected[point], rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_array_equal(served[f"{name}_class"].shape, (24, TOKENS))
+
+
+def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=2, preprocessor=preprocessor
+    )
+    rng = np.random.default_rng(0)
+    texts = np.array([" ".join(rng.choice(list("abcd"), rng.integers(1, 6))) for _ in range(48)])
+    labels = np.array(["a" in t for t in texts], "int32")
+    points = kp.points.matching(backbone.name + r"/transformer_layer_\d")
+    probed = kp.ProbedModel(classifier, points=points, num_classes=2, reducers="first")
+    probed.compile()
+    probed.fit(texts, labels, epochs=1, batch_size=16, validation_data=(texts, labels), verbose=0)
+    report = probed.evaluate_probes(texts, labels, verbose=0)
+    assert report.points == [f"{backbone.name}/transformer_layer_{i}" for i in (0, 1)]
+    # The features are those of the preprocessed text, in the cache too.
+    packed = preprocessor(texts)
+    direct = probed.extract_features(packed)
+    kp.FeatureCache.write(
+        probed, (texts, labels), tmp_path, split="train", batch_size=16, verbose=0
+    )
+    features, cached_labels = kp.FeatureCache.open(tmp_path, model=probed).arrays("train")
+    np.testing.assert_array_equal(cached_labels, labels)
+    for point in probed.points:
+        np.testing.assert_allclose(features[point], direct[point].numpy(), atol=1e-5)
+
+
+def test_bad_token_input_gets_errors_that_name_the_fix(bert):
+    x, y = token_batch(16)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    probed.compile()
+    with pytest.raises(ValueError, match=r"one label per token.*\(16, 12\).*y.shape=\(16,\)"):
+        probed.fit(x, y[:, 0], verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y[:, 0])).batch(4)
+    with pytest.raises(ValueError, match="one label per token"):
+        probed.fit(dataset, verbose=0)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        probed.fit(x, np.where(x["padding_mask"], 5, -1), verbose=0)
+    # A mask-free model with a masked reducer.
+    inputs = keras.Input((TOKENS, 4))
+    plain = keras.Model(inputs, keras.layers.Dense(8, name="dense")(inputs))
+    for reducers in ("mean", "first", "last", "tokens"):
+        with pytest.raises(ValueError, match=r"no input of that name.*'gap'.*padding_mask"):
+            kp.ProbedModel(plain, points="dense", num_classes=2, reducers=reducers)
+    # Per-token and pooled points in one model; a token reducer on a pooled output.
+    with pytest.raises(ValueError, match="cannot have both"):
+        kp.ProbedModel(
+            bert,
+            points=BLOCKS,
+            num_classes=3,
+            reducers={"transformer_layer_0": "tokens", "transformer_layer_1": "mean"},
+        )
+    with pytest.raises(ValueError, match=r"'pooled_dense'.*token sequences.*points='blocks'"):
+        kp.ProbedModel(bert, points="pooled_dense", num_classes=3, reducers="tokens")
+
+
+def test_probe_monitor_refits_per_token_probes_while_a_transformer_trains(bert):
+    """ProbeMonitor on dict inputs, a row per kept token; training is untouched."""
+    x, y = token_batch(48)
+    xv, yv = token_batch(24, seed=1)
+    inputs = {name: keras.Input((None,), dtype="int32", name=name) for name in x}
+    hidden = bert(inputs)["sequence_output"]
+    model = keras.Model(inputs, keras.layers.Dense(3, name="tagger")(hidden))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    monitor = kp.callbacks.ProbeMonitor(
+        (x, y),
+        num_classes=3,
+        validation_data=(xv, yv),
+        points=[f"{bert.name}/transformer_layer_1", "tagger"],
+        reducers="tokens",
+        verbose=0,
+    )
+    labels = np.where(x["padding_mask"], y, 0)
+    model.fit(x, labels, epochs=2, batch_size=16, callbacks=[monitor], verbose=0)
+    history = monitor.history
+    assert history.epochs == [0.0, 1.0, 2.0]
+    # Each measurement's probes are the monitor's heads: their error over kept tokens.
+    probed = monitor.probed
+    outputs = probed.predict(xv, verbose=0)
+    kept = xv["padding_mask"]
+    for point in probed.points:
+        error = np.mean(outputs[point].argmax(-1)[kept] != yv[kept])
+        assert history.at(history.steps[-1], "val_error")[point] == pytest.approx(error, abs=0.02)
+    with pytest.raises(ValueError, match="one label per token"):
+        monitor = kp.callbacks.ProbeMonitor(
+            (x, y[:, 0]), num_classes=3, points=["tagger"], reducers="tokens", verbose=0
+        )
+        model.fit(x, labels, epochs=1, callbacks=[monitor], verbose=0)
