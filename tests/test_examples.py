@@ -12,7 +12,7 @@ import keras_probes as kp
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, num_points",
-    [("quickstart", 11), ("mobilenet_imagenette", 14)],
+    [("quickstart", 11), ("mobilenet_imagenette", 14), ("code_tokens", 3)],
 )
 def test_example_runs_and_writes_its_report_and_figure(name, num_points, tmp_path):
     result = subprocess.run(
