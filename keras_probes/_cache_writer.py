@@ -392,7 +392,8 @@ def _check_storable(array, point, dtype, split, start):
         rows = start + np.flatnonzero(~finite.all(axis=1))
         raise ValueError(
             f"The model's features at point {point!r} hold NaN or infinite values for "
-            f"{len(rows)} example(s) of split {split!r}, e.g. at index {rows[:3].tolist()}. "
+            f"{len(rows)} row(s) of split {split!r} (examples, or kept tokens of per-token "
+            f"probes), e.g. at index {rows[:3].tolist()}. "
             f"Check those inputs and their preprocessing, and the layers up to {point!r}."
         )
     if dtype != "float16":
@@ -419,6 +420,7 @@ def _check_storable(array, point, dtype, split, start):
 def _numpy_batches(probed, data, batch_size):
     """Yields `(x, y)` NumPy batches of `batch_size` from arrays or a dataset, checked."""
     spec, num_classes, tokens = probed.feature_model.input, probed.num_classes, probed.per_token
+    masked = probed.kept_tokens(spec) is not None
     if probed.preprocessor is not None and isinstance(data, tuple | list) and len(data) == 2:
         data = probed.preprocess(*data, batch_size=batch_size)[0]  # a keras-hub task's
     elif probed.preprocessor is not None:
@@ -427,8 +429,8 @@ def _numpy_batches(probed, data, batch_size):
         dataset = _validation.check_data(data, None, spec, num_classes, tokens=tokens)
         dataset = dataset.map(lambda x, y, *_: (x, y)).unbatch()
         # Token sequences of other lengths are padded to the longest of their batch
-        # (mask and ids with zeros: padded tokens are never rows).
-        dataset = dataset.padded_batch(batch_size) if tokens else dataset.batch(batch_size)
+        # (mask and ids with zeros: padded tokens are never read).
+        dataset = dataset.padded_batch(batch_size) if masked else dataset.batch(batch_size)
         yield from dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
         return
     if not (isinstance(data, tuple | list) and len(data) == 2):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras_probes import _params, _validation, plots
 from keras_probes.fitting import check_solver, fit_each
 from keras_probes.model import ProbedModel
+from keras_probes.reducers import TokenFeatures
 from keras_probes.regression import ALPHAS, RegressionProbedModel
 from keras_probes.report import ProbeHistory, log_key
 from keras_probes.solvers import LBFGSProbe, ProbeEstimator, RidgeProbe
@@ -330,13 +331,10 @@ class ProbeMonitor(keras.callbacks.Callback):
         if validation_data is not None:
             self.splits["val"] = _subset(validation_data, "validation_data", max_examples, seed)
         # Per-token labels are checked against the padding mask once the probed
-        # model exists (`on_train_begin`).
-        self._tokens = isinstance(reducers, str) and reducers == "tokens"
-        if not self._tokens:
-            self.splits = {
-                split: (x, task.check_targets(y, num_examples=len(y)))
-                for split, (x, y) in self.splits.items()
-            }
+        # model exists (`on_train_begin`); others now.
+        self._checked = not _may_keep_tokens(reducers)
+        if self._checked:
+            self._check_targets(task)
         self._kept = {}
         self.points, self.reducers = points, reducers
         self.unit, self.every = unit, every
@@ -353,6 +351,13 @@ class ProbeMonitor(keras.callbacks.Callback):
     def _due(self, count):
         return count in self.at if self.at is not None else count % self.every == 0
 
+    def _check_targets(self, task):
+        self.splits = {
+            split: (x, task.check_targets(y, num_examples=len(y)))
+            for split, (x, y) in self.splits.items()
+        }
+        self._checked = True
+
     def on_train_begin(self, logs=None):
         if self.probed is None:
             settings = {"points": self.points, "reducers": self.reducers}
@@ -364,17 +369,14 @@ class ProbeMonitor(keras.callbacks.Callback):
             self.history = ProbeHistory(
                 self.probed.points, num_classes=self.num_classes, model=self.model.name
             )
-            if self.probed.per_token != self._tokens:
-                raise ValueError(
-                    "ProbeMonitor makes per-token probes with reducers='tokens' (one string); "
-                    f"received reducers={self.reducers!r}."
-                )
-            if self._tokens:
+            if self.probed.per_token:
                 # Each kept token is an example: its label, and where it is in `x`.
                 for split, (x, y) in self.splits.items():
                     kept = np.asarray(self.probed.kept_tokens(x)).astype(bool)
                     labels = _validation.check_token_labels(y, kept, self.num_classes)
                     self.splits[split], self._kept[split] = (x, labels), kept
+            elif not self._checked:
+                self._check_targets(self.probed.task)
         self._epoch = 0
         if self.at_start and not self.history.steps:
             self._measure(epoch=0.0)
@@ -454,6 +456,15 @@ class ProbeMonitor(keras.callbacks.Callback):
         with self._writer.as_default():
             tf.summary.image(f"probes/{metric}", image, step=step)
         self._writer.flush()
+
+
+def _may_keep_tokens(reducers) -> bool:
+    """Whether `reducers` may make per-token probes (labels `(n, tokens)`)."""
+    specs = reducers.values() if isinstance(reducers, dict) else [reducers]
+    return any(
+        isinstance(spec, TokenFeatures) or (isinstance(spec, str) and spec == "tokens")
+        for spec in specs
+    )
 
 
 def _subset(data, name, max_examples, seed):

@@ -387,6 +387,8 @@ def _images(args, model, source, split, batch_size=None):
     import keras_probes as kp
 
     points = _points(args) if hasattr(args, "points") else None
+    if points == "blocks":  # the family's preprocessing and size, as for its preset
+        points = kp.points.family(model.base if isinstance(model, kp.ProbedModel) else model)
     return kp.datasets.images_for_model(
         model,
         source,

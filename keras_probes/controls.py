@@ -34,6 +34,7 @@ import tempfile
 
 import numpy as np
 
+from keras_probes import _validation
 from keras_probes.cache import FeatureCache
 from keras_probes.fitting import fit_each, fit_probes
 from keras_probes.flawed import reinitialize
@@ -117,9 +118,10 @@ def control_task_labels(token_ids, labels, seed: int = 0, num_classes: int | Non
     has which label: the context a layer encodes is of no help.
 
     Args:
-        token_ids: the token id of each example `(n,)` (a token's type).
-        labels: the real task's labels of the same examples `(n,)`: they give
-            the distribution the control labels are drawn from.
+        token_ids: the token id of each example `(n,)` (a token's type),
+            non-negative integers.
+        labels: the real task's labels `(m,)` (e.g. of the train split):
+            they give the distribution the control labels are drawn from.
         seed: seed of the draw. The label of a type depends only on `seed`,
             its id and the distribution, so that every split (labelled with
             the train split's `labels`) gets the same table. Defaults to `0`.
@@ -132,20 +134,29 @@ def control_task_labels(token_ids, labels, seed: int = 0, num_classes: int | Non
 
     >>> kp.controls.control_task_labels([5, 7, 5, 9], [0, 1, 1, 2], seed=0)  # 5 -> one label
     """
-    token_ids, labels = np.asarray(token_ids), np.asarray(labels)
-    if token_ids.ndim != 1 or labels.ndim != 1 or not len(labels):
+    token_ids = np.asarray(token_ids)
+    if (
+        token_ids.ndim != 1
+        or not np.issubdtype(token_ids.dtype, np.integer)
+        or (len(token_ids) and token_ids.min() < 0)
+    ):
         raise ValueError(
-            "`token_ids` and `labels` must be non-empty arrays of shape (n,). Received: "
-            f"token_ids.shape={token_ids.shape}, labels.shape={labels.shape}"
+            "`token_ids` must be non-negative integer ids of shape (n,). Received: "
+            f"token_ids of dtype {token_ids.dtype} and shape {token_ids.shape}"
         )
-    if not np.issubdtype(token_ids.dtype, np.integer) or (len(token_ids) and token_ids.min() < 0):
-        raise ValueError("`token_ids` must be non-negative integer ids.")
+    labels = _validation.check_labels(labels, num_classes)
+    if not len(labels):
+        raise ValueError("`labels` is empty: the control labels are drawn from their distribution.")
     counts = np.bincount(labels, minlength=num_classes or 0)
-    # One draw per possible id, in id order: a type's label never depends on
-    # which other types a split holds.
-    size = int(token_ids.max(initial=-1)) + 1
-    table = np.random.default_rng(seed).choice(len(counts), size=size, p=counts / counts.sum())
-    return table[token_ids].astype(np.int64)
+    distribution = counts / counts.sum()
+    # Each type's label is drawn from its own generator, seeded by (seed, id): it
+    # never depends on which other types a split holds, nor on the largest id.
+    types, positions = np.unique(token_ids, return_inverse=True)
+    table = np.array(
+        [np.random.default_rng([seed, int(t)]).choice(len(counts), p=distribution) for t in types],
+        dtype=np.int64,
+    )
+    return table[positions.reshape(-1)]
 
 
 def control_task_probes(
@@ -268,6 +279,8 @@ def reinitialized_probes(
         },
         name=f"{probed.name}_reinitialized",
     )
+    # `reinitialize` rebuilds a keras-hub task as a plain model: keep its preprocessor.
+    control.preprocessor = probed.preprocessor
     with tempfile.TemporaryDirectory(prefix="keras_probes_control_") as temporary:
         path = temporary if directory is None else directory
         for split, split_data in data.items():

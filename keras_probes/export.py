@@ -120,7 +120,13 @@ def export_serving(
         warmup: a few real inputs (a batch, as `probed.predict` takes them;
             with `heads_only`, a `{point: features}` dict) to record as
             warm-up requests, one request per signature. Defaults to `None`:
-            one example of zeros of the input's shape.
+            one example of zeros of the input's shape (one token where the
+            number of tokens is free).
+
+    The signatures take the model's own inputs, with their dtypes: for a
+    keras-hub backbone, its dict of token inputs (BERT's `padding_mask` is
+    int32). A keras-hub task's preprocessor is not exported: requests carry
+    what it gives (token ids, masks).
         model_name: the model's name in the requests and in `models.config`.
             Defaults to the name of `base_dir`.
         server_root: where the server sees the directory holding `base_dir`,
@@ -337,8 +343,12 @@ class _Signatures:
                 for p in probed.points
             }
         else:
-            inputs = keras.tree.flatten(probed.feature_model.input)
-            keys = ["inputs"] if len(inputs) == 1 else [t.name for t in inputs]
+            structure = probed.feature_model.input
+            inputs = keras.tree.flatten(structure)
+            if isinstance(structure, dict):  # keras-hub: by key, in keras.tree's order
+                keys = sorted(structure)
+            else:
+                keys = ["inputs"] if len(inputs) == 1 else [t.name for t in inputs]
             self.specs = {
                 key: tf.TensorSpec(t.shape, t.dtype or "float32", key)
                 for key, t in zip(keys, inputs, strict=True)
@@ -419,6 +429,9 @@ class _Signatures:
                     f"probed.extract_features(x). Missing points: {missing}"
                 )
             return {self.names[p]: np.asarray(warmup[p], np.float32) for p in self.probed.points}
+        if self.probed.preprocessor is not None:
+            # Raw inputs of a keras-hub task, as `predict` takes them: served preprocessed.
+            warmup = next(iter(self.probed.preprocess(warmup)[0]))
         values = keras.tree.flatten(warmup)
         return {
             key: np.asarray(value, spec.dtype.as_numpy_dtype)

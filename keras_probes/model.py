@@ -297,6 +297,8 @@ class ProbedModel(ProbeTrainer):
         paths = points_lib.resolve_in(graph, points, base.name)
         inputs, tensors = graph.inputs, {path: graph.tensors[path] for path in paths}
         mask = reducers_lib.input_of(inputs, _names(inputs), reducers_lib.PADDING_MASK)
+        if isinstance(reducers, dict):  # "backbone/..." keys, as points take them
+            reducers = {graph.canonical(point): spec for point, spec in reducers.items()}
         reducers = reducers_lib.resolve(
             reducers, {p: tuple(t.shape) for p, t in tensors.items()}, masked=mask is not None
         )
@@ -364,10 +366,9 @@ class ProbedModel(ProbeTrainer):
         kept = ops.cast(self.kept_tokens(x), "bool")
         weight = ops.cast(kept, "float32")
         if sample_weight is not None:
+            # One weight per sequence (batch,) or per token (batch, tokens).
             sample_weight = ops.cast(sample_weight, "float32")
-            if len(sample_weight.shape) == 1:  # one weight per sequence
-                sample_weight = sample_weight[:, None]
-            weight = weight * sample_weight
+            weight = weight * ops.reshape(sample_weight, (ops.shape(kept)[0], -1))
         rows = {point: ops.reshape(f, (-1, f.shape[-1])) for point, f in features.items()}
         if y is not None:
             y = ops.reshape(ops.where(kept, y, ops.zeros_like(y)), (-1,))

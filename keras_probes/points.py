@@ -40,6 +40,7 @@ __all__ = [
     "PRESETS",
     "Preset",
     "available",
+    "family",
     "matching",
     "of_type",
     "resolve",
@@ -318,13 +319,27 @@ def _resolve_preset(graph, name, model_name):
     )
 
 
-def _resolve_blocks(graph, model_name):
+def family(model: keras.Model) -> str | None:
+    """The preset whose points `"blocks"` gives for `model`, or `None` if none fits.
+
+    Example:
+
+    >>> kp.points.family(keras.applications.ResNet50(weights=None))
+    'resnet50'
+    """
+    return _family(_graph.trace(model))
+
+
+def _family(graph):
     # The first family that fits wins, in the fixed order of PRESETS (the data
     # file's): the same model always gets the same blocks.
-    for preset in PRESETS.values():
-        paths = _preset_points(graph, preset)
-        if paths is not None:
-            return paths
+    return next((n for n, p in PRESETS.items() if _preset_points(graph, p) is not None), None)
+
+
+def _resolve_blocks(graph, model_name):
+    name = _family(graph)
+    if name is not None:
+        return _preset_points(graph, PRESETS[name])
     tried = ", ".join(
         f"{name} ({preset.layers[0]}..{preset.layers[-1]})"
         if preset.pattern is None

@@ -175,9 +175,46 @@ class _MaskedReducer(keras.layers.Layer):
                 f"Received: input shape {tuple(inputs_shape)}. Use 'auto', 'gap' or "
                 "'flatten' for this point."
             )
+        tokens, masked = inputs_shape[1], (padding_mask_shape or (None, None))[1]
+        if None not in (tokens, masked) and tokens != masked:
+            raise ValueError(_mismatch(self, tokens, masked))
+
+    def checked_mask(self, inputs, padding_mask):
+        """The mask as booleans, once its token count is that of `inputs`.
+
+        A layer whose sequence is not the mask's (PaliGemma's blocks run on
+        image tokens, then the text the mask covers) would otherwise be read
+        at the wrong positions, or fail with a broadcasting error.
+        """
+        kept = keras.ops.cast(padding_mask, "bool")
+        if isinstance(inputs, keras.KerasTensor):
+            return kept  # symbolic: the static shapes were checked in `build`
+        tokens, masked = inputs.shape[1], kept.shape[1]
+        if tokens is not None and masked is not None:  # eager, or traced for these shapes
+            if tokens != masked:
+                raise ValueError(_mismatch(self, tokens, masked))
+            return kept
+        check = tf.debugging.assert_equal(
+            tf.shape(inputs)[1], tf.shape(kept)[1], message=_mismatch(self)
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(kept)
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
         return (inputs_shape[0], inputs_shape[-1])
+
+
+def _mismatch(reducer, tokens=None, masked=None):
+    counts = (
+        f"a sequence of {tokens} tokens with a padding mask of {masked}"
+        if tokens is not None
+        else "a sequence whose token count is not its padding mask's"
+    )
+    return (
+        f"{type(reducer).__name__} '{reducer.name}' reads {counts}: the mask does not cover "
+        "this layer's tokens (e.g. image tokens before the text). Use 'gap' or 'flatten' for "
+        "this point."
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
@@ -219,7 +256,7 @@ class TokenPooling(_MaskedReducer):
 
     def call(self, inputs, padding_mask):
         ops = keras.ops
-        kept = ops.cast(padding_mask, "bool")
+        kept = self.checked_mask(inputs, padding_mask)
         if self.mode == "mean":
             total = ops.sum(ops.where(kept[..., None], inputs, ops.zeros_like(inputs)), axis=1)
             count = ops.sum(ops.cast(kept, inputs.dtype), axis=1, keepdims=True)
@@ -255,6 +292,7 @@ class TokenFeatures(_MaskedReducer):
     """
 
     def call(self, inputs, padding_mask):
+        self.checked_mask(inputs, padding_mask)
         return inputs
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):

@@ -130,9 +130,14 @@ def test_dinov2_encoder_is_unrolled_into_its_layers(dinov2):
     ]
 
 
-def test_blocks_of_resnet50_are_its_preset():
+def test_blocks_of_resnet50_are_its_preset(bert):
     base = keras.applications.ResNet50(weights=None)
     assert kp.points.resolve(base, "blocks") == kp.points.resolve(base, "resnet50")
+    # The family "blocks" picks (the CLI takes its preprocessing and image size).
+    assert kp.points.family(base) == "resnet50"
+    assert kp.points.family(bert) == "transformer_layers"
+    inputs = keras.Input((4,))
+    assert kp.points.family(keras.Model(inputs, keras.layers.Dense(2)(inputs))) is None
 
 
 def test_a_point_inside_an_opaque_layer_says_why(bert):

@@ -125,6 +125,13 @@ def test_per_token_fit_and_evaluate_count_kept_tokens_only(bert):
         predicted = outputs[point].argmax(axis=-1)
         error = np.mean(predicted[kept] != y[kept])
         assert report.results["test"][point]["error"] == pytest.approx(error, abs=1e-6)
+    # Sample weights per sequence, then per token, on one model (Keras retraces).
+    weights = np.linspace(0.5, 1.5, 64).astype("float32")
+    probed.fit(x, y, sample_weight=weights, epochs=1, batch_size=16, verbose=0)
+    token_weights = np.where(kept, 1.0, 0.0).astype("float32")
+    probed.fit(x, y, sample_weight=token_weights, epochs=1, batch_size=16, verbose=0)
+    report = probed.evaluate_probes(x, y, verbose=0)
+    outputs = probed.predict(x, verbose=0)
     # Any label at a padded token: the same report. A dataset: the same too.
     other = np.where(kept, y, 99)
     assert probed.evaluate_probes(x, other, verbose=0).results == report.results
@@ -176,6 +183,23 @@ def test_per_token_cache_and_lbfgs_reach_scikit_learns_optimum(bert, tmp_path):
         assert report.results["val"][point]["error"] == pytest.approx(error, abs=0.02)
 
 
+def test_pooled_cache_from_a_stream_of_sequences_of_other_lengths(bert, tmp_path):
+    """A stream whose batches have other token counts is cut into cache batches padded to
+    their longest sequence; the masked mean does not see the padding."""
+    x, y = token_batch(24)
+    short = {key: value[:12, :6] for key, value in x.items()}
+    short["padding_mask"] = short["padding_mask"] & x["padding_mask"][:12, :6]
+    stream = tf.data.Dataset.from_tensor_slices((short, y[:12, 0])).batch(12)
+    stream = stream.concatenate(tf.data.Dataset.from_tensor_slices((x, y[:, 0])).batch(12))
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="mean")
+    kp.FeatureCache.write(probed, stream, tmp_path, split="train", batch_size=8, verbose=0)
+    features, labels = kp.FeatureCache.open(tmp_path, model=probed).arrays("train")
+    assert len(labels) == 36
+    direct = probed.extract_features(short)
+    for point in probed.points:
+        np.testing.assert_allclose(features[point][:12], direct[point].numpy(), atol=1e-5)
+
+
 def test_control_task_gives_each_token_type_one_label_and_selectivity(bert, tmp_path):
     ids = np.array([5, 7, 5, 9, 7, 5])
     labels = np.array([0, 1, 1, 2, 0, 1])
@@ -184,6 +208,12 @@ def test_control_task_gives_each_token_type_one_label_and_selectivity(bert, tmp_
     np.testing.assert_array_equal(control, kp.controls.control_task_labels(ids, labels, seed=3))
     # A type's label does not depend on which other types are present.
     assert kp.controls.control_task_labels(ids[:1], labels, seed=3)[0] == control[0]
+    np.testing.assert_array_equal(
+        kp.controls.control_task_labels(ids.astype("uint8"), labels, seed=3), control
+    )
+    for bad_ids, bad_labels in (([5, 7], [-1, 0]), ([5.0], [0]), ([-5], [0])):
+        with pytest.raises(ValueError, match="Labels must|token_ids` must"):
+            kp.controls.control_task_labels(np.array(bad_ids), np.array(bad_labels))
     draws = kp.controls.control_task_labels(np.arange(20_000), labels, seed=0)
     np.testing.assert_allclose(np.bincount(draws) / 20_000, [2 / 6, 3 / 6, 1 / 6], atol=0.02)
 
@@ -239,6 +269,20 @@ def test_probed_bert_round_trips_through_keras_file_and_serving_export(bert, tmp
         np.testing.assert_array_equal(served[f"{name}_class"].shape, (24, TOKENS))
 
 
+def test_export_of_a_model_with_one_named_input_in_a_dict(tmp_path):
+    """DINOv2's input is {"images": ...}: the signature takes it by that name."""
+    inputs = {"images": keras.Input((6,), name="images")}
+    model = keras.Model(inputs, keras.layers.Dense(4, name="dense")(inputs["images"]))
+    probed = kp.ProbedModel(model, points="dense", num_classes=2)
+    path = kp.export_serving(probed, tmp_path / "serving")
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert set(signature.structured_input_signature[1]) == {"images"}
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    served = signature(images=tf.constant(x))
+    expected = probed.predict({"images": x}, verbose=0)["dense"]
+    np.testing.assert_allclose(served["dense_probabilities"], expected, atol=1e-6)
+
+
 def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary)
@@ -258,7 +302,12 @@ def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
     texts = np.array([" ".join(rng.choice(list("abcd"), rng.integers(1, 6))) for _ in range(48)])
     labels = np.array(["a" in t for t in texts], "int32")
     points = kp.points.matching(backbone.name + r"/transformer_layer_\d")
-    probed = kp.ProbedModel(classifier, points=points, num_classes=2, reducers="first")
+    probed = kp.ProbedModel(
+        classifier,
+        points=points,
+        num_classes=2,
+        reducers={"backbone/transformer_layer_0": "first", "backbone/transformer_layer_1": "first"},
+    )
     probed.compile()
     probed.fit(texts, labels, epochs=1, batch_size=16, validation_data=(texts, labels), verbose=0)
     report = probed.evaluate_probes(texts, labels, verbose=0)
@@ -273,6 +322,19 @@ def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
     np.testing.assert_array_equal(cached_labels, labels)
     for point in probed.points:
         np.testing.assert_allclose(features[point], direct[point].numpy(), atol=1e-5)
+    # The export serves the backbone's inputs; a raw warm-up batch is preprocessed first.
+    path = kp.export_serving(probed, tmp_path / "serving", warmup=texts[:3])
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    packed = {key: tf.cast(value, "int32") for key, value in preprocessor(texts[:3]).items()}
+    served = signature(**packed)
+    expected = probed.predict(texts[:3], verbose=0)
+    for point in probed.points:
+        name = kp.export.serving_name(point)
+        np.testing.assert_allclose(served[f"{name}_probabilities"], expected[point], atol=1e-5)
+    # The control of a re-initialised copy reads the raw text through the same preprocessor.
+    data = {"train": (texts, labels), "val": (texts, labels)}
+    control = kp.controls.reinitialized_probes(probed, data, directory=tmp_path / "c", verbose=0)
+    assert set(control.results) == {"train", "val"}
 
 
 def test_bad_token_input_gets_errors_that_name_the_fix(bert):
@@ -292,6 +354,29 @@ def test_bad_token_input_gets_errors_that_name_the_fix(bert):
     for reducers in ("mean", "first", "last", "tokens"):
         with pytest.raises(ValueError, match=r"no input of that name.*'gap'.*padding_mask"):
             kp.ProbedModel(plain, points="dense", num_classes=2, reducers=reducers)
+    # A layer whose sequence the mask does not cover (image tokens before the text).
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    text = keras.layers.Embedding(VOCABULARY, 4, name="embedding")(ids)
+    with_image = keras.layers.Lambda(
+        lambda t: keras.ops.concatenate([keras.ops.zeros_like(t[:, :3]), t], axis=1),
+        name="with_image",
+    )(text)
+    multimodal = keras.Model({"token_ids": ids, "padding_mask": mask}, with_image)
+    inputs = {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"].astype("int32")}
+    for reducers in ("mean", "last", "tokens"):
+        probed = kp.ProbedModel(multimodal, points="with_image", num_classes=3, reducers=reducers)
+        with pytest.raises(ValueError, match="the mask does not cover this layer's tokens"):
+            probed.extract_features(inputs)
+        with pytest.raises(ValueError, match="does not cover"):
+            probed.predict(inputs, verbose=0)
+        # A graph traced for any number of tokens checks as it runs.
+        features = tf.function(
+            probed.extract_features,
+            input_signature=[{k: tf.TensorSpec((None, None), "int32") for k in inputs}],
+        )
+        with pytest.raises(tf.errors.InvalidArgumentError, match="does not cover"):
+            features(inputs)
     # Per-token and pooled points in one model; a token reducer on a pooled output.
     with pytest.raises(ValueError, match="cannot have both"):
         kp.ProbedModel(
@@ -333,6 +418,6 @@ def test_probe_monitor_refits_per_token_probes_while_a_transformer_trains(bert):
         assert history.at(history.steps[-1], "val_error")[point] == pytest.approx(error, abs=0.02)
     with pytest.raises(ValueError, match="one label per token"):
         monitor = kp.callbacks.ProbeMonitor(
-            (x, y[:, 0]), num_classes=3, points=["tagger"], reducers="tokens", verbose=0
+            (x, y[:, 0]), num_classes=3, points=["tagger"], reducers=kp.TokenFeatures(), verbose=0
         )
         model.fit(x, labels, epochs=1, callbacks=[monitor], verbose=0)
