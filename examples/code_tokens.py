@@ -36,7 +36,7 @@ padded (the `padding_mask` input), and padded positions carry no label (-1).
 Run it from the repository root:
 
 ```
-python examples/code_tokens.py               # 8.5 minutes on 2 shared CPU cores
+python examples/code_tokens.py               # about 5 minutes on 2 CPU cores
 python examples/code_tokens.py --quick       # a tiny smoke run, about 35 s
 python examples/code_tokens.py --train-steps 1000 --out /tmp/code_tokens
 ```
