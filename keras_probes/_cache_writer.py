@@ -392,8 +392,8 @@ def _check_storable(array, point, dtype, split, start):
         rows = start + np.flatnonzero(~finite.all(axis=1))
         raise ValueError(
             f"The model's features at point {point!r} hold NaN or infinite values for "
-            f"{len(rows)} row(s) of split {split!r} (examples, or kept tokens of per-token "
-            f"probes), e.g. at index {rows[:3].tolist()}. "
+            f"{len(rows)} example(s) of split {split!r} (kept tokens, for per-token probes), "
+            f"e.g. at index {rows[:3].tolist()}. "
             f"Check those inputs and their preprocessing, and the layers up to {point!r}."
         )
     if dtype != "float16":
