@@ -12,14 +12,22 @@ writers do):
   shard is committed by entering it in the manifest, itself replaced
   atomically. The manifest is created, with the split's record, before the
   first shard, so a run killed at any moment (SIGKILL included), or stopped by
-  an error, resumes from the first missing shard: the shards already listed
-  are checked against their checksums and against the inputs given
+  an error, resumes by writing the missing shards only: the shards already
+  listed are checked against their checksums and against the inputs given
   (`input_sha256`), and half-written `.tmp` files are deleted.
+- Under `MultiWorkerMirroredStrategy`, worker `rank` of `count` computes
+  shards `rank`, `rank + count`, ... into the same directory (a shared file
+  system) and commits each as it ends, in any order (`SplitRecord.pending`
+  holds a shard committed before one ahead of it); the split is complete when
+  every shard is in. Every shard is computed as one process computes it, so
+  the cache's bytes are those of one process, whatever the number of
+  workers, and the same command rerun on every worker after a kill resumes.
 - Every commit re-reads the manifest under an exclusive lock (`.lock`) and
   replaces only its own split's record: writers of different splits, in
   different processes, work side by side and every split is kept.
 - A second writer of the same split is refused at once: `.write-<split>.lock`
-  is held for the whole write and names its writer's pid. The kernel releases
+  (`.write-<split>.worker<rank>.lock` for the other workers) is held for the
+  whole write and names its writer's pid. The kernel releases
   both locks when a process dies, so no lock outlives its writer.
 """
 
@@ -29,6 +37,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -116,11 +125,24 @@ def write_split(
     settings = _write_settings(split, batch_size, shard_size, dtype)
     directory = Path(directory)
     fresh = Manifest.for_model(probed)
+    rank, count = _distribute.workers()
     directory.mkdir(parents=True, exist_ok=True)
-    with _split_lock(directory, split):
-        with _manifest_lock(directory):
-            manifest = _begin_split(directory, fresh, split, settings, overwrite)
-        _Writer(directory, manifest, probed, split, verbose).run(data)
+    with _split_lock(directory, split, rank):
+
+        def begin(joining):
+            if (rank > 0) != joining:
+                return None
+            with _manifest_lock(directory):
+                return _begin_split(directory, fresh, split, settings, overwrite and rank == 0)
+
+        # The first worker begins the split (clearing it, with `overwrite`),
+        # then the others join it: one clearing, never one per worker. An
+        # error on any worker is raised on all (none is left waiting).
+        manifest = _distribute.together(lambda: begin(False))
+        if count > 1:
+            manifest = _distribute.together(lambda: begin(True)) or manifest
+        writer = _Writer(directory, manifest, probed, split, verbose, rank, count)
+        _distribute.together(lambda: writer.run(data))  # also waits for every worker's shards
     return Manifest.read(directory)
 
 
@@ -154,7 +176,7 @@ def _begin_split(directory: Path, fresh: Manifest, split, settings, overwrite) -
             kept = sorted(
                 name
                 for name, record in manifest.splits.items()
-                if record.shards and not (overwrite and name == split)
+                if record.indices and not (overwrite and name == split)
             )
             if kept:
                 raise CacheError(
@@ -175,7 +197,7 @@ def _begin_split(directory: Path, fresh: Manifest, split, settings, overwrite) -
         manifest.splits.pop(split, None)
         shutil.rmtree(directory / split, ignore_errors=True)
     record = manifest.splits.get(split)
-    if record is not None and record.shards:
+    if record is not None and record.indices:
         recorded = record.settings
         changed = {k: recorded[k] for k, v in settings.items() if recorded[k] != v}
         if changed:
@@ -206,9 +228,11 @@ def _manifest_lock(directory: Path):
 
 
 @contextlib.contextmanager
-def _split_lock(directory: Path, split: str):
-    """Exclusive for a whole write: a second writer of the same split is refused."""
-    with open(directory / f".write-{split}.lock", "a+") as lock:
+def _split_lock(directory: Path, split: str, rank: int = 0):
+    """Exclusive for a whole write: a second writer of the same split (and worker rank)
+    is refused."""
+    name = f".write-{split}.lock" if rank == 0 else f".write-{split}.worker{rank}.lock"
+    with open(directory / name, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -226,97 +250,120 @@ def _split_lock(directory: Path, split: str):
 
 
 class _Writer:
-    """One split's extraction: feeds batches through the feature model, one shard at a time."""
+    """One split's extraction: feeds batches through the feature model, one shard at a time.
 
-    def __init__(self, directory: Path, manifest: Manifest, probed, split: str, verbose: int):
+    Of `count` workers, the one of rank `rank` computes shards `rank`,
+    `rank + count`, ...: every shard is computed whole by one worker, exactly
+    as one process would, and committed into the shared manifest in whatever
+    order the workers finish.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        probed,
+        split: str,
+        verbose: int,
+        rank: int = 0,
+        count: int = 1,
+    ):
         self.directory, self.manifest, self.probed, self.split = directory, manifest, probed, split
         self.record = manifest.splits[split]
         self.verbose = verbose
+        self.rank, self.count = rank, count
         # {the model's point name: the manifest's}. A model of the same
         # computation may name its layers otherwise (Keras' auto-generated names).
         self.recorded = dict(zip(probed.points, manifest.probes.points, strict=True))
 
     def run(self, data):
-        record = self.record
-        batch_size = record.batch_size
+        batch_size = self.record.batch_size
         done = self._intact_shards()
-        batches_per_shard = record.shard_size // batch_size
+        batches_per_shard = self.record.shard_size // batch_size
         extract = _distribute.batchwise(self.probed.extract_features)
+        total = _num_examples(data)
         progress = (
             keras.utils.Progbar(
-                _num_examples(data), stateful_metrics=["shards", "images/s"], unit_name="example"
+                total and -(-total // self.count),  # this worker's share
+                stateful_metrics=["shards", "images/s"],
+                unit_name="example",
             )
             if self.verbose
             else None
         )
-        seen, rows_seen, started, index = 0, 0, time.perf_counter(), 0
-        hashes = []
+        seen, started, index, written = 0, time.perf_counter(), 0, 0
         batches = _numpy_batches(self.probed, data, batch_size)
         while True:
             group = [b for _, b in zip(range(batches_per_shard), batches, strict=False)]
             if not group:
                 break
-            digest = _input_sha256(group)
-            hashes.append(digest)
-            if index < done:
-                if record.shards[index].input_sha256 != digest:
-                    raise CacheError(
-                        f"The data given for split {self.split!r} differs from the data the "
-                        f"first {done} shards of the cache at {self.directory} were written "
-                        f"from (shard {index} differs). Pass the same data to resume, or "
-                        "overwrite=True to rewrite the split."
-                    )
-            else:
-                # Every batch is computed at exactly `batch_size` rows: the
-                # features of an example never depend on where its batch ends.
-                outputs = extract([_padded(x, batch_size) for x, _ in group])
-                rows = [
-                    self._rows(output, x, y) for output, (x, y) in zip(outputs, group, strict=True)
-                ]
-                columns = {
-                    key: np.concatenate([row[key] for row in rows])
-                    for key in rows[0]
-                    if rows[0][key] is not None
-                }
-                self._write_shard(index, columns, digest, start=rows_seen)
-            seen += sum(len(y) for _, y in group)
-            rows_seen = sum(shard.examples for shard in record.shards[: index + 1])
+            mine = index % self.count == self.rank
+            if mine:
+                digest = _input_sha256(group)
+                if index in done:
+                    if self.record.shard(index).input_sha256 != digest:
+                        raise CacheError(
+                            f"The data given for split {self.split!r} differs from the data "
+                            f"shard {index} of the cache at {self.directory} was written from. "
+                            "Pass the same data to resume, or overwrite=True to rewrite the "
+                            "split."
+                        )
+                else:
+                    # Every batch is computed at exactly `batch_size` rows: the
+                    # features of an example never depend on where its batch ends.
+                    outputs = extract([_padded(x, batch_size) for x, _ in group])
+                    rows = [
+                        self._rows(output, x, y)
+                        for output, (x, y) in zip(outputs, group, strict=True)
+                    ]
+                    columns = {
+                        key: np.concatenate([row[key] for row in rows])
+                        for key in rows[0]
+                        if rows[0][key] is not None
+                    }
+                    self._write_shard(index, columns, digest)
+                written += 1
+                seen += sum(len(y) for _, y in group)
             index += 1
-            if progress is not None:
+            if progress is not None and mine:
                 rate = seen / max(time.perf_counter() - started, 1e-9)
-                progress.update(seen, [("shards", index), ("images/s", round(rate, 1))])
+                progress.update(seen, [("shards", written), ("images/s", round(rate, 1))])
         if index == 0:
             raise ValueError(
                 f"The data for split {self.split!r} yielded no example. Check the split "
                 "name and any filter or take() applied to it."
             )
-        if done > index:
+        if done and max(done) >= index:
             raise CacheError(
                 f"The data given for split {self.split!r} ends after {index} shards, but the "
-                f"cache at {self.directory} already holds {done}. Pass the same data, or "
-                "overwrite=True to rewrite the split."
+                f"cache at {self.directory} already holds shard {max(done)}. Pass the same "
+                "data, or overwrite=True to rewrite the split."
             )
-        record.num_examples = rows_seen
-        record.data_fingerprint = hashlib.sha256("".join(hashes).encode()).hexdigest()
-        record.complete = True
-        self._commit()
+        self._commit(shards=index)
         if progress is not None:
-            progress.update(seen, [("shards", index)], finalize=True)
+            progress.update(seen, [("shards", written)], finalize=True)
 
-    def _intact_shards(self):
-        """How many of the recorded shards are intact; later ones are forgotten."""
-        # Half-written files of a killed run: never listed, never read.
+    def _intact_shards(self) -> set[int]:
+        """The indices of this worker's recorded shards that are intact; damaged ones are
+        forgotten."""
+        # Half-written files of a killed run: never listed, never read. (Each
+        # worker deletes only its own shards' files: another's may be in flight.)
         for leftover in (self.directory / self.split).rglob(".*.tmp"):
-            leftover.unlink()
-        shards = self.record.shards
-        for index in range(len(shards)):
+            index = re.search(r"shard-(\d+)", leftover.name)
+            if index is None or int(index[1]) % self.count == self.rank:
+                leftover.unlink(missing_ok=True)
+        intact, damaged = set(), []
+        for index in self.record.indices:
+            if index % self.count != self.rank:
+                continue
             try:
                 self.manifest.check_shard(self.directory, self.split, index)
+                intact.add(index)
             except CacheError:
-                del shards[index:]
-                self.record.complete = False
-                break
-        return len(shards)
+                damaged.append(index)
+        if damaged:
+            self._commit(forget=damaged)
+        return intact
 
     def _rows(self, output, x, y):
         """One batch's rows: `{point: features, "labels": ..., "token_ids": ... or None}`.
@@ -335,35 +382,55 @@ class _Writer:
             columns["token_ids"] = None if ids is None else np.asarray(ids)[kept]
         return columns
 
-    def _write_shard(self, index, columns, input_sha256, start):
+    def _write_shard(self, index, columns, input_sha256):
         dtype, checksums = self.record.dtype, {}
         for point, recorded in self.recorded.items():
             array = columns[point]
-            _check_storable(array, point, dtype, self.split, start)
+            # Rows are examples (numbered from the split's start) or, for
+            # per-token probes, kept tokens (numbered within the shard).
+            start = 0 if self.probed.per_token else index * self.record.shard_size
+            _check_storable(array, point, dtype, f"{self.split!r}, shard {index}", start)
             path = self.manifest.shard_path(self.directory, self.split, index, recorded)
             checksums[recorded] = _save(path, array.astype(dtype))
         for column in COLUMNS:
             if column in columns:
                 path = self.manifest.shard_path(self.directory, self.split, index, column=column)
                 checksums[column] = _save(path, columns[column].astype(np.int32))
-        examples = len(columns["labels"])
-        self.record.shards.append(Shard(examples, input_sha256, checksums))
         # The manifest is the commit: a shard counts once it is listed there.
-        self._commit()
+        self._commit(add=(index, Shard(len(columns["labels"]), input_sha256, checksums)))
 
-    def _commit(self):
-        """Enters this split's record in the manifest on disk, keeping every other split."""
+    def _commit(self, add=None, forget=(), shards=None):
+        """Updates this split's record in the manifest on disk, keeping every other split
+        and every other worker's shards.
+
+        Args:
+            add: `(index, shard)` to enter.
+            forget: indices of damaged shards to drop.
+            shards: the split's number of shards, once this worker's data
+                has ended: the split is complete when every one is in.
+        """
         with _manifest_lock(self.directory):
             manifest = Manifest.read(self.directory)
-            if manifest.fingerprints != self.manifest.fingerprints:
+            record = manifest.splits.get(self.split)
+            if manifest.fingerprints != self.manifest.fingerprints or record is None:
                 raise CacheError(
-                    f"The feature cache at {self.directory} was started anew for another "
-                    f"model by another writer while split {self.split!r} was being written. "
-                    "Write each model's features to a directory of its own."
+                    f"The feature cache at {self.directory} was started anew by another "
+                    f"writer while split {self.split!r} was being written. Write each "
+                    "model's features to a directory of its own, and overwrite a split "
+                    "only when no other writer is at it."
                 )
-            manifest.splits[self.split] = self.record
+            for index in forget:
+                record.forget(index)
+            if add is not None:
+                record.add(*add)
+            if shards is not None and len(record.shards) == shards and not record.pending:
+                record.num_examples = sum(shard.examples for shard in record.shards)
+                record.data_fingerprint = hashlib.sha256(
+                    "".join(shard.input_sha256 for shard in record.shards).encode()
+                ).hexdigest()
+                record.complete = True
             manifest.save(self.directory)
-        self.manifest = manifest
+        self.manifest, self.record = manifest, record
 
 
 def _save(path: Path, array: np.ndarray) -> str:
@@ -385,14 +452,14 @@ def _padded(x, size):
     return keras.tree.map_structure(pad, x)
 
 
-def _check_storable(array, point, dtype, split, start):
+def _check_storable(array, point, dtype, where, start):
     """Features must be finite, and within float16's normal range when stored so."""
     finite = np.isfinite(array)
     if not finite.all():
         rows = start + np.flatnonzero(~finite.all(axis=1))
         raise ValueError(
             f"The model's features at point {point!r} hold NaN or infinite values for "
-            f"{len(rows)} example(s) of split {split!r} (kept tokens, for per-token probes), "
+            f"{len(rows)} example(s) of split {where} (kept tokens, for per-token probes), "
             f"e.g. at index {rows[:3].tolist()}. "
             f"Check those inputs and their preprocessing, and the layers up to {point!r}."
         )

@@ -2,11 +2,18 @@
 
 Without a strategy scope, `tf.distribute.get_strategy()` is the default
 strategy, one replica, and everything here reduces to a plain call. Two ways
-to share work: `batchwise` gives each replica whole batches (for results that
-must not depend on the replica count, such as a feature cache's bytes);
-`summed` cuts a batch into contiguous replica slices and sums what they
-return (for sums that are exact however they are cut, such as the L-BFGS
-objective).
+to share work between the replicas of one process: `batchwise` gives each
+replica whole batches (for results that must not depend on the replica count,
+such as a feature cache's bytes); `summed` cuts a batch into contiguous
+replica slices and sums what they return (for sums that are exact however
+they are cut, such as the L-BFGS objective).
+
+Under `tf.distribute.MultiWorkerMirroredStrategy` (every worker runs the
+same script) the work is shared between workers instead, by the callers:
+`workers()` says which share is this process's, `all_sum` adds up what the
+workers computed (one collective all-reduce, which also waits for every
+worker), and within a worker `batchwise` and `summed` run plainly on its own
+device.
 """
 
 import functools
@@ -14,6 +21,85 @@ import functools
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+def workers() -> tuple[int, int]:
+    """`(rank, count)`: this process's place among the workers of the active strategy.
+
+    `(0, 1)` but under a `MultiWorkerMirroredStrategy` of several workers,
+    where the chief (if any) is rank 0 and the workers follow in their
+    TF_CONFIG order.
+    """
+    strategy = tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return 0, 1
+    cluster = resolver.cluster_spec().as_dict()
+    tasks = [(job, i) for job in ("chief", "worker") for i in range(len(cluster.get(job, [])))]
+    if len(tasks) <= 1:
+        return 0, 1
+    return tasks.index((resolver.task_type, resolver.task_id)), len(tasks)
+
+
+def all_sum(values: np.ndarray) -> np.ndarray:
+    """`values` (float64) summed over the workers; `values` itself with one worker.
+
+    Every worker must call it, the same number of times, with the same shape:
+    it is a collective, and so also a barrier. All receive the same sum.
+    """
+    values = np.asarray(values, np.float64)
+    if workers()[1] == 1:
+        return values
+    strategy = tf.distribute.get_strategy()
+    given = []
+
+    def local(context):
+        # One replica of this worker contributes `values`, any other zeros.
+        first = not given
+        given.append(context)
+        return tf.constant(values if first else np.zeros_like(values))
+
+    per_replica = strategy.experimental_distribute_values_from_function(local)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+
+def agree(failure: BaseException | None) -> None:
+    """Raises on every worker if any worker failed (`failure` not `None`) before a collective.
+
+    Without it, one worker's error would leave the others waiting forever in
+    their next all-reduce.
+    """
+    failed = all_sum(np.array([failure is not None], np.float64))[0]
+    if failure is not None:
+        raise failure
+    if failed:
+        raise RuntimeError(
+            f"{int(failed)} other worker(s) failed (their error is in their own output); "
+            "this worker stops with them. Fix the cause and rerun the same command on every "
+            "worker."
+        )
+
+
+def together(fn):
+    """`fn()` on this worker, then waits for the others; raises on all if it failed on any.
+
+    Returns:
+        What `fn` returned.
+    """
+    failure, result = None, None
+    try:
+        result = fn()
+    except Exception as error:  # every worker must learn of it
+        failure = error
+    agree(failure)
+    return result
+
+
+def _local_strategy():
+    """The active strategy if its replicas are all in this process; `None` otherwise."""
+    if not tf.distribute.has_strategy() or workers()[1] > 1:
+        return None
+    return tf.distribute.get_strategy()
 
 
 def split_batch(strategy, batch):
@@ -43,9 +129,9 @@ def batchwise(fn):
     the number of replicas.
     """
     compiled = tf.function(fn, reduce_retracing=True)
-    if not tf.distribute.has_strategy():
+    strategy = _local_strategy()
+    if strategy is None:
         return lambda batches: [compiled(batch) for batch in batches]
-    strategy = tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
 
     def run(batches):
@@ -81,9 +167,9 @@ def summed(fn, jit_compile: bool = False):
     however the batch is cut. `jit_compile` compiles it with XLA.
     """
     compiled = _compiled(fn, jit_compile)
-    if not tf.distribute.has_strategy():
-        return compiled  # no replicas to cut the batch for
-    strategy = tf.distribute.get_strategy()
+    strategy = _local_strategy()
+    if strategy is None:
+        return compiled  # no replicas of this process to cut the batch for
 
     def run(batch, *args):
         per_replica = strategy.run(compiled, args=(split_batch(strategy, batch), *args))

@@ -11,6 +11,7 @@ points     {point: {dir, features}}
 splits     {split: {batch_size, shard_size, dtype, complete,
                     shards: [{examples, input_sha256,
                               sha256: {point..., labels[, token_ids]}}],
+                    [pending: {index: shard}],       (while workers write out of order)
                     num_examples, data_fingerprint}}   (the last two once complete)
 ```
 
@@ -170,6 +171,9 @@ class SplitRecord:
     dtype: str
     complete: bool = False
     shards: list[Shard] = dataclasses.field(default_factory=list)
+    # Shards committed ahead of a missing one (workers finish in any order):
+    # {index: shard}, each moved into `shards` once every shard before it is there.
+    pending: dict[int, Shard] = dataclasses.field(default_factory=dict)
     # Set when the split is complete (and kept if a damaged shard makes it incomplete again).
     num_examples: int | None = None
     data_fingerprint: str | None = None
@@ -179,12 +183,38 @@ class SplitRecord:
         """`{batch_size, shard_size, dtype}`: what a resume must be given again."""
         return {"batch_size": self.batch_size, "shard_size": self.shard_size, "dtype": self.dtype}
 
+    def shard(self, index: int) -> Shard | None:
+        """Shard `index` as committed, or `None` if it is not (yet)."""
+        return self.shards[index] if index < len(self.shards) else self.pending.get(index)
+
+    @property
+    def indices(self) -> list[int]:
+        """The indices of every committed shard, in order."""
+        return [*range(len(self.shards)), *sorted(self.pending)]
+
+    def add(self, index: int, shard: Shard) -> None:
+        """Commits shard `index` (in memory), in whatever order shards arrive."""
+        self.pending[index] = shard
+        while len(self.shards) in self.pending:
+            self.shards.append(self.pending.pop(len(self.shards)))
+
+    def forget(self, index: int) -> None:
+        """Drops shard `index` (a damaged one); the shards after it stay, pending."""
+        if index < len(self.shards):
+            later = self.shards[index + 1 :]
+            self.pending.update({index + 1 + i: shard for i, shard in enumerate(later)})
+            del self.shards[index:]
+        self.pending.pop(index, None)
+        self.complete = False
+
     def to_dict(self) -> dict:
         record = {
             **self.settings,
             "complete": self.complete,
             "shards": [shard.to_dict() for shard in self.shards],
         }
+        if self.pending:
+            record["pending"] = {str(i): self.pending[i].to_dict() for i in sorted(self.pending)}
         if self.num_examples is not None:
             record["num_examples"] = self.num_examples
         if self.data_fingerprint is not None:
@@ -271,10 +301,8 @@ class Manifest:
                 shard_size=record["shard_size"],
                 dtype=record["dtype"],
                 complete=record["complete"],
-                shards=[
-                    Shard(shard["examples"], shard["input_sha256"], shard["sha256"])
-                    for shard in record["shards"]
-                ],
+                shards=[_shard(shard) for shard in record["shards"]],
+                pending={int(i): _shard(shard) for i, shard in record.get("pending", {}).items()},
                 num_examples=record.get("num_examples"),
                 data_fingerprint=record.get("data_fingerprint"),
             )
@@ -365,7 +393,7 @@ class Manifest:
             CacheError: naming the first missing or corrupt file, and how to
                 rebuild it.
         """
-        checksums = self.splits[split].shards[index].sha256
+        checksums = self.splits[split].shard(index).sha256
         rebuild = (
             f"Rebuild it: kp.FeatureCache.write(probed, data, {str(directory)!r}, "
             f"split={split!r}) keeps the intact shards and rewrites from the first bad one."
@@ -407,6 +435,10 @@ _SPLIT_FIELDS = {
 _SHARD_FIELDS = {"examples": int, "input_sha256": str, "sha256": dict}
 
 
+def _shard(record: dict) -> Shard:
+    return Shard(record["examples"], record["input_sha256"], record["sha256"])
+
+
 def _missing(record, fields: dict) -> str | None:
     """The first of `fields` that `record` lacks or holds with another type, or None."""
     for field, kind in fields.items():
@@ -446,7 +478,12 @@ def _manifest_problem(manifest: dict) -> str | None:
         field = _missing(record, _SPLIT_FIELDS)
         if field:
             return f"no {field} in split {split!r}"
-        for shard in record["shards"]:
+        pending = record.get("pending", {})
+        if not isinstance(pending, dict) or not all(
+            i.isdigit() and int(i) > len(record["shards"]) for i in pending
+        ):
+            return f"a pending shard of split {split!r} without its index"
+        for shard in [*record["shards"], *pending.values()]:
             checksums = shard.get("sha256") if isinstance(shard, dict) else None
             if not isinstance(checksums, dict) or set(checksums) - {"token_ids"} != {
                 *points,

@@ -50,7 +50,52 @@ import tensorflow as tf
 from keras_probes import _cache_writer
 from keras_probes._manifest import CacheError, Manifest
 
-__all__ = ["FeatureCache", "CacheError"]
+__all__ = ["FeatureCache", "CacheError", "ShardedRows"]
+
+
+class ShardedRows:
+    """Several arrays' rows as one read-only 2-D array, read only where sliced.
+
+    `FeatureCache.features` returns one over a split's memory-mapped shards:
+    slicing rows reads those rows from disk (or the page cache), and nothing
+    else; `np.asarray` reads all.
+
+    Args:
+        parts: arrays of the same trailing shape and dtype, in row order.
+    """
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("`parts` must hold at least one array.")
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not (isinstance(key, slice) and key.step in (None, 1)):
+            return np.asarray(self)[key]
+        start, stop, _ = key.indices(len(self))
+        first = max(int(np.searchsorted(self.offsets, start, side="right")) - 1, 0)
+        pieces = []
+        for part, offset in zip(self.parts[first:], self.offsets[first:-1], strict=True):
+            if offset >= stop:
+                break
+            pieces.append(part[max(start - offset, 0) : stop - offset])
+        if not pieces:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.concatenate(self.parts)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"ShardedRows(shape={self.shape}, dtype={self.dtype}, parts={len(self.parts)})"
 
 
 class FeatureCache:
@@ -245,7 +290,7 @@ class FeatureCache:
         if not record.complete:
             raise CacheError(
                 f"Split {split!r} of the feature cache at {self.directory} is incomplete "
-                f"({len(record.shards)} shards written: its write was interrupted or "
+                f"({len(record.indices)} shards written: its write was interrupted or "
                 "stopped by an error). Call "
                 f"kp.FeatureCache.write(probed, data, {str(self.directory)!r}, split={split!r}) "
                 "again with the same data: it resumes from the first missing shard."
@@ -304,6 +349,25 @@ class FeatureCache:
         parts = list(self.shards(split, mmap=True))
         features = {p: np.concatenate([f[p] for f, _ in parts]) for p in points}
         return features, np.concatenate([labels for _, labels in parts])
+
+    def features(self, split: str, point: str) -> "ShardedRows":
+        """One point's features of a split, read lazily: a `ShardedRows` over its
+        memory-mapped shards.
+
+        What streaming readers take: `kp.solvers.LBFGSProbe` fits on it a
+        chunk of rows at a time, so a split larger than memory is never
+        loaded whole. `np.asarray(...)` of it loads it.
+
+        Example:
+
+        ```python
+        rows = cache.features("train", probed.points[-1])
+        rows.shape, rows[:256]       # (n, features), the first 256 rows (an np.ndarray)
+        ```
+        """
+        if point not in self.points:
+            raise ValueError(f"No point {point!r} in this cache; it has {self.points}.")
+        return ShardedRows([features[point] for features, _ in self.shards(split, mmap=True)])
 
     def token_ids(self, split: str) -> np.ndarray:
         """The token id of every row of a per-token cache: `(n,)` int32.

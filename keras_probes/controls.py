@@ -226,7 +226,7 @@ def _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose):
         LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol),
         probed.task,
         probed.points,
-        lambda split, point: cache.arrays(split, points=[point])[0][point],
+        cache.features,
         labels,
         train=train,
         model=probed.base.name,

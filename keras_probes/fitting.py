@@ -201,7 +201,7 @@ def fit_probes(
         estimator,
         probed.task,
         probed.points,
-        lambda split, point: cache.arrays(split, points=[point])[0][point],
+        cache.features,  # memory-mapped, streamed by L-BFGS
         targets,
         train=train,
         validation=validation,

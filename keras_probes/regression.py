@@ -161,7 +161,7 @@ def fit_regression_probes(
         RidgeProbe(alpha),
         probed.task,
         probed.points,
-        lambda split, point: cache.arrays(split, points=[point])[0][point],
+        cache.features,
         values,
         train=train,
         heads=probed.heads,

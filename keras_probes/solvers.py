@@ -52,8 +52,10 @@ __all__ = [
 ]
 
 _XLA_MAX_FEATURES = 128
-_CHUNK_BYTES = 1 << 26  # rows per TensorFlow call: 64 MiB of float32 features
-_ROWS = 1 << 16  # rows per NumPy chunk when predicting
+_CHUNK_BYTES = 1 << 25  # rows per TensorFlow call: 32 MiB of float32 features
+# Train features up to this size (as stored) are kept in memory for the whole
+# fit; larger ones are read again, a chunk at a time, at every evaluation.
+_HELD_BYTES = 1 << 28
 _MINIBATCH = ("rmsprop", "adam")
 _INFER = "infer"  # `num_classes` left out of `fit`: the largest label plus one
 
@@ -134,8 +136,8 @@ class ProbeEstimator:
                 f"fitted on. Received: X of shape {X.shape}"
             )
         chunks = [
-            np.asarray(X[i : i + _ROWS], np.float64) @ self.coef_ + self.intercept_
-            for i in range(0, len(X), _ROWS)
+            np.asarray(X[rows], np.float64) @ self.coef_ + self.intercept_
+            for rows in _row_slices(*X.shape, itemsize=8)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, *self.coef_.shape[1:]))
 
@@ -290,16 +292,26 @@ class LBFGSProbe(_SoftmaxProbe):
         d = features.shape[1]
         kernel = np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init)
         bias = np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init)
+        # One streaming pass (which also refuses non-finite features, before
+        # any TensorFlow work), shared by the workers of a multi-worker strategy.
+        mean, variance = _moments(features)
+        center = spread = None
         if self.standardize:
-            center, spread = _moments(features, 0.0)
-            features = ((np.asarray(features, np.float64) - center) / spread).astype("float32")
+            # Applied to each chunk as it is read: no standardised copy is made.
+            center, spread = mean, np.sqrt(variance)
+            spread = np.where(spread > 0, spread, 1.0)
             kernel, bias = kernel * spread[:, None], bias + center @ kernel
+            mean, variance = np.zeros(d), variance / spread**2
         # L-BFGS runs on centred, rescaled features, an exact change of
         # variables: the objective is the same, but pooled activations of very
-        # different scales no longer make it ill-conditioned. (This pass also
-        # refuses non-finite features, before any TensorFlow work.)
-        mean, std = _moments(features, self.l2)
-        objective = _Objective(features, labels, num_classes, self.l2, self.dtype)
+        # different scales no longer make it ill-conditioned. A weight on
+        # feature i has curvature about `var_i` from the data and `l2` from the
+        # penalty: dividing it by `sqrt(var_i + l2)` makes both sum to about one.
+        std = np.sqrt(variance + self.l2)
+        std = np.where(std > 0, std, 1.0)
+        objective = _Objective(
+            features, labels, num_classes, self.l2, self.dtype, center=center, spread=spread
+        )
 
         def standardized(theta):
             loss, gradient = objective(_from_standardized(theta, mean, std, num_classes))
@@ -664,23 +676,36 @@ def get(solver, l2=None, **settings) -> ProbeEstimator:
     return Minibatch(solver, **given)
 
 
-def _moments(features, l2, rows=1 << 16):
-    """Per-feature mean, and the scale that equalises each weight's curvature.
+def _row_slices(n, d, itemsize=4, share=False):
+    """Row ranges of about `_CHUNK_BYTES` each (at `itemsize` bytes a value) over `n` rows of
+    `d` features; with `share`, only this worker's (every `count`-th, from its rank)."""
+    rows = max(1, _CHUNK_BYTES // (itemsize * max(d, 1)))
+    slices = [slice(i, i + rows) for i in range(0, n, rows)]
+    if share:
+        rank, count = _distribute.workers()
+        slices = slices[rank::count]
+    return slices
 
-    A weight on feature i has curvature about `var_i` from the data and `l2`
-    from the penalty: dividing it by `sqrt(var_i + l2)` makes both sum to
-    about one for every feature, large or nearly constant. Float64, two passes.
+
+def _moments(features):
+    """Per-feature mean and variance in float64: two streaming passes, shared by workers.
+
     A NaN or infinite feature makes its mean non-finite (float16 or float32
     values cannot overflow a float64 sum): only then are the bad examples
     looked for, and refused.
     """
-    chunks = [slice(i, i + rows) for i in range(0, len(features), rows)]
-    mean = sum(np.asarray(features[c], np.float64).sum(0) for c in chunks) / len(features)
+    n, d = features.shape
+    slices = _row_slices(n, d, itemsize=8, share=True)
+    total = sum((np.asarray(features[rows], np.float64).sum(0) for rows in slices), np.zeros(d))
+    mean = _distribute.all_sum(total) / n
     if not np.isfinite(mean).all():
-        _validation.check_finite(features, "features", rows)
-    variance = sum(((np.asarray(features[c], np.float64) - mean) ** 2).sum(0) for c in chunks)
-    scale = np.sqrt(variance / len(features) + l2)
-    return mean, np.where(scale > 0, scale, 1.0)
+        _validation.check_finite(features, "features", _row_slices(n, d, itemsize=8)[0].stop)
+    squares = np.zeros(d)
+    for rows in slices:
+        x = np.asarray(features[rows], np.float64)
+        x -= mean
+        squares += np.einsum("ij,ij->j", x, x)  # no squared copy
+    return mean, _distribute.all_sum(squares) / n
 
 
 def _from_standardized(theta, mean, std, num_classes):
@@ -690,20 +715,37 @@ def _from_standardized(theta, mean, std, num_classes):
 
 
 class _Objective:
-    """The probe objective and its gradient over flat float64 parameters."""
+    """The probe objective and its gradient over flat float64 parameters.
 
-    def __init__(self, features, labels, num_classes, l2, dtype="float32"):
+    Summed over chunks of rows in TensorFlow, accumulated in float64. Train
+    features up to `_HELD_BYTES` are held in memory as tensors; larger ones
+    (a cache's memory-mapped shards) are streamed, read a chunk at a time at
+    every evaluation, so that memory is bounded by a chunk and the weights,
+    not by the features. Under a multi-worker strategy each worker sums its
+    share of the chunks and one all-reduce adds up the workers' sums.
+    `center` and `spread`, if given, standardise each chunk as it is read.
+    """
+
+    def __init__(
+        self, features, labels, num_classes, l2, dtype="float32", center=None, spread=None
+    ):
         self.n, self.d = features.shape
         self.num_classes, self.l2, self.dtype = num_classes, l2, tf.as_dtype(dtype)
-        rows = max(1, _CHUNK_BYTES // (4 * self.d))
-        self.chunks = [
-            (tf.constant(features[i : i + rows]), tf.constant(labels[i : i + rows], tf.int32))
-            for i in range(0, self.n, rows)
-        ]
+        self.features, self.labels = features, labels
+        self.center, self.spread = center, spread
+        self.slices = _row_slices(self.n, self.d, share=True)
+        stored = self.n * self.d * np.dtype(features.dtype).itemsize
+        self.held = [self._read(rows) for rows in self.slices] if stored <= _HELD_BYTES else None
         # Narrow features make small kernels whose per-op dispatch dominates:
         # XLA fuses them (2x faster at 64 features here), while for wide
         # ones the backend's own matmul beats XLA's (2-3x at 256 and more).
         self.sums = _distribute.summed(_cross_entropy_sums, jit_compile=self.d <= _XLA_MAX_FEATURES)
+
+    def _read(self, rows):
+        x = np.asarray(self.features[rows])
+        if self.center is not None:
+            x = ((x - self.center) / self.spread).astype(np.float32)
+        return tf.constant(x), tf.constant(self.labels[rows], tf.int32)
 
     def unpack(self, theta):
         kernel = theta[: self.d * self.num_classes].reshape(self.d, self.num_classes)
@@ -712,15 +754,14 @@ class _Objective:
     def __call__(self, theta):
         kernel, bias = self.unpack(theta)
         args = (tf.constant(kernel, self.dtype), tf.constant(bias, self.dtype))
-        loss, grad_kernel, grad_bias = 0.0, 0.0, 0.0
-        for chunk in self.chunks:
-            value, g_kernel, g_bias = (
-                t.numpy().astype(np.float64) for t in self.sums(chunk, *args)
-            )
-            loss, grad_kernel, grad_bias = loss + value, grad_kernel + g_kernel, grad_bias + g_bias
-        loss = loss / self.n + self.l2 / 2 * np.sum(kernel**2)
-        grad_kernel = grad_kernel / self.n + self.l2 * kernel
-        return loss, np.concatenate([grad_kernel.ravel(), grad_bias / self.n])
+        total = np.zeros(1 + theta.size)  # [loss, kernel's gradient, bias's gradient]
+        for chunk in self.held if self.held is not None else map(self._read, self.slices):
+            sums = self.sums(chunk, *args)
+            total += np.concatenate([np.ravel(t.numpy()).astype(np.float64) for t in sums])
+        total = _distribute.all_sum(total)
+        loss = total[0] / self.n + self.l2 / 2 * np.sum(kernel**2)
+        grad_kernel, grad_bias = self.unpack(total[1:] / self.n)
+        return loss, np.concatenate([(grad_kernel + self.l2 * kernel).ravel(), grad_bias])
 
 
 def _cross_entropy_sums(batch, kernel, bias):
