@@ -16,9 +16,17 @@ of the `--points` preset). Every option is checked when parsed, before
 anything is read: numbers against their range, output files against their
 suffix and directory. Errors are one line on stderr and exit status 2;
 `--help` on each command tells the rest.
+
+On several machines, run the same command on every worker with its own
+`TF_CONFIG` (`{"cluster": {"worker": [...]}, "task": {"type": "worker",
+"index": i}}`) and a shared `--out`/`--cache` directory: the commands then
+run under `tf.distribute.MultiWorkerMirroredStrategy`, each worker extracts
+its share of the shards and L-BFGS all-reduces the workers' sums; only the
+first worker writes reports, figures and models.
 """
 
 import argparse
+import json
 import math
 import os
 import re
@@ -454,6 +462,8 @@ def _fit(args):
     probed = kp.models.as_probed(model, cache.points, cache.num_classes, cache.reducers)
     validation = None if args.validation == "none" else args.validation
     report = _fit_and_report(probed, cache, args, args.train, validation)
+    if not _writes_outputs():
+        return
     if args.report:
         _write_report(report, args.report)
         print(f"report: {args.report}")
@@ -493,6 +503,8 @@ def _probe(args):
         )
     cache = kp.FeatureCache.open(out / "cache", model=probed)
     report = _fit_and_report(probed, cache, args)
+    if not _writes_outputs():
+        return
     _write_report(report, out / "report.json")
     _write_report(report, out / "report.csv")
     kp.plots.plot_errors(report).savefig(out / "errors.png", dpi=110)
@@ -580,11 +592,39 @@ def main(argv=None) -> int:
     try:
         commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
         commands.update(cache=_cache, fit=_fit)
-        commands[args.command](args)
+        with _strategy().scope():
+            commands[args.command](args)
     except (ValueError, TypeError, OSError, tf.errors.OpError) as error:
         print(f"keras-probes {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _strategy():
+    """`MultiWorkerMirroredStrategy` when TF_CONFIG names a cluster of several tasks (every
+    worker runs the same command); the default strategy otherwise."""
+    import tensorflow as tf
+
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        cluster = config.get("cluster", {})
+        tasks = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(
+            "TF_CONFIG must be JSON such as {\"cluster\": {\"worker\": [\"host1:port\", "
+            "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}. "
+            f"Received: {os.environ.get('TF_CONFIG')!r}"
+        ) from None
+    if tasks > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _writes_outputs() -> bool:
+    """Whether this process writes reports, figures and models: the first worker only."""
+    from keras_probes import _distribute
+
+    return _distribute.workers()[0] == 0
 
 
 def _one_line(error):

@@ -14,7 +14,11 @@ solver before `fit` is a "not fitted yet" error.
 
   minimised by SciPy's L-BFGS-B with values and gradients that TensorFlow
   computes in chunks (under any active `tf.distribute` strategy), and
-  certified by the final gradient norm. For three classes or more this is
+  certified by the final gradient norm. Features larger than `HELD_BYTES`
+  (e.g. `kp.FeatureCache.features`, memory-mapped shards) are streamed a
+  chunk at a time, so memory is bounded by a chunk, not by the cache; under
+  `MultiWorkerMirroredStrategy` each worker sums its share of the chunks and
+  the sums are all-reduced. For three classes or more this is
   scikit-learn's multinomial `LogisticRegression(C=1 / (l2 * n_train))`; for
   two, scikit-learn fits a single weight vector, the same model with half the
   penalty: `C=2 / (l2 * n_train)`.
@@ -41,6 +45,8 @@ from keras_probes.model import ProbeTrainer
 from keras_probes.tasks import Classification
 
 __all__ = [
+    "CHUNK_BYTES",
+    "HELD_BYTES",
     "LBFGSProbe",
     "Minibatch",
     "NotFittedError",
@@ -52,10 +58,14 @@ __all__ = [
 ]
 
 _XLA_MAX_FEATURES = 128
-_CHUNK_BYTES = 1 << 25  # rows per TensorFlow call: 32 MiB of float32 features
-# Train features up to this size (as stored) are kept in memory for the whole
-# fit; larger ones are read again, a chunk at a time, at every evaluation.
-_HELD_BYTES = 1 << 28
+#: Rows per TensorFlow call when summing the objective: 32 MiB of float32 features.
+#: What bounds a streamed fit's memory (a few chunks: the rows read, their tensor,
+#: a transposed copy inside the matmul).
+CHUNK_BYTES = 1 << 25
+#: Train features up to this size (as stored, 256 MiB) are held in memory for the
+#: whole fit; larger ones (a cache's memory-mapped shards) are streamed: read again,
+#: a chunk at a time, at every evaluation of the objective.
+HELD_BYTES = 1 << 28
 _MINIBATCH = ("rmsprop", "adam")
 _INFER = "infer"  # `num_classes` left out of `fit`: the largest label plus one
 
@@ -677,9 +687,9 @@ def get(solver, l2=None, **settings) -> ProbeEstimator:
 
 
 def _row_slices(n, d, itemsize=4, share=False):
-    """Row ranges of about `_CHUNK_BYTES` each (at `itemsize` bytes a value) over `n` rows of
+    """Row ranges of about `CHUNK_BYTES` each (at `itemsize` bytes a value) over `n` rows of
     `d` features; with `share`, only this worker's (every `count`-th, from its rank)."""
-    rows = max(1, _CHUNK_BYTES // (itemsize * max(d, 1)))
+    rows = max(1, CHUNK_BYTES // (itemsize * max(d, 1)))
     slices = [slice(i, i + rows) for i in range(0, n, rows)]
     if share:
         rank, count = _distribute.workers()
@@ -702,7 +712,7 @@ def _moments(features):
         _validation.check_finite(features, "features", _row_slices(n, d, itemsize=8)[0].stop)
     squares = np.zeros(d)
     for rows in slices:
-        x = np.asarray(features[rows], np.float64)
+        x = np.array(features[rows], np.float64)  # a copy: the caller's features stay as given
         x -= mean
         squares += np.einsum("ij,ij->j", x, x)  # no squared copy
     return mean, _distribute.all_sum(squares) / n
@@ -718,7 +728,7 @@ class _Objective:
     """The probe objective and its gradient over flat float64 parameters.
 
     Summed over chunks of rows in TensorFlow, accumulated in float64. Train
-    features up to `_HELD_BYTES` are held in memory as tensors; larger ones
+    features up to `HELD_BYTES` are held in memory as tensors; larger ones
     (a cache's memory-mapped shards) are streamed, read a chunk at a time at
     every evaluation, so that memory is bounded by a chunk and the weights,
     not by the features. Under a multi-worker strategy each worker sums its
@@ -735,7 +745,7 @@ class _Objective:
         self.center, self.spread = center, spread
         self.slices = _row_slices(self.n, self.d, share=True)
         stored = self.n * self.d * np.dtype(features.dtype).itemsize
-        self.held = [self._read(rows) for rows in self.slices] if stored <= _HELD_BYTES else None
+        self.held = [self._read(rows) for rows in self.slices] if stored <= HELD_BYTES else None
         # Narrow features make small kernels whose per-op dispatch dominates:
         # XLA fuses them (2x faster at 64 features here), while for wide
         # ones the backend's own matmul beats XLA's (2-3x at 256 and more).

@@ -60,8 +60,8 @@ def test_streamed_lbfgs_equals_in_memory(cached, monkeypatch, standardize):
         probe = solvers.LBFGSProbe(l2=L2, tol=1e-6, dtype="float64", standardize=standardize)
         held = probe.clone().fit(np.asarray(rows), labels, 10)
         with monkeypatch.context() as patch:
-            patch.setattr(solvers, "_HELD_BYTES", 0)
-            patch.setattr(solvers, "_CHUNK_BYTES", 250 * 4 * rows.shape[1])
+            patch.setattr(solvers, "HELD_BYTES", 0)
+            patch.setattr(solvers, "CHUNK_BYTES", 250 * 4 * rows.shape[1])
             streamed = probe.clone().fit(rows, labels, 10)
         # Another summation order only: the same objective to 1e-6 relative (float64 sums).
         np.testing.assert_allclose(streamed.loss_, held.loss_, rtol=1e-6)
