@@ -611,8 +611,8 @@ def _strategy():
         tasks = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
     except (ValueError, AttributeError, TypeError):
         raise ValueError(
-            "TF_CONFIG must be JSON such as {\"cluster\": {\"worker\": [\"host1:port\", "
-            "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}. "
+            'TF_CONFIG must be JSON such as {"cluster": {"worker": ["host1:port", '
+            '"host2:port"]}, "task": {"type": "worker", "index": 0}}. '
             f"Received: {os.environ.get('TF_CONFIG')!r}"
         ) from None
     if tasks > 1:
