@@ -46,7 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _distribute, _files, _validation
+from keras_probes import _files, _validation, distribute
 from keras_probes._manifest import (
     COLUMNS,
     MANIFEST_FILE,
@@ -125,7 +125,7 @@ def write_split(
     settings = _write_settings(split, batch_size, shard_size, dtype)
     directory = Path(directory)
     fresh = Manifest.for_model(probed)
-    rank, count = _distribute.workers()
+    rank, count = distribute.workers()
     directory.mkdir(parents=True, exist_ok=True)
     with _split_lock(directory, split, rank):
 
@@ -138,11 +138,11 @@ def write_split(
         # The first worker begins the split (clearing it, with `overwrite`),
         # then the others join it: one clearing, never one per worker. An
         # error on any worker is raised on all (none is left waiting).
-        manifest = _distribute.together(lambda: begin(False))
+        manifest = distribute.together(lambda: begin(False))
         if count > 1:
-            manifest = _distribute.together(lambda: begin(True)) or manifest
+            manifest = distribute.together(lambda: begin(True)) or manifest
         writer = _Writer(directory, manifest, probed, split, verbose, rank, count)
-        _distribute.together(lambda: writer.run(data))  # also waits for every worker's shards
+        distribute.together(lambda: writer.run(data))  # also waits for every worker's shards
     return Manifest.read(directory)
 
 
@@ -280,7 +280,7 @@ class _Writer:
         batch_size = self.record.batch_size
         done = self._intact_shards()
         batches_per_shard = self.record.shard_size // batch_size
-        extract = _distribute.batchwise(self.probed.extract_features)
+        extract = distribute.batchwise(self.probed.extract_features)
         total = _num_examples(data)
         progress = (
             keras.utils.Progbar(

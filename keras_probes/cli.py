@@ -26,7 +26,6 @@ first worker writes reports, figures and models.
 """
 
 import argparse
-import json
 import math
 import os
 import re
@@ -592,7 +591,9 @@ def main(argv=None) -> int:
     try:
         commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
         commands.update(cache=_cache, fit=_fit)
-        with _strategy().scope():
+        from keras_probes import distribute
+
+        with distribute.strategy_from_tf_config().scope():
             commands[args.command](args)
     except (ValueError, TypeError, OSError, tf.errors.OpError) as error:
         print(f"keras-probes {args.command}: error: {_one_line(error)}", file=sys.stderr)
@@ -600,31 +601,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _strategy():
-    """`MultiWorkerMirroredStrategy` when TF_CONFIG names a cluster of several tasks (every
-    worker runs the same command); the default strategy otherwise."""
-    import tensorflow as tf
-
-    try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-        cluster = config.get("cluster", {})
-        tasks = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
-    except (ValueError, AttributeError, TypeError):
-        raise ValueError(
-            'TF_CONFIG must be JSON such as {"cluster": {"worker": ["host1:port", '
-            '"host2:port"]}, "task": {"type": "worker", "index": 0}}. '
-            f"Received: {os.environ.get('TF_CONFIG')!r}"
-        ) from None
-    if tasks > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def _writes_outputs() -> bool:
     """Whether this process writes reports, figures and models: the first worker only."""
-    from keras_probes import _distribute
+    from keras_probes import distribute
 
-    return _distribute.workers()[0] == 0
+    return distribute.workers()[0] == 0
 
 
 def _one_line(error):

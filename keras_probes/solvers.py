@@ -40,7 +40,7 @@ import scipy.optimize
 import scipy.special
 import tensorflow as tf
 
-from keras_probes import _distribute, _params, _validation, metrics
+from keras_probes import _params, _validation, distribute, metrics
 from keras_probes.model import ProbeTrainer
 from keras_probes.tasks import Classification
 
@@ -562,28 +562,60 @@ class RidgeProbe(ProbeEstimator):
         Returns:
             `self`, fitted.
         """
-        x = np.asarray(X, np.float64)
+        x = X if hasattr(X, "shape") else np.asarray(X)
         y = np.asarray(y, np.float64)
-        if x.ndim != 2 or len(x) != len(y) or len(x) == 0 or y.ndim not in (1, 2):
+        if len(x.shape) != 2 or len(x) != len(y) or len(x) == 0 or y.ndim not in (1, 2):
             raise ValueError(
                 "`features` must be (n, features) and `targets` (n,) or (n, targets), with "
                 f"the same n > 0. Received: {x.shape} and {y.shape}"
             )
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        n, d = x.shape
+        # Where examples outnumber features (the primal form) the features are
+        # streamed, a chunk of rows at a time: a cache larger than memory fits.
+        # The dual form (a wide layer, fewer examples) holds them.
+        primal = d <= n
+        slices = _row_slices(n, d, itemsize=8) if primal else [slice(0, n)]
+
+        def chunks():
+            for rows in slices:
+                yield rows, np.array(x[rows], np.float64)  # a copy: centred in place
+
+        total = np.zeros(d)
+        for _, chunk in chunks():
+            if not np.isfinite(chunk).all():
+                total = None
+                break
+            total += chunk.sum(0)
+        if total is None or not np.isfinite(y).all():
             raise ValueError("`features` and `targets` must be finite (no NaN or inf).")
-        x_mean, y_mean = x.mean(axis=0), metrics.columns(y).mean(axis=0)
-        xc, yc = x - x_mean, metrics.columns(y) - y_mean
-        n, d = xc.shape
+        x_mean, y_mean = total / n, metrics.columns(y).mean(axis=0)
+        yc = metrics.columns(y) - y_mean
         # With X^T X = V S V^T (primal) or X X^T = U S U^T (dual), the fit for
         # penalty a is Q diag(w) Q^T y: Q = X V, w = 1 / (s + a), or Q = U,
         # w = s / (s + a); diag(Q diag(w) Q^T) + 1/n is the hat matrix's
         # diagonal (the intercept's share included), which gives the exact
         # leave-one-out residuals (y - fit) / (1 - hat).
-        primal = d <= n
-        spectrum, basis = scipy.linalg.eigh(xc.T @ xc if primal else xc @ xc.T)
+        if primal:
+            gram, cross = np.zeros((d, d)), np.zeros((d, yc.shape[1]))
+            for rows, chunk in chunks():
+                chunk -= x_mean
+                gram += chunk.T @ chunk
+                cross += chunk.T @ yc[rows]
+            spectrum, basis = scipy.linalg.eigh(gram)
+            projected = basis.T @ cross
+        else:
+            xc = np.asarray(x, np.float64) - x_mean
+            spectrum, basis = scipy.linalg.eigh(xc @ xc.T)
+            projected = basis.T @ yc
         spectrum = np.clip(spectrum, 0.0, None)
-        q = xc @ basis if primal else basis
-        projected = q.T @ yc
+
+        def basis_rows():
+            """`(rows, Q[rows])` chunk by chunk."""
+            if not primal:
+                yield slice(0, n), basis
+                return
+            for rows, chunk in chunks():
+                yield rows, (chunk - x_mean) @ basis
 
         def weights(alphas):
             return (1.0 if primal else spectrum[:, None]) / (spectrum[:, None] + alphas)
@@ -591,13 +623,14 @@ class RidgeProbe(ProbeEstimator):
         if len(self._alphas) == 1:
             alpha = np.full(yc.shape[1], self._alphas[0])
         else:
-            leave_one_out = []
-            for a in self._alphas:
-                w = weights(np.array([a]))[:, 0]
-                residual = yc - q @ (w[:, None] * projected)
-                hat = (q**2) @ w + 1.0 / n
-                leave_one_out.append(((residual / (1.0 - hat)[:, None]) ** 2).mean(axis=0))
-            alpha = self._alphas[np.argmin(np.stack(leave_one_out), axis=0)]
+            w = weights(self._alphas[None, :])  # (rank, alphas)
+            squares = np.zeros((len(self._alphas), yc.shape[1]))
+            for rows, q in basis_rows():
+                for i in range(len(self._alphas)):
+                    residual = yc[rows] - q @ (w[:, i : i + 1] * projected)
+                    hat = (q**2) @ w[:, i] + 1.0 / n
+                    squares[i] += ((residual / (1.0 - hat)[:, None]) ** 2).sum(axis=0)
+            alpha = self._alphas[np.argmin(squares, axis=0)]
         solved = projected / (spectrum[:, None] + alpha[None, :])  # (rank, targets)
         coef = basis @ solved if primal else xc.T @ (basis @ solved)
         intercept = y_mean - x_mean @ coef
@@ -692,7 +725,7 @@ def _row_slices(n, d, itemsize=4, share=False):
     rows = max(1, CHUNK_BYTES // (itemsize * max(d, 1)))
     slices = [slice(i, i + rows) for i in range(0, n, rows)]
     if share:
-        rank, count = _distribute.workers()
+        rank, count = distribute.workers()
         slices = slices[rank::count]
     return slices
 
@@ -707,7 +740,7 @@ def _moments(features):
     n, d = features.shape
     slices = _row_slices(n, d, itemsize=8, share=True)
     total = sum((np.asarray(features[rows], np.float64).sum(0) for rows in slices), np.zeros(d))
-    mean = _distribute.all_sum(total) / n
+    mean = distribute.all_sum(total) / n
     if not np.isfinite(mean).all():
         _validation.check_finite(features, "features", _row_slices(n, d, itemsize=8)[0].stop)
     squares = np.zeros(d)
@@ -715,7 +748,7 @@ def _moments(features):
         x = np.array(features[rows], np.float64)  # a copy: the caller's features stay as given
         x -= mean
         squares += np.einsum("ij,ij->j", x, x)  # no squared copy
-    return mean, _distribute.all_sum(squares) / n
+    return mean, distribute.all_sum(squares) / n
 
 
 def _from_standardized(theta, mean, std, num_classes):
@@ -749,7 +782,7 @@ class _Objective:
         # Narrow features make small kernels whose per-op dispatch dominates:
         # XLA fuses them (2x faster at 64 features here), while for wide
         # ones the backend's own matmul beats XLA's (2-3x at 256 and more).
-        self.sums = _distribute.summed(_cross_entropy_sums, jit_compile=self.d <= _XLA_MAX_FEATURES)
+        self.sums = distribute.summed(_cross_entropy_sums, jit_compile=self.d <= _XLA_MAX_FEATURES)
 
     def _read(self, rows):
         x = np.asarray(self.features[rows])
@@ -768,7 +801,7 @@ class _Objective:
         for chunk in self.held if self.held is not None else map(self._read, self.slices):
             sums = self.sums(chunk, *args)
             total += np.concatenate([np.ravel(t.numpy()).astype(np.float64) for t in sums])
-        total = _distribute.all_sum(total)
+        total = distribute.all_sum(total)
         loss = total[0] / self.n + self.l2 / 2 * np.sum(kernel**2)
         grad_kernel, grad_bias = self.unpack(total[1:] / self.n)
         return loss, np.concatenate([(grad_kernel + self.l2 * kernel).ravel(), grad_bias])

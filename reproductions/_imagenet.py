@@ -339,6 +339,9 @@ def _fail(script, message):
 def main(doc: str, experiment: Experiment, argv=None) -> dict:
     """Runs the protocol; writes `results/<name>.json` and `.png`; returns the results."""
     args = parser(doc, experiment).parse_args(argv)
+    # Several machines: every worker runs this same command with its own TF_CONFIG
+    # (README, "Scale"); the strategy must exist before any other TensorFlow work.
+    strategy = kp.distribute.strategy_from_tf_config()
     script, spec = experiment.name, MODELS[args.model]
     keras.utils.set_random_seed(args.seed)
     # First the network: without its weights nothing else is worth doing.
@@ -385,29 +388,31 @@ def main(doc: str, experiment: Experiment, argv=None) -> dict:
     directory = args.cache or _default_cache(experiment, args, images.tag)
     shard_size = args.batch_size * max(1, SHARD_EXAMPLES // args.batch_size)
     seconds = {}
-    try:
-        for split, dataset in (("train", images.train), ("val", images.val)):
-            start = time.perf_counter()
-            print(f"Features of the {split} images -> {directory}")
-            kp.FeatureCache.write(
-                probed,
-                dataset,
-                directory,
-                split=split,
-                batch_size=args.batch_size,
-                shard_size=shard_size,
-                verbose=1,
-            )
-            seconds[f"cache_{split}"] = round(time.perf_counter() - start, 1)
-        cache = kp.FeatureCache.open(directory, model=probed)
-    except kp.CacheError as error:
-        _fail(script, f"{error} (or pass another --cache folder)")
-    num_train, num_val = cache.num_examples("train"), cache.num_examples("val")
+    with strategy.scope():  # each worker extracts its share; L-BFGS all-reduces
+        try:
+            for split, dataset in (("train", images.train), ("val", images.val)):
+                start = time.perf_counter()
+                print(f"Features of the {split} images -> {directory}")
+                kp.FeatureCache.write(
+                    probed,
+                    dataset,
+                    directory,
+                    split=split,
+                    batch_size=args.batch_size,
+                    shard_size=shard_size,
+                    verbose=1,
+                )
+                seconds[f"cache_{split}"] = round(time.perf_counter() - start, 1)
+            cache = kp.FeatureCache.open(directory, model=probed)
+        except kp.CacheError as error:
+            _fail(script, f"{error} (or pass another --cache folder)")
+        num_train, num_val = cache.num_examples("train"), cache.num_examples("val")
 
-    start = time.perf_counter()
-    print(f"Fitting {len(probed.points)} probes by L-BFGS (l2={args.l2:g}) on {num_train} images")
-    report = kp.fit_probes(probed, cache, solver="lbfgs", l2=args.l2, verbose=1)
-    seconds["fit"] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        points = len(probed.points)
+        print(f"Fitting {points} probes by L-BFGS (l2={args.l2:g}) on {num_train} images")
+        report = kp.fit_probes(probed, cache, solver="lbfgs", l2=args.l2, verbose=1)
+        seconds["fit"] = round(time.perf_counter() - start, 1)
 
     pretrained = (None, None)
     if args.weights == "imagenet" and indices is not None:
@@ -479,7 +484,8 @@ def main(doc: str, experiment: Experiment, argv=None) -> dict:
     for text in experiment.notes(results):
         run.note(text)
     experiment.compare(run, results)
-    run.save(results, figure=experiment.figure(report, results))
+    if kp.distribute.workers(strategy)[0] == 0:  # one worker writes the results
+        run.save(results, figure=experiment.figure(report, results))
     return results
 
 

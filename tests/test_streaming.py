@@ -154,3 +154,23 @@ def test_memory_of_a_streamed_fit_is_bounded_by_a_chunk(tmp_path):
     growth = float(result.stdout.split("GROWTH")[1].split()[0])
     cache_mib = n * d * 4 / 2**20
     assert growth < 0.4 * cache_mib, (growth, cache_mib)
+
+
+@pytest.mark.numerics
+def test_streamed_ridge_equals_in_memory(cached, monkeypatch):
+    """Ridge with leave-one-out penalties, streamed in chunks of 250 rows across the shards,
+    against the same fit held in memory; the caller's features are left as they were."""
+    probed, cache = cached
+    rows = cache.features("train", "gap")  # 16 features: the primal form, which streams
+    targets = np.random.default_rng(0).normal(size=(len(rows), 2)) + np.asarray(rows)[:, :2]
+    whole = np.asarray(rows, np.float64)
+    kept = whole.copy()
+    probe = kp.regression.RidgeProbe(alpha=[0.01, 1.0, 100.0])
+    held = probe.clone().fit(whole, targets)
+    np.testing.assert_array_equal(whole, kept)
+    with monkeypatch.context() as patch:
+        patch.setattr(solvers, "CHUNK_BYTES", 250 * 8 * rows.shape[1])
+        streamed = probe.clone().fit(rows, targets)
+    np.testing.assert_array_equal(streamed.alpha_, held.alpha_)
+    np.testing.assert_allclose(streamed.coef_, held.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(streamed.intercept_, held.intercept_, rtol=1e-9, atol=1e-12)

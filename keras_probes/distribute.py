@@ -1,4 +1,8 @@
-"""Running a function over batches under whatever `tf.distribute` strategy is active.
+"""Work under whatever `tf.distribute` strategy is active: replicas, and workers.
+
+`strategy_from_tf_config()` is how a script (the reproductions, the command
+line) runs on several machines: every worker runs the same script with its own
+`TF_CONFIG`, and `workers()` tells each which one it is.
 
 Without a strategy scope, `tf.distribute.get_strategy()` is the default
 strategy, one replica, and everything here reduces to a plain call. Two ways
@@ -17,20 +21,81 @@ device.
 """
 
 import functools
+import json
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+__all__ = [
+    "agree",
+    "all_sum",
+    "batchwise",
+    "split_batch",
+    "strategy_from_tf_config",
+    "summed",
+    "together",
+    "workers",
+]
 
-def workers() -> tuple[int, int]:
-    """`(rank, count)`: this process's place among the workers of the active strategy.
 
-    `(0, 1)` but under a `MultiWorkerMirroredStrategy` of several workers,
-    where the chief (if any) is rank 0 and the workers follow in their
-    TF_CONFIG order.
+def strategy_from_tf_config() -> tf.distribute.Strategy:
+    """`MultiWorkerMirroredStrategy` if `TF_CONFIG` names a cluster of several tasks; the
+    default strategy otherwise.
+
+    Call it first, before any other TensorFlow work (as TensorFlow requires of
+    that strategy), on every worker; then run the cache writes and fits in its
+    scope. Each worker extracts its share of the shards into the shared
+    directory and L-BFGS all-reduces the workers' sums.
+
+    Returns:
+        The strategy whose `scope()` to run in.
+
+    Raises:
+        ValueError: `TF_CONFIG` is not such JSON.
+
+    Example:
+
+    ```python
+    # on every worker i of two: TF_CONFIG='{"cluster": {"worker": ["host0:2222",
+    #     "host1:2222"]}, "task": {"type": "worker", "index": i}}'
+    strategy = kp.distribute.strategy_from_tf_config()
+    with strategy.scope():
+        cache = kp.FeatureCache.write(probed, data, "/shared/cache", split="train")
+        report = kp.fit_probes(probed, cache, solver="lbfgs")
+    if kp.distribute.workers(strategy)[0] == 0:
+        report.to_json("report.json")   # one worker writes the outputs
+    ```
     """
-    strategy = tf.distribute.get_strategy()
+    text = os.environ.get("TF_CONFIG") or "{}"
+    try:
+        cluster = json.loads(text).get("cluster", {})
+        tasks = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(
+            'TF_CONFIG must be JSON such as {"cluster": {"worker": ["host0:2222", '
+            '"host1:2222"]}, "task": {"type": "worker", "index": 0}}. '
+            f"Received: TF_CONFIG={text!r}"
+        ) from None
+    if tasks > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def workers(strategy: tf.distribute.Strategy | None = None) -> tuple[int, int]:
+    """`(rank, count)`: this process's place among the workers of a strategy.
+
+    Args:
+        strategy: the strategy. Defaults to `None`: the active one (that of
+            the enclosing `scope()`).
+
+    Returns:
+        `(0, 1)` but under a `MultiWorkerMirroredStrategy` of several
+        workers, where the chief (if any) is rank 0 and the workers follow
+        in their TF_CONFIG order.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return 0, 1
