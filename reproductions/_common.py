@@ -47,14 +47,14 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return result
 
 
-def train(model, x, y, epochs, seed, validation=None, callbacks=(), batch_size=128):
-    """Trains a classifier of logits with Adam(1e-3) on the labels given, from `seed`;
-    returns the Keras history."""
+def train(model, x, y, epochs, seed, validation=None, callbacks=(), batch_size=128, optimizer=None):
+    """Trains a classifier of logits on the labels given, from `seed`, with `optimizer`
+    (default Adam(1e-3)); returns the Keras history."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=optimizer or keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -60,13 +60,43 @@ def deep_mlp(
     return keras.Model(inputs, [main, *outputs], name=f"mlp_{depth}_{variant}")
 
 
+def mnist_flat(seed: int, quick: bool):
+    """`((x, y) train, (x, y) validation, source)`: flat MNIST digits in [0, 1]."""
+    splits = kp.datasets.mnist(seed=seed)
+    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype("float32")  # noqa: E731
+    data = [(flat(x), y.astype("int64")) for x, y in (splits.train, splits.val)]
+    if quick:
+        data = [(x[:1000], y[:1000]) for x, y in data]
+    return *data, splits.source
+
+
+def main_error(model, x, y) -> float:
+    """The error of the model's main output (its first) on `(x, y)`."""
+    outputs = model.predict(x, batch_size=1024, verbose=0)
+    main = outputs[0] if isinstance(outputs, list) else outputs
+    return float(np.mean(np.argmax(main, axis=1) != y))
+
+
+def optimizer(args):
+    """The model's optimizer from `--optimizer`, `--lr` and `--momentum`."""
+    if args.optimizer == "sgd":
+        return keras.optimizers.SGD(args.lr, momentum=args.momentum)
+    return keras.optimizers.Adam(args.lr)
+
+
+def describe(args) -> str:
+    if args.optimizer == "sgd":
+        return f"SGD({args.lr:g}, momentum {args.momentum:g})"
+    return f"Adam({args.lr:g})"
+
+
 def train_variant(variant, data, args, schedule):
     (x, y), (xv, yv) = data
     keras.utils.set_random_seed(args.seed)
     model = deep_mlp(variant, args.depth, args.seed, every=args.aux_every)
     n_out = len(model.outputs)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.lr),
+        optimizer=optimizer(args),
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * n_out,
         metrics=[["accuracy"]] + [[]] * (n_out - 1),
     )
@@ -93,21 +123,19 @@ def train_variant(variant, data, args, schedule):
         [y] * n_out,
         batch_size=args.batch_size,
         epochs=epochs,
-        callbacks=[monitor, _StopAt(args.steps)],
+        callbacks=[monitor, StopAt(args.steps)],
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    main = model.predict(x, batch_size=1024, verbose=0)
-    main = main[0] if isinstance(main, list) else main
-    train_error = float(np.mean(np.argmax(main, axis=1) != y))
+    train_error, val_error = main_error(model, x, y), main_error(model, xv, yv)
     print(
         f"{variant}: {model.optimizer.iterations.numpy()} steps in {seconds:.0f} s, "
-        f"train error of the model's output {train_error:.3f}"
+        f"error of the model's output: train {train_error:.3f}, held out {val_error:.3f}"
     )
-    return monitor.history, train_error, seconds
+    return monitor.history, (train_error, val_error), seconds
 
 
-class _StopAt(keras.callbacks.Callback):
+class StopAt(keras.callbacks.Callback):
     """Ends training after exactly `steps` minibatches."""
 
     def __init__(self, steps):
@@ -144,7 +172,9 @@ def main(argv=None):
     parser.add_argument("--aux-every", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2000, help="training minibatches")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the optimizer's learning rate")
+    parser.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
     parser.add_argument("--probe-examples", type=int, default=1000, help="probe training set")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
     parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
@@ -155,24 +185,20 @@ def main(argv=None):
         {
             s
             for s in (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000)
+            + (7500, 10_000, 15_000, 20_000, 30_000)
             if s < args.steps
         }
         | {args.steps}
     )
     run = _common.Run("pathological", args)
-    splits = kp.datasets.mnist(seed=args.seed)
-    run.note(f"data: {splits.source}")
+    *data, source = mnist_flat(args.seed, args.quick)
+    run.note(f"data: {source}")
     run.note(
         "probes: L-BFGS on standardised features (ProbeMonitor's default), "
-        f"{args.probe_examples} fixed training examples; the model: Adam({args.lr}) for "
-        f"{args.steps} minibatches of {args.batch_size} (the paper: SGD, longer; in a trial "
-        "here SGD(0.01, momentum 0.9) moved no variant in 330 steps, Adam moved the "
-        "auxiliary heads)"
+        f"{args.probe_examples} fixed training examples; the model: {describe(args)} for "
+        f"{args.steps} minibatches of {args.batch_size} (the paper: 'the usual SGD'; "
+        "pathological_sweep.py chooses SGD's learning rate and momentum)"
     )
-    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype("float32")  # noqa: E731
-    data = [(flat(x), y.astype("int64")) for x, y in (splits.train, splits.val)]
-    if args.quick:
-        data = [(x[:1000], y[:1000]) for x, y in data]
 
     histories, model_errors, seconds = {}, {}, {}
     for variant in args.variants:
@@ -180,27 +206,43 @@ def main(argv=None):
             variant, data, args, schedule
         )
     half = args.depth // 2
-    results = {"schedule": schedule, "model_train_error": model_errors, "seconds": seconds}
+    results = {
+        "schedule": schedule,
+        "optimizer": describe(args),
+        "model_train_error": {v: errors[0] for v, errors in model_errors.items()},
+        "model_val_error": {v: errors[1] for v, errors in model_errors.items()},
+        "seconds": seconds,
+    }
     for variant, history in histories.items():
         final = history.matrix("val_error")[:, -1]
         start = history.matrix("val_error")[:, 0]
+        final_train = history.matrix("train_error")[:, -1]
         results[variant] = {
             "history": history.to_dict(),
             "final_val_error": dict(zip(history.points, final.tolist(), strict=True)),
             "mean_error_layers_1_to_half": float(final[1:half].mean()),
             "mean_error_layers_half_to_top": float(final[half:].mean()),
+            "mean_train_error_layers_1_to_half": float(final_train[1:half].mean()),
+            "mean_train_error_layers_half_to_top": float(final_train[half:].mean()),
             "initial_val_error": dict(zip(history.points, start.tolist(), strict=True)),
         }
     paper = {"plain": "fails to train", "aux": "trains", "skip": "trains"}
     for variant in histories:
         run.compare(
-            f"{variant}: model train error at the end", paper[variant], model_errors[variant]
+            f"{variant}: model error at the end, train / held out",
+            paper[variant],
+            " / ".join(f"{e:.3f}" for e in model_errors[variant]),
         )
     if "skip" in histories:
         run.compare(
             f"skip: mean probe error, layers 1-{half - 1}, at the end",
             "dead (~0.9)",
             results["skip"]["mean_error_layers_1_to_half"],
+        )
+        run.compare(
+            f"skip: mean probe train error, layers 1-{half - 1}, at the end (paper's figure)",
+            "dead",
+            results["skip"]["mean_train_error_layers_1_to_half"],
         )
         run.compare(
             f"skip: mean probe error, layers {half}-{args.depth}, at the end",

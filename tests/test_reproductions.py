@@ -33,11 +33,19 @@ def test_mnist_convnet(tmp_path):
     assert report.splits == [
         "after initialisation",
         "after initialisation (validation)",
+        "after initialisation, at the optimum",
         "after 1 epochs",
         "after 1 epochs (validation)",
+        "after 1 epochs, at the optimum",
     ]
     for split in report.splits:
         assert all(0 <= e <= 1 for e in report.errors(split).values())
+    # Both protocols: L-BFGS on the cache, its penalty chosen per point among PENALTIES.
+    for rows in results["optimum"].values():
+        assert list(rows) == results["points"]
+        for row in rows.values():
+            assert row["l2"] in (1e-2, 1e-3, 1e-4) and np.isfinite(row["grad_norm"])
+            assert 0 <= row["validation_error"] <= 1
     # A linear classifier on pixels does far better than chance even from 1,000 digits.
     assert results["test_error_init"]["input"] < 0.5
     assert 0 <= results["model_test_error"] <= 1
@@ -59,3 +67,20 @@ def test_pathological(tmp_path):
         saved = kp.ProbeHistory.from_json(tmp_path / f"pathological_{variant}_history.json")
         assert saved == history
     assert set(results["model_train_error"]) == {"plain", "aux", "skip"}
+    assert set(results["model_val_error"]) == {"plain", "aux", "skip"}
+    assert all(0 <= e <= 1 for e in results["model_val_error"].values())
+    assert 0 <= results["skip"]["mean_train_error_layers_1_to_half"] <= 1
+
+
+@pytest.mark.slow
+def test_pathological_sweep(tmp_path):
+    payload, _ = run_reproduction("pathological_sweep", tmp_path)
+    results = payload["results"]
+    assert set(results["best"]) == {"plain", "aux", "skip"}
+    for variant, runs in results["curves"].items():
+        assert len(runs) == 2  # --quick: two learning rates, momentum 0.9
+        for curve in runs.values():
+            assert curve["steps"] == [10, 20]
+            assert all(0 <= e <= 1 for e in curve["train_error"])
+        best = results["best"][variant]
+        assert best["train_error"][-1] == min(c["train_error"][-1] for c in runs.values())

@@ -73,3 +73,39 @@ def test_rcv_textures(tmp_path):
     assert results["curves"]["1-memorizing"]["r2"][0] == results["curves"]["generalizing"]["r2"][0]
     for row in results["mspe_block1"].values():
         assert all(value >= 0 for value in row.values())
+
+
+@pytest.mark.slow
+def test_rcv_mspe(tmp_path):
+    payload, _ = run_reproduction("rcv_mspe", tmp_path)
+    results = payload["results"]
+    assert results["concepts"] == ["cyan", "energy", "orange", "correlation"]
+    assert set(results["mspe"]) == {"random", "1-memorizing", "generalizing"}
+    held = f"{results['held_out']} held-out"
+    for fits in results["mspe"].values():
+        protocols = {fit.split(",")[0] for fit in fits}
+        assert protocols == {"loo", "ridge1", "ols"} and len(fits) == 9
+        for splits in fits.values():
+            assert set(splits) == {"held-out", held, "train"}
+            for errors in splits.values():
+                assert all(np.isfinite(v) and v >= 0 for v in errors.values())
+    # Leave-one-out ridge fits its training images no worse than it predicts new ones.
+    for fits in results["mspe"].values():
+        ours = next(v for k, v in fits.items() if k.startswith("loo"))
+        assert np.mean(list(ours["train"].values())) <= np.mean(list(ours["held-out"].values()))
+    assert all(v > 0 for v in results["mean_abs_activation"].values())
+
+
+@pytest.mark.slow
+def test_first_layer_width(tmp_path):
+    payload, _ = run_reproduction("first_layer_width", tmp_path)
+    results = payload["results"]
+    assert list(results["results"]) == ["adam:32:2", "sgd:64:2"]
+    for config in results["results"].values():
+        for fraction in ("0.0", "0.2"):
+            row = config[fraction]
+            assert set(row["r2"]) == {"area", "perimeter", "eccentricity"}
+            assert list(row["r2"]["area"]) == ["input", *(f"hidden{i}" for i in range(1, 7))]
+            assert row["first_layer_moved"] > 0
+        losses = config["first_layer_loss"]
+        assert all(abs(v) <= 2 for v in losses.values())

@@ -1,0 +1,126 @@
+"""A short SGD learning-rate sweep for the pathologically deep MLPs (Alain & Bengio v1
+Sec. 3.4, v4 Sec. 5.1), before `pathological.py` trains them with the best setting.
+
+The paper trains its 128-layer MLPs with "the usual SGD" and does not give the
+learning rate. This trains each variant (`plain`, `aux`, `skip`, built by
+`pathological.deep_mlp`) with SGD at every learning rate of `LRS` and momentum of
+`MOMENTA` for `--steps` minibatches of 64, without probes, and measures the main
+output's error on the training digits every `--every` steps (a diverged run
+counts as chance). The best setting per variant is the one of least final train
+error; `pathological.py --optimizer sgd --lr ... --momentum ...` then trains
+with it, longer.
+
+    python reproductions/pathological_sweep.py            # about 10 minutes on 2 CPU cores
+    python reproductions/pathological_sweep.py --quick    # a smoke run
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the offline cache)
+
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from pathological import VARIANTS, StopAt, deep_mlp, main_error, mnist_flat  # noqa: E402
+
+LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+MOMENTA = (0.0, 0.9)
+
+
+class ErrorCurve(keras.callbacks.Callback):
+    """The main output's train error every `every` steps (chance once the loss is not finite)."""
+
+    def __init__(self, x, y, every):
+        super().__init__()
+        self.x, self.y, self.every = x, y, every
+        self.steps, self.errors = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            diverged = not np.isfinite((logs or {}).get("loss", 0.0))
+            self.steps.append(step)
+            self.errors.append(0.9 if diverged else main_error(self.model, self.x, self.y))
+            if diverged:
+                self.model.stop_training = True
+
+
+def main(argv=None):
+    parser = _common.parser(__doc__)
+    parser.add_argument("--depth", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    lrs, momenta = LRS, MOMENTA
+    if args.quick:
+        args.depth, args.steps, args.every, lrs, momenta = 16, 20, 10, (0.01, 0.1), (0.9,)
+    run = _common.Run("pathological_sweep", args)
+    (x, y), _, source = mnist_flat(args.seed, args.quick)
+    run.note(f"data: {source}")
+    run.note(f"SGD, {args.steps} minibatches of {args.batch_size}, no probes")
+    curves, best = {}, {}
+    for variant in VARIANTS:
+        curves[variant] = {}
+        for lr in lrs:
+            for momentum in momenta:
+                start = time.perf_counter()
+                keras.utils.set_random_seed(args.seed)
+                model = deep_mlp(variant, args.depth, args.seed, every=16 if not args.quick else 4)
+                outputs = len(model.outputs)
+                model.compile(
+                    optimizer=keras.optimizers.SGD(lr, momentum=momentum),
+                    loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
+                )
+                curve = ErrorCurve(x, y, args.every)
+                steps_per_epoch = -(-len(y) // args.batch_size)
+                model.fit(
+                    x,
+                    [y] * outputs,
+                    batch_size=args.batch_size,
+                    epochs=-(-args.steps // steps_per_epoch),
+                    callbacks=[curve, StopAt(args.steps)],
+                    verbose=0,
+                )
+                key = f"lr={lr:g}, momentum={momentum:g}"
+                curves[variant][key] = {
+                    "lr": lr,
+                    "momentum": momentum,
+                    "steps": curve.steps,
+                    "train_error": curve.errors,
+                }
+                print(
+                    f"{variant}, {key}: main output's train error {curve.errors[-1]:.3f} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
+        key = min(curves[variant], key=lambda k, v=variant: curves[v][k]["train_error"][-1])
+        best[variant] = {**curves[variant][key], "setting": key}
+        run.compare(
+            f"{variant}: best SGD setting, train error after {args.steps} steps",
+            "-",
+            f"{key}: {best[variant]['train_error'][-1]:.3f}",
+        )
+    run.save({"lrs": list(lrs), "momenta": list(momenta), "curves": curves, "best": best},
+             figure=plot(curves))  # fmt: skip
+
+
+def plot(curves):
+    figure, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), sharey=True)
+    for ax, (variant, runs) in zip(np.atleast_1d(axes), curves.items(), strict=True):
+        for key, curve in runs.items():
+            line = "-" if curve["momentum"] else ":"
+            ax.plot(curve["steps"], curve["train_error"], line, label=key)
+        ax.set(title=f"{variant}: main output, train error", xlabel="SGD step", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("error")
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+if __name__ == "__main__":
+    main()
