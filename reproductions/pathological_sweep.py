@@ -10,8 +10,14 @@ counts as chance). The best setting per variant is the one of least final train
 error; `pathological.py --optimizer sgd --lr ... --momentum ...` then trains
 with it, longer.
 
-    python reproductions/pathological_sweep.py            # about 10 minutes on 2 CPU cores
+`--optimizer adam --lrs 0.001` trains with `pathological.py`'s default
+optimizer instead, at no probe's cost: `seeds.py` uses it to compare the
+variants' main outputs over seeds.
+
+    python reproductions/pathological_sweep.py            # about 45 minutes on 2 CPU cores
     python reproductions/pathological_sweep.py --quick    # a smoke run
+    python reproductions/pathological_sweep.py --optimizer adam --lrs 0.001 --steps 2000 \
+        --variants plain aux
 """
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
@@ -24,7 +30,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from pathological import VARIANTS, StopAt, deep_mlp, main_error, mnist_flat  # noqa: E402
+from pathological import VARIANTS, StopAt, deep_mlp, main_error, mnist_flat, optimizer  # noqa: E402
 
 LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
 MOMENTA = (0.0, 0.9)
@@ -54,25 +60,36 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--lrs", type=float, nargs="+", default=LRS, help="learning rates")
+    parser.add_argument(
+        "--momenta", type=float, nargs="+", default=MOMENTA, help="SGD's momenta (Adam: ignored)"
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args(argv)
-    lrs, momenta = LRS, MOMENTA
+    if args.optimizer == "adam":
+        args.momenta = [0.0]
     if args.quick:
-        args.depth, args.steps, args.every, lrs, momenta = 16, 20, 10, (0.01, 0.1), (0.9,)
+        args.depth, args.steps, args.every = 16, 20, 10
+        args.lrs = (0.01, 0.1) if args.lrs == LRS else args.lrs[:2]
+        args.momenta = args.momenta[-1:]
+    name = {"sgd": "SGD", "adam": "Adam"}[args.optimizer]
     run = _common.Run("pathological_sweep", args)
     (x, y), _, source = mnist_flat(args.seed, args.quick)
     run.note(f"data: {source}")
-    run.note(f"SGD, {args.steps} minibatches of {args.batch_size}, no probes")
+    run.note(f"{name}, {args.steps} minibatches of {args.batch_size}, no probes")
     curves, best = {}, {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         curves[variant] = {}
-        for lr in lrs:
-            for momentum in momenta:
+        for lr in args.lrs:
+            for momentum in args.momenta:
                 start = time.perf_counter()
                 keras.utils.set_random_seed(args.seed)
                 model = deep_mlp(variant, args.depth, args.seed, every=16 if not args.quick else 4)
                 outputs = len(model.outputs)
+                args.lr, args.momentum = lr, momentum  # the setting `optimizer` reads
                 model.compile(
-                    optimizer=keras.optimizers.SGD(lr, momentum=momentum),
+                    optimizer=optimizer(args),
                     loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
                 )
                 curve = ErrorCurve(x, y, args.every)
@@ -100,21 +117,33 @@ def main(argv=None):
         key = min(curves[variant], key=lambda k, v=variant: curves[v][k]["train_error"][-1])
         best[variant] = {**curves[variant][key], "setting": key}
         run.compare(
-            f"{variant}: best SGD setting, train error after {args.steps} steps",
+            f"{variant}: best {name} setting, train error after {args.steps} steps",
             "-",
             f"{key}: {best[variant]['train_error'][-1]:.3f}",
         )
-    run.save({"lrs": list(lrs), "momenta": list(momenta), "curves": curves, "best": best},
-             figure=plot(curves))  # fmt: skip
+    run.save(
+        {
+            "optimizer": args.optimizer,
+            "lrs": list(args.lrs),
+            "momenta": list(args.momenta),
+            "curves": curves,
+            "best": best,
+        },
+        figure=plot(curves, name),
+    )
 
 
-def plot(curves):
+def plot(curves, optimizer_name):
     figure, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), sharey=True)
     for ax, (variant, runs) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         for key, curve in runs.items():
             line = "-" if curve["momentum"] else ":"
             ax.plot(curve["steps"], curve["train_error"], line, label=key)
-        ax.set(title=f"{variant}: main output, train error", xlabel="SGD step", ylim=(0, 1))
+        ax.set(
+            title=f"{variant}: main output, train error",
+            xlabel=f"{optimizer_name} step",
+            ylim=(0, 1),
+        )
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("error")
     np.atleast_1d(axes)[-1].legend(fontsize=7)

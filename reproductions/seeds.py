@@ -1,0 +1,348 @@
+"""Every comparison claim of the reproductions over seeds: is "reproduced" outside the noise?
+
+Each study reruns one reproduction at every seed of `--seeds` (the seed of its
+data split, initial weights, label corruption and training order), reads the
+figures of its claims from each run's results JSON, and reports every figure's
+value per seed with its mean, standard deviation and range, and every claim
+("a < b") with its margin `b - a` per seed and the number of seeds where it
+holds. The toy study needs no rerun: one run already holds 100 independent
+datasets and networks, its replicates.
+
+Runs resume: a seed whose JSON is in `<out>/seeds/<script>/seed<s>/` from the
+same command (`--out` and `--seed` aside) is read, not rerun, and so is the
+committed `<out>/<script>.json` of that seed. Each run writes its own JSON,
+figure and log there; this writes `<out>/seeds.json` and `<out>/seeds.png`.
+
+    python reproductions/seeds.py                        # about 5 hours on 2 CPU cores
+    python reproductions/seeds.py --only true_vs_corrupted --seeds 0 1 2
+    python reproductions/seeds.py --quick                # a smoke run
+"""
+
+import _common  # noqa: I001  (first: it points Keras at the offline cache)
+
+import json  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from _mnist_mlp import SHAPES  # noqa: E402
+
+
+@dataclass
+class Claim:
+    """`lower` < `higher`: two figures' names, or a figure's name and a number."""
+
+    text: str
+    paper: str
+    lower: str | float
+    higher: str | float
+
+
+@dataclass
+class Study:
+    """One reproduction run at several seeds, and the figures its claims compare.
+
+    Args:
+        title: what the claims are about.
+        args: the reproduction's options besides `--seed`, `--out` and `--quick`.
+        figures: results JSON -> one `{figure: value}` per replicate (a run is one
+            replicate, unless it holds several, as the toy's datasets).
+        claims: the comparisons.
+        seeded: False where one run's replicates are the spread (the first seed only).
+        also_accept: other option lists whose runs hold the same figures.
+    """
+
+    title: str
+    args: list[str]
+    figures: Callable[[dict], list[dict]]
+    claims: list[Claim]
+    seeded: bool = True
+    also_accept: list[list[str]] = field(default_factory=list)
+
+
+def first_epoch(curve, level):
+    """The first epoch whose accuracy reaches `level` (the last + 1 if none does)."""
+    return next((e for e, v in enumerate(curve) if v >= level), len(curve))
+
+
+def toy_figures(results):
+    depth = len(results["points"]) - 1
+    return [
+        {
+            "share of layers where the error rises": float(np.mean(np.diff(errors) >= 0)),
+            "error at the input": errors[0],
+            "error at a quarter of the depth": errors[depth // 4],
+            "error at half the depth": errors[depth // 2],
+            "error at the last layer": errors[-1],
+        }
+        for errors in results["test_error_per_dataset"]
+    ]
+
+
+def pathological_figures(results):
+    return [
+        {
+            f"{variant}: main output's train error": curve["train_error"][-1]
+            for variant, curve in results["best"].items()
+        }
+    ]
+
+
+def true_vs_corrupted_figures(results):
+    curves = results["curves"]
+    figures = {}
+    for level in (0.5, 0.9):
+        for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
+            figures[f"epoch at {level:.0%}, {part} part"] = first_epoch(curves[curve], level)
+    for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
+        figures[f"accuracy at epoch 5, {part} part"] = curves[curve][min(5, len(curves[curve]) - 1)]
+    return [figures]
+
+
+def rcv_figures(results):
+    r2 = results["r2_block1"]
+    figures = {
+        f"{concept} R^2 block1, {fit}": r2[fit][concept]
+        for concept in ("orange", "dissimilarity", "green", "energy")
+        for fit in ("1-memorizing", "generalizing")
+    }
+    for fit in ("1-memorizing", "generalizing"):
+        gains = [r2[fit][c] - r2["random"][c] for c in results["concepts"]]
+        figures[f"mean R^2 gain over random, {fit}"] = float(np.mean(gains))
+    return [figures]
+
+
+def flawed_figures(results):
+    r2, probes = results["val_r2"], results["probe_accuracy"]
+    top = str(results["fractions"][-1])  # N = 1: every label corrupted
+    figures = {
+        f"{concept} R^2 loss {point}, N=0 -> 1": r2["0.0"][concept][point] - r2[top][concept][point]
+        for concept in SHAPES
+        for point in ("hidden1", "hidden6")
+    }
+    last = results["points"].index("hidden6")
+    for fit in probes:
+        figures[f"hidden6 probe accuracy, {fit}"] = probes[fit]["val_accuracy"][last][-1]
+    return [figures]
+
+
+def first_layer_figures(results):
+    figures = {}
+    for name in ("adam", "sgd"):
+        config = next(c for c in results["results"] if c.startswith(f"{name}:"))
+        row = results["results"][config]
+        figures[f"{name}: area R^2 loss hidden1, N=0 -> 0.2"] = row["first_layer_loss"]["area"]
+        figures[f"{name}: hidden1 kernel moved, N=0.2"] = row["0.2"]["first_layer_moved"]
+        figures[f"{name}: configuration"] = config
+    return [figures]
+
+
+# fmt: off
+STUDIES = {
+    "toy": Study(
+        "monotonicity: probe error rises with depth (toy MLP, 100 datasets of one run)",
+        [], toy_figures,
+        [Claim("error rises from the input to a quarter of the depth", "rises",
+               "error at the input", "error at a quarter of the depth"),
+         Claim("... from a quarter to half the depth", "rises",
+               "error at a quarter of the depth", "error at half the depth"),
+         Claim("... from half the depth to the last layer", "rises",
+               "error at half the depth", "error at the last layer")],
+        seeded=False,
+    ),
+    "pathological_sweep": Study(
+        "aux vs plain: the 128-layer MLP's main output after 2000 Adam steps",
+        ["--optimizer", "adam", "--lrs", "0.001", "--steps", "2000", "--every", "250",
+         "--variants", "plain", "aux"],
+        pathological_figures,
+        [Claim("the aux net's main output trains better than the plain one's", "aux trains",
+               "aux: main output's train error", "plain: main output's train error")],
+    ),
+    "true_vs_corrupted": Study(
+        "true vs corrupted: which part of the labels the MLP fits first (N = 0.5)",
+        [], true_vs_corrupted_figures,
+        [Claim("the true-label part reaches 50% first", "earlier",
+               "epoch at 50%, true-label part", "epoch at 50%, corrupted part"),
+         Claim("the true-label part reaches 90% first", "earlier",
+               "epoch at 90%, true-label part", "epoch at 90%, corrupted part")],
+    ),
+    "rcv_textures": Study(
+        "1-memorizing vs generalizing: concept R^2 at block1 (shallow CNN, Imagenette)",
+        ["--size", "32", "--epochs", "150"], rcv_figures,
+        [Claim("orange: 1-memorizing below generalizing", "below",
+               "orange R^2 block1, 1-memorizing", "orange R^2 block1, generalizing"),
+         Claim("dissimilarity: 1-memorizing below generalizing", "below",
+               "dissimilarity R^2 block1, 1-memorizing", "dissimilarity R^2 block1, generalizing"),
+         Claim("1-memorizing gains over random", "> 0",
+               0.0, "mean R^2 gain over random, 1-memorizing"),
+         Claim("generalizing gains over random", "> 0",
+               0.0, "mean R^2 gain over random, generalizing")],
+    ),
+    "flawed_mlp_mnist": Study(
+        "the first layer under label corruption (MLP 6x512, Adam, 100 epochs)",
+        [], flawed_figures,
+        [*(Claim(f"{concept}: hidden1 loses less R^2 than hidden6, N=0 -> 1",
+                 "unaffected / falls", f"{concept} R^2 loss hidden1, N=0 -> 1",
+                 f"{concept} R^2 loss hidden6, N=0 -> 1") for concept in SHAPES),
+         Claim("hidden6 probe: generalizing above 0.4-memorizing", "rises / rises",
+               "hidden6 probe accuracy, 0.4-memorizing", "hidden6 probe accuracy, generalizing")],
+    ),
+    "first_layer_width": Study(
+        "the first layer under 20% corruption: the paper's SGD vs our Adam (512 units)",
+        ["--configs", "adam:512:100", "sgd:512:300"], first_layer_figures,
+        [Claim("SGD's first layer loses less area R^2 than Adam's", "unaffected",
+               "sgd: area R^2 loss hidden1, N=0 -> 0.2",
+               "adam: area R^2 loss hidden1, N=0 -> 0.2")],
+        also_accept=[[]],  # the default configurations include both
+    ),
+}
+# fmt: on
+
+
+def options(command: str) -> list[str]:
+    """A recorded command's options, `--out`, `--seed` and `--quick` left out."""
+    words, kept = shlex.split(command)[2:], []
+    while words:
+        word = words.pop(0)
+        if word in ("--out", "--seed"):
+            words.pop(0)
+        elif word != "--quick":
+            kept.append(word)
+    return kept
+
+
+def reusable(path: Path, study: Study, seed: int, quick: bool) -> dict | None:
+    """The results JSON at `path` if it is this study's run at `seed`, else None."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = options(payload.get("command", "")) in [study.args, *study.also_accept]
+    if same and payload.get("seed") == seed and payload.get("quick") == quick:
+        return payload
+    return None
+
+
+def run_study(script: str, study: Study, seed: int, args) -> dict:
+    """The study's results at `seed`: read if already there, else run (its log beside)."""
+    folder = args.out / "seeds" / script / f"seed{seed}"
+    for path in (folder / f"{script}.json", args.out / f"{script}.json"):
+        payload = reusable(path, study, seed, args.quick)
+        if payload is not None:
+            print(f"{script}, seed {seed}: read {path}", flush=True)
+            return payload
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(_common.ROOT / "reproductions" / f"{script}.py"), *study.args]
+    command += ["--seed", str(seed), "--out", str(folder)] + ["--quick"] * args.quick
+    log = folder / f"{script}.log"
+    print(f"{script}, seed {seed}: running, log in {log}", flush=True)
+    with open(log, "w") as stream:
+        code = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT).returncode
+    if code:
+        raise SystemExit(f"error: {script} --seed {seed} failed (exit {code}); see {log}")
+    return json.loads((folder / f"{script}.json").read_text())
+
+
+def spread(values) -> dict:
+    values = np.asarray(values, dtype=float)
+    return {
+        "values": values.tolist(),
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+def summarize(study: Study, payloads: dict[int, dict]) -> dict:
+    """Every figure and claim of the study over its replicates."""
+    replicates = [row for p in payloads.values() for row in study.figures(p["results"])]
+    names = [n for n, v in replicates[0].items() if not isinstance(v, str)]
+    value = lambda row, f: f if isinstance(f, float) else row[f]  # noqa: E731
+    claims = []
+    for claim in study.claims:
+        margins = [value(row, claim.higher) - value(row, claim.lower) for row in replicates]
+        claims.append(
+            {
+                "claim": claim.text,
+                "paper": claim.paper,
+                "lower": claim.lower,
+                "higher": claim.higher,
+                "holds": int(sum(m > 0 for m in margins)),
+                "of": len(margins),
+                "margin": spread(margins),
+            }
+        )
+    return {
+        "title": study.title,
+        "seeds": list(payloads),
+        "commands": [p["command"] for p in payloads.values()],
+        "replicates": len(replicates),
+        "labels": {n: v for n, v in replicates[0].items() if isinstance(v, str)},
+        "figures": {n: spread([row[n] for row in replicates]) for n in names},
+        "claims": claims,
+    }
+
+
+def plot(summaries: dict) -> plt.Figure:
+    """The margin of every claim per replicate: right of zero, the claim holds."""
+    rows = [len(summary["claims"]) + 1 for summary in summaries.values()]
+    figure, axes = plt.subplots(
+        len(rows), 1, figsize=(11, 0.8 + 0.55 * sum(rows)), squeeze=False, height_ratios=rows
+    )
+    rng = np.random.default_rng(0)
+    for ax, summary in zip(axes[:, 0], summaries.values(), strict=True):
+        for row, claim in enumerate(summary["claims"]):
+            margins = np.asarray(claim["margin"]["values"])
+            jitter = rng.uniform(-0.15, 0.15, len(margins)) if len(margins) > 5 else 0 * margins
+            ax.scatter(margins, row + jitter, s=18, alpha=0.6 if len(margins) > 5 else 1)
+            ax.plot([claim["margin"]["mean"]] * 2, [row - 0.3, row + 0.3], color="black")
+        ax.axvline(0, color="red", lw=0.8)
+        ax.set_yticks(range(len(summary["claims"])))
+        ax.set_yticklabels(
+            [f"{c['claim']} ({c['holds']}/{c['of']})" for c in summary["claims"]], fontsize=8
+        )
+        ax.set_ylim(-0.6, len(summary["claims"]) - 0.4)
+        ax.invert_yaxis()
+        ax.set_title(f"{summary['title']}: seeds {summary['seeds']}", fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("margin of the claim (higher - lower): > 0 where it holds")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv=None):
+    parser = _common.parser(__doc__)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="every study's seeds (not --seed)"
+    )
+    parser.add_argument("--only", nargs="+", choices=list(STUDIES), help="these studies only")
+    args = parser.parse_args(argv)
+    run = _common.Run("seeds", args)
+    summaries = {}
+    for script in args.only or STUDIES:
+        study = STUDIES[script]
+        seeds = args.seeds if study.seeded else args.seeds[:1]
+        payloads = {seed: run_study(script, study, seed, args) for seed in seeds}
+        summaries[script] = summary = summarize(study, payloads)
+        for claim in summary["claims"]:
+            margin = claim["margin"]
+            run.compare(
+                f"{script}: {claim['claim']}",
+                claim["paper"],
+                f"{claim['holds']}/{claim['of']}, margin {margin['mean']:.3g} "
+                f"+- {margin['std']:.2g}",
+            )
+    run.save({"studies": summaries}, figure=plot(summaries))
+
+
+if __name__ == "__main__":
+    main()
