@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from _mnist_mlp import SHAPES  # noqa: E402
+from true_vs_corrupted import first_epoch  # noqa: E402
 
 
 @dataclass
@@ -68,11 +69,6 @@ class Study:
     also_accept: list[list[str]] = field(default_factory=list)
 
 
-def first_epoch(curve, level):
-    """The first epoch whose accuracy reaches `level` (the last + 1 if none does)."""
-    return next((e for e, v in enumerate(curve) if v >= level), len(curve))
-
-
 def toy_figures(results):
     depth = len(results["points"]) - 1
     return [
@@ -97,11 +93,15 @@ def pathological_figures(results):
 
 
 def true_vs_corrupted_figures(results):
-    curves = results["curves"]
-    figures = {}
+    curves, figures = results["curves"], {}
+    epochs = curves["epoch"]
     for level in (0.5, 0.9):
         for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
-            figures[f"epoch at {level:.0%}, {part} part"] = first_epoch(curves[curve], level)
+            reached = first_epoch(epochs, curves[curve], level)
+            # Never reached: counted as one epoch after the last.
+            figures[f"epoch at {level:.0%}, {part} part"] = (
+                epochs[-1] + 1 if reached is None else reached
+            )
     for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
         figures[f"accuracy at epoch 5, {part} part"] = curves[curve][min(5, len(curves[curve]) - 1)]
     return [figures]
@@ -319,20 +319,34 @@ def plot(summaries: dict) -> plt.Figure:
     return figure
 
 
+def earlier(path: Path, quick: bool) -> dict:
+    """The study summaries of an earlier `seeds.json` at the same scale, if any."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return payload["results"]["studies"] if payload.get("quick") == quick else {}
+
+
 def main(argv=None):
     parser = _common.parser(__doc__)
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="every study's seeds (not --seed)"
     )
-    parser.add_argument("--only", nargs="+", choices=list(STUDIES), help="these studies only")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(STUDIES), help="these studies only (the others' "
+        "summaries in an earlier seeds.json are kept)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     run = _common.Run("seeds", args)
-    summaries = {}
+    summaries = earlier(run.path(".json"), args.quick)
     for script in args.only or STUDIES:
         study = STUDIES[script]
         seeds = args.seeds if study.seeded else args.seeds[:1]
         payloads = {seed: run_study(script, study, seed, args) for seed in seeds}
-        summaries[script] = summary = summarize(study, payloads)
+        summaries[script] = summarize(study, payloads)
+    summaries = {script: summaries[script] for script in STUDIES if script in summaries}
+    for script, summary in summaries.items():
         for claim in summary["claims"]:
             margin = claim["margin"]
             run.compare(

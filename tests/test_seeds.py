@@ -1,5 +1,6 @@
-"""`reproductions/seeds.py`: each study at every seed, claims counted over them, and a
-second run reads what the first wrote instead of training again."""
+"""`reproductions/seeds.py`: each study at every seed, claims counted over them; a
+second run reads what the first wrote instead of training again, and a run of one
+study keeps the other studies' summaries."""
 
 import json
 
@@ -49,3 +50,7 @@ def test_seeds_spread_and_resume(tmp_path):
     again, stdout = run_reproduction("seeds", tmp_path, *only, timeout=300)
     assert "running" not in stdout and stdout.count(": read ") == 3
     assert again["results"] == payload["results"]
+    # One study alone updates its summary and keeps the others'.
+    alone, stdout = run_reproduction("seeds", tmp_path, "--only", "toy", "--seeds", 3, timeout=300)
+    assert "running" not in stdout and stdout.count(": read ") == 1
+    assert alone["results"] == payload["results"]
