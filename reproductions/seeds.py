@@ -13,7 +13,7 @@ same command (`--out` and `--seed` aside) is read, not rerun, and so is the
 committed `<out>/<script>.json` of that seed. Each run writes its own JSON,
 figure and log there; this writes `<out>/seeds.json` and `<out>/seeds.png`.
 
-    python reproductions/seeds.py                        # about 5 hours on 2 CPU cores
+    python reproductions/seeds.py                        # hours: 5-64 min per run here
     python reproductions/seeds.py --only true_vs_corrupted --seeds 0 1 2
     python reproductions/seeds.py --quick                # a smoke run
 """
