@@ -95,15 +95,14 @@ def pathological_figures(results):
 def true_vs_corrupted_figures(results):
     curves, figures = results["curves"], {}
     epochs = curves["epoch"]
+    parts = {"true-label": curves["clean_accuracy"], "corrupted": curves["corrupted_accuracy"]}
     for level in (0.5, 0.9):
-        for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
-            reached = first_epoch(epochs, curves[curve], level)
-            # Never reached: counted as one epoch after the last.
-            figures[f"epoch at {level:.0%}, {part} part"] = (
-                epochs[-1] + 1 if reached is None else reached
-            )
-    for part, curve in (("true-label", "clean_accuracy"), ("corrupted", "corrupted_accuracy")):
-        figures[f"accuracy at epoch 5, {part} part"] = curves[curve][min(5, len(curves[curve]) - 1)]
+        for part, curve in parts.items():
+            reached = first_epoch(epochs, curve, level)
+            never = epochs[-1] + 1  # not reached: one epoch after the last
+            figures[f"epoch at {level:.0%}, {part} part"] = never if reached is None else reached
+    for part, curve in parts.items():
+        figures[f"accuracy at epoch 5, {part} part"] = curve[min(5, len(curve) - 1)]
     return [figures]
 
 
