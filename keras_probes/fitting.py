@@ -13,9 +13,9 @@ metrics (`kp.metrics`, in float64), and adds the solver's diagnostics
 
 from collections.abc import Callable
 
-import keras
 import numpy as np
 
+from keras_probes._progress import Progbar
 from keras_probes.report import ProbeReport
 from keras_probes.solvers import SETTINGS, ProbeEstimator, get
 from keras_probes.tasks import Task
@@ -83,7 +83,7 @@ def fit_each(
     targets = {split: task.check_targets(y) for split, y in targets.items()}
     fit_params = task.fit_params()
     results = {split: {} for split in targets}
-    progress = keras.utils.Progbar(len(points), unit_name="probe") if verbose else None
+    progress = Progbar(len(points), counters=["iterations"], unit_name="probe") if verbose else None
     for i, point in enumerate(points):
         x = {split: features(split, point) for split in targets}
         if validation is not None:
