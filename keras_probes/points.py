@@ -47,6 +47,21 @@ __all__ = [
 ]
 
 
+def _compile(pattern, name):
+    """`re.compile(pattern)`, its failures one `TypeError` or `ValueError` naming the pattern."""
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"`{name}` must be a regular expression string, e.g. r'conv\\d_block\\d_out'. "
+            f"Received: {name}={pattern!r}"
+        )
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"`{name}` is not a valid regular expression: {error}. Received: {name}={pattern!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named, ordered set of probe points for one architecture, and how it is fed.
@@ -91,7 +106,7 @@ class Preset:
                 f"Received: layers={self.layers!r}, pattern={self.pattern!r}"
             )
         if self.pattern is not None:
-            re.compile(self.pattern)  # a bad pattern fails here, not at resolve time
+            _compile(self.pattern, "pattern")  # a bad pattern fails here, not at resolve time
         # Lists (as JSON gives them) become tuples: a preset is immutable.
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.image_size is not None:
@@ -149,7 +164,7 @@ def matching(pattern: str) -> Selector:
 
     >>> kp.ProbedModel(base, points=kp.points.matching(r"conv\\d_block\\d_out"), ...)
     """
-    re.compile(pattern)  # a bad pattern fails here, not at resolve time
+    _compile(pattern, "pattern")  # a bad pattern fails here, not at resolve time
     return _Matching(pattern)
 
 

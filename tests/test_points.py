@@ -1,5 +1,7 @@
 """Probe points: names, 'all', selectors, presets, nesting and the errors."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -97,6 +99,22 @@ def test_preset_that_does_not_fit_says_what_is_missing():
 def test_bad_specifications(points, match):
     with pytest.raises(ValueError, match=match):
         kp.points.resolve(small_convnet(), points)
+
+
+@pytest.mark.parametrize("make", [kp.points.matching, lambda p: kp.points.Preset("x", pattern=p)])
+def test_a_bad_regular_expression_is_one_value_error_naming_it(make):
+    # Not a bare re.error: a ValueError naming the pattern and what is wrong in it.
+    with pytest.raises(ValueError) as info:
+        make("conv(")
+    message = str(info.value)
+    assert not isinstance(info.value, re.error)
+    assert "'conv('" in message and "missing ), unterminated subpattern" in message
+    assert "\n" not in message
+
+
+def test_matching_needs_a_string():
+    with pytest.raises(TypeError, match=r"a regular expression string.*Received: pattern=3"):
+        kp.points.matching(3)
 
 
 def test_of_type_needs_layer_classes():
