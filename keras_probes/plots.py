@@ -1,6 +1,7 @@
 """Figures of probe measurements. Each function takes data and returns a
 `matplotlib.figure.Figure`; nothing is shown, nothing global is touched."""
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from keras_probes import _params
 from keras_probes.report import ProbeHistory, ProbeReport
 
 __all__ = [
@@ -25,7 +27,7 @@ __all__ = [
 
 def plot_errors(
     report: ProbeReport,
-    splits: list[str] | None = None,
+    splits: str | list[str] | None = None,
     metric: str = "error",
     references: Mapping[str, float] | None = None,
     chance: bool = True,
@@ -36,7 +38,7 @@ def plot_errors(
 
     Args:
         report: the measurements.
-        splits: which splits to draw. Defaults to all of them.
+        splits: the split or splits to draw. Defaults to all of them.
         metric: `"error"`, `"top5_error"` or `"loss"`. Defaults to `"error"`.
         references: horizontal lines to compare with, `{label: value}`, e.g.
             `{"pretrained model": 0.24}`. Defaults to none.
@@ -45,20 +47,46 @@ def plot_errors(
             Defaults to `True`.
         title: figure title. Defaults to the model's name.
         yscale: `"linear"` or `"log"`; a log scale keeps errors of 1% and
-            50% apart on one figure. Defaults to `"linear"`.
+            50% apart on one figure. A value of 0 (a probe without a mistake)
+            has no place on a log scale: it is drawn at a floor, a power of ten
+            one decade below the decade of the smallest positive value, marked
+            by an open triangle and named in the legend ("0 (drawn at 0.001)").
+            A negative value is refused. Defaults to `"linear"`.
 
     Returns:
         The figure; save it with `fig.savefig("errors.png")`.
+
+    Raises:
+        ValueError: an unknown split or metric (listing the known ones), or
+            a negative value on a log scale.
     """
-    splits = report.splits if splits is None else list(splits)
+    _params.check({"yscale": _params.Options("linear", "log")}, yscale=yscale)
+    splits = report.splits if splits is None else [splits] if isinstance(splits, str) else splits
     points = report.points
+    curves = {split: report.values(split, metric) for split in splits}
+    floor = _log_floor(curves, metric) if yscale == "log" else None
     width = min(16.0, max(6.0, 0.45 * len(points) + 2))
     fig = Figure(figsize=(width, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for split in splits:
-        values = report.values(split, metric)
+    zeros = []
+    for split, values in curves.items():
         depths = [points.index(p) for p in values]
-        ax.plot(depths, list(values.values()), marker="o", label=f"{split} {metric}")
+        heights = list(values.values())
+        if floor is not None:
+            zeros += [depth for depth, h in zip(depths, heights, strict=True) if h == 0]
+            heights = [floor if h == 0 else h for h in heights]
+        ax.plot(depths, heights, marker="o", label=f"{split} {metric}")
+    if zeros:
+        ax.scatter(
+            zeros,
+            [floor] * len(zeros),
+            marker="v",
+            s=90,
+            facecolors="none",
+            edgecolors="black",
+            zorder=3,
+            label=f"0 (drawn at {floor:g})",
+        )
     for i, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(splits) + i}", linestyle="--", label=label)
     if chance and report.num_classes and metric == "error":
@@ -78,6 +106,24 @@ def plot_errors(
     ax.legend()
     ax.set_title(title if title is not None else f"Linear probes on {report.model or 'model'}")
     return fig
+
+
+def _log_floor(curves, metric):
+    """Where a log scale draws the zeros of `curves` ({split: {point: value}}):
+    one decade below the decade of the smallest positive value. Refuses negatives."""
+    positive = []
+    for split, values in curves.items():
+        for point, value in values.items():
+            if value < 0:
+                raise ValueError(
+                    f"{metric!r} of point {point!r} on split {split!r} is {value!r}: a log "
+                    "scale cannot show a negative value. Draw it with yscale='linear' "
+                    "(on the command line, without --log)."
+                )
+            if value > 0:
+                positive.append(value)
+    decade = math.floor(math.log10(min(positive))) if positive else -2
+    return 10.0 ** (decade - 1)
 
 
 def plot_r2(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from keras_probes import _files
+from keras_probes import _files, _params
 
 __all__ = ["ProbeHistory", "ProbeReport", "log_key"]
 
@@ -21,7 +21,23 @@ _HISTORY_FORMAT = "keras_probes.ProbeHistory"
 _VERSION = 1
 _ORDER = ("loss", "error", "top5_error")  # columns come first in this order
 _CSV_KEYS = ("split", "depth", "point")
+_CSV_META = ("model", "num_classes")  # the report's, repeated on every row
 _CSV_END = re.compile(r"# keras_probes\.ProbeReport end: (\d+) rows?")
+
+# What a metric may be, by its name or its suffix (`"top5_error"`, `"area_r2"`): a
+# report read from a file is refused otherwise. NaN (unknown) is always accepted;
+# other metrics (solver diagnostics, ...) only need to be numbers.
+_RATE = _params.Real(0, 1, description="an error rate, a number in [0, 1]")
+_METRIC_RANGES = {
+    "error": _RATE,
+    "accuracy": _params.Real(0, 1, description="an accuracy, a number in [0, 1]"),
+    "loss": _params.Real(0, description="a loss, a finite number >= 0"),
+    "mspe": _params.Real(0, description="a mean squared prediction error, a finite number >= 0"),
+    "r2": _params.Real(high=1, description="an R^2, a finite number <= 1"),
+    "selectivity": _params.Real(
+        -1, 1, description="a selectivity (accuracy minus a control's), a number in [-1, 1]"
+    ),
+}
 
 
 def log_key(point: str, metric: str) -> str:
@@ -88,7 +104,12 @@ class ProbeReport:
         return _metric_names(self.results)
 
     def values(self, split: str, metric: str) -> dict[str, float]:
-        """`{point: value}` of one metric on one split, in depth order."""
+        """`{point: value}` of one metric on one split, in depth order.
+
+        Raises:
+            ValueError: the report has no such split or metric, or a point of
+                the split lacks the metric that its other points have.
+        """
         if split not in self.results:
             raise ValueError(
                 f"No split {split!r} in this report; it has {self.splits}. "
@@ -103,6 +124,7 @@ class ProbeReport:
                 f"No metric {metric!r} for split {split!r}; it has {metrics}. "
                 f"Received: metric={metric!r}"
             )
+        _check_complete(self.results, [split], [metric], "This report's ")
         return {point: rows[point][metric] for point in self.points if point in rows}
 
     def errors(self, split: str) -> dict[str, float]:
@@ -171,40 +193,51 @@ class ProbeReport:
 
     # -- text --------------------------------------------------------------
 
-    def table(self, splits: list[str] | None = None, metrics: list[str] | None = None) -> str:
-        """A text table: one row per point, one column per split and metric.
+    def table(
+        self, splits: str | list[str] | None = None, metrics: str | list[str] | None = None
+    ) -> str:
+        """A text table per split: one row per point, one column per metric.
+
+        Each split's block is headed `split <name>`; blocks are apart by an empty
+        line. A split with an `"error"` ends with its monotonicity with depth.
 
         Args:
-            splits: the splits to show. Defaults to all of them.
-            metrics: the metrics to show, e.g. `["error"]`. Defaults to all.
+            splits: the split or splits to show. Defaults to all of them.
+            metrics: the metric or metrics to show, in this order, e.g.
+                `"error"` or `["error", "loss"]`; a split shows those it has.
+                Defaults to all, loss, error and top-5 error first.
+
+        Raises:
+            ValueError: a split, or a metric, that none of `splits` has; the
+                message lists the valid ones.
         """
-        splits = self.splits if splits is None else list(splits)
-        width = max([len("point"), *(len(p) for p in self.points)])
-        header = f"{'depth':>5}  {'point':<{width}}"
-        columns = [
-            (s, m)
-            for s in splits
-            for m in _metric_names({s: self.results[s]})
-            if metrics is None or m in metrics
-        ]
-        for split, metric in columns:
-            header += f"  {f'{split} {metric}':>{max(12, len(split) + len(metric) + 1)}}"
-        lines = [header, "-" * len(header)]
-        for depth, point in enumerate(self.points):
-            line = f"{depth:>5}  {point:<{width}}"
-            for split, metric in columns:
-                value = self.results[split].get(point, {}).get(metric, math.nan)
-                # Small figures such as gradient norms keep their digits.
-                style = ".2e" if 0 < abs(value) < 1e-3 else ".4f"
-                line += f"  {value:>{max(12, len(split) + len(metric) + 1)}{style}}"
-            lines.append(line)
+        splits = _chosen("splits", splits, self.splits, "in this report; it has")
+        known = _metric_names({s: self.results[s] for s in splits})
+        metrics = _chosen("metrics", metrics, known, f"on splits {splits}; they have")
+        blocks = []
         for split in splits:
-            if (split, "error") in columns:
+            rows = self.results[split]
+            columns = [m for m in metrics if m in _metric_names({split: rows})]
+            if not columns:
+                continue  # e.g. the solver's diagnostics, on the train split only
+            _check_complete(self.results, [split], columns, "This report's ")
+            cells = [
+                [str(depth), point, *(_cell(rows[point][m]) for m in columns)]
+                for depth, point in enumerate(self.points)
+                if point in rows
+            ]
+            names = ["depth", "point", *columns]
+            widths = [max(len(c) for c in column) for column in zip(names, *cells, strict=True)]
+            header = _table_line(names, widths)
+            lines = [f"split {split}", header, "-" * len(header)]
+            lines += [_table_line(row, widths) for row in cells]
+            if "error" in columns:
                 lines.append(
                     f"monotonicity of {split} error with depth (-Kendall tau): "
                     f"{self.monotonicity(split):.3f}"
                 )
-        return "\n".join(lines)
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
 
     def __str__(self):
         return self.table()
@@ -220,6 +253,7 @@ class ProbeReport:
         missing or wrong. `None` values are read as NaN (strict JSON's NaN)."""
         _check_header(data, _FORMAT, "ProbeReport")
         points, results = _checked_points(data), _checked_results(data)
+        _check_complete(results, list(results), None, "", "(null if unknown)")
         unknown = [(s, p) for s, rows in results.items() for p in rows if p not in points]
         if unknown:
             split, point = unknown[0]
@@ -262,45 +296,71 @@ class ProbeReport:
             raise ValueError(f"{path} is not a readable ProbeReport: {error}") from None
 
     def to_csv(self, path) -> None:
-        """Writes one row per (split, point): `split, depth, point, <metrics>`,
-        then an end line, `# keras_probes.ProbeReport end: <rows> rows`.
+        """Writes one row per (split, point): `split, depth, point, <metrics>,
+        model, num_classes`, then an end line,
+        `# keras_probes.ProbeReport end: <rows> rows`.
 
+        A metric a split does not have is an empty cell, NaN is `nan`; the
+        model's name and the number of classes are repeated on every row (empty
+        if unknown), so reports of several models concatenate into one table.
         The end line lets `from_csv` refuse a file cut short anywhere, even at a
         line boundary. Spreadsheets show it as a last row; pandas skips it with
         `pandas.read_csv(path, comment="#")` (or, exact even for point names
         holding a `#`, `skipfooter=1, engine="python"`). Written under a
         temporary name, then renamed: an interrupted write leaves no half file.
+
+        Raises:
+            ValueError: a metric is named like one of the other columns.
         """
         metrics, rows = self.metrics, []
+        clash = [m for m in metrics if m in (*_CSV_KEYS, *_CSV_META)]
+        if clash:
+            raise ValueError(
+                f"This report's metric {clash[0]!r} has the name of a CSV column "
+                f"({', '.join((*_CSV_KEYS, *_CSV_META))}): rename the metric, or write JSON "
+                "(to_json)."
+            )
+        meta = ["" if v is None else str(v) for v in (self.model, self.num_classes)]
         for split, by_point in self.results.items():
             for depth, point in enumerate(self.points):
                 if point in by_point:
                     values = [by_point[point].get(m, "") for m in metrics]
-                    rows.append([split, depth, point, *map(_repr_or_blank, values)])
+                    rows.append([split, depth, point, *map(_repr_or_blank, values), *meta])
         text = io.StringIO(newline="")
         writer = csv.writer(text)
-        writer.writerow([*_CSV_KEYS, *metrics])
+        writer.writerow([*_CSV_KEYS, *metrics, *_CSV_META])
         writer.writerows(rows)
         writer.writerow([_csv_end_line(len(rows))])
         _files.atomic_write(path, text.getvalue())
 
     @classmethod
-    def from_csv(cls, path, num_classes=None, model=None) -> "ProbeReport":
-        """Reads a report written by `to_csv` (the CSV holds no model name or class count).
+    def from_csv(
+        cls, path, num_classes: int | None = None, model: str | None = None
+    ) -> "ProbeReport":
+        """Reads a report written by `to_csv`, checked as `from_json` checks JSON.
 
         The file must end with its complete end line, whose row count must match:
         a CSV cut short anywhere is refused. So is a CSV without an end line,
         as written by keras-probes before it had one: re-create it from the JSON
         report (`ProbeReport.from_json(json_path).to_csv(path)`), or, once you
-        know it is whole, append the end line the error message gives.
+        know it is whole, append the end line the error message gives. A
+        byte-order mark (Excel's "CSV UTF-8") is skipped.
+
+        Args:
+            path: the CSV file.
+            num_classes: the number of classes, for a CSV that does not say it
+                (written before CSVs had a `num_classes` column, or unknown);
+                a different value than the file's is refused. Defaults to `None`.
+            model: the model's name, likewise. Defaults to `None`.
 
         Raises:
-            ValueError: the file is truncated, or not a report CSV; the message
-                names the file (and the line) and what is wrong.
+            ValueError: the file is truncated, or not a report CSV, or a value
+                is out of its metric's range; the message names the file (and
+                the line) and what is wrong.
         """
         path = Path(path)
         try:
-            with open(path, newline="") as file:
+            with open(path, newline="", encoding="utf-8-sig") as file:
                 text = file.read()
         except UnicodeDecodeError as error:
             raise ValueError(f"{path} is not a text CSV ({error}).") from None
@@ -340,19 +400,41 @@ class ProbeReport:
                 f"{path} is truncated or altered: its end line says {end} rows, but it "
                 f"holds {len(rows)}."
             )
-        points, results = {}, {}
+        points, results, lines, meta = {}, {}, {}, {}
         for line, row in rows:
-            split, depth, point, values = _csv_row(path, line, header, row)
+            split, depth, point, values, row_meta = _csv_row(path, line, header, row)
             if points.setdefault(depth, point) != point or point in results.get(split, {}):
                 raise ValueError(
                     f"{path}, line {line}: point {point!r} at depth {depth} on split "
                     f"{split!r} contradicts an earlier row (depth {depth} is "
                     f"{points[depth]!r}; a point appears once per split)."
                 )
+            for name, value in row_meta.items():
+                first_line, first = meta.setdefault(name, (line, value))
+                if value != first:
+                    raise ValueError(
+                        f"{path}, line {line}: {name} {value!r} contradicts {name} {first!r} "
+                        f"on line {first_line}; a report has one {name}."
+                    )
             results.setdefault(split, {})[point] = values
+            lines[split, point] = line
         if len(set(points.values())) != len(points):
             raise ValueError(f"{path}: a point appears at two depths: {points}")
-        return cls([points[d] for d in sorted(points)], results, num_classes, model)
+        missing = _missing_metric(results, list(results))
+        if missing is not None:
+            split, point, _ = missing
+            message = _missing_message(*missing, unknown="(nan if unknown) in its empty cell")
+            raise ValueError(f"{path}, line {lines[split, point]}: {message}")
+        given = {"model": model, "num_classes": num_classes}
+        for name, value in given.items():
+            said = meta.get(name, (None, None))[1]
+            if said is not None and value is not None and value != said:
+                raise ValueError(
+                    f"{path} says {name}={said!r} (its {name} column): leave `{name}` out, or "
+                    f"pass the same. Received: {name}={value!r}"
+                )
+            given[name] = said if said is not None else value
+        return cls([points[d] for d in sorted(points)], results, **given)
 
 
 @dataclass
@@ -533,6 +615,9 @@ def _checked_results(data):
                         f"{metric!r} of point {point!r} on split {split!r} must be a number "
                         f"or null. Received: {value!r}"
                     )
+                refusal = value is not None and _out_of_range(metric, value, point, split, "null")
+                if refusal:
+                    raise ValueError(refusal)
             checked[split][point] = {m: float(_nan_null(v)) for m, v in metrics.items()}
     return checked
 
@@ -550,7 +635,8 @@ def _csv_end_count(record):
 
 
 def _csv_row(path, line, header, row):
-    """`(split, depth, point, {metric: value})` of one CSV row, checked."""
+    """`(split, depth, point, {metric: value}, {model/num_classes: value})` of one
+    CSV row, checked."""
     if len(row) != len(header):
         raise ValueError(
             f"{path}, line {line}: expected {len(header)} fields ({','.join(header)}), "
@@ -561,8 +647,11 @@ def _csv_row(path, line, header, row):
         raise ValueError(
             f"{path}, line {line}: the depth must be an integer >= 0. Received: {depth!r}"
         )
-    metrics = {}
+    metrics, meta = {}, {}
     for metric, value in zip(header[len(_CSV_KEYS) :], values, strict=True):
+        if metric in _CSV_META:
+            meta[metric] = _csv_meta(path, line, metric, value)
+            continue
         if value == "":
             continue
         try:
@@ -571,7 +660,23 @@ def _csv_row(path, line, header, row):
             raise ValueError(
                 f"{path}, line {line}: {metric!r} must be a number or empty. Received: {value!r}"
             ) from None
-    return split, int(depth), point, metrics
+        refusal = _out_of_range(metric, metrics[metric], point, split, "nan")
+        if refusal:
+            raise ValueError(f"{path}, line {line}: {refusal}")
+    return split, int(depth), point, metrics, meta
+
+
+def _csv_meta(path, line, name, value):
+    """The model's name or the number of classes in a CSV cell; empty is `None`."""
+    if value == "":
+        return None
+    if name == "model":
+        return value
+    if not re.fullmatch(r"\s*[0-9]+\s*", value):
+        raise ValueError(
+            f"{path}, line {line}: num_classes must be an integer or empty. Received: {value!r}"
+        )
+    return int(value)
 
 
 def _write_json(path, data):
@@ -600,3 +705,83 @@ def _repr_or_blank(value):
 def _metric_names(results):
     names = {m for rows in results.values() for metrics in rows.values() for m in metrics}
     return [m for m in _ORDER if m in names] + sorted(names - set(_ORDER))
+
+
+def _chosen(argument, value, known, where):
+    """`value` (a name, a list of names, or `None` for all) as a list of names in `known`."""
+    names = list(known) if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"`{argument}` must be a name or a list of names from {list(known)}. "
+            f"Received: {argument}={value!r}"
+        )
+    if not names:
+        raise ValueError(
+            f"`{argument}` must name at least one {argument[:-1]} of {list(known)}, or be None "
+            f"for all. Received: {argument}={value!r}"
+        )
+    for name in names:
+        if name not in known:
+            raise ValueError(
+                f"No {argument[:-1]} {name!r} {where} {list(known)}. Received: {argument}={value!r}"
+            )
+    return list(names)
+
+
+def _missing_metric(results, splits, metrics=None):
+    """The first `(split, point, metric)` where a point lacks one of its split's
+    `metrics` (default: every metric some point of the split has), else `None`."""
+    for split in splits:
+        rows = results[split]
+        wanted = _metric_names({split: rows}) if metrics is None else metrics
+        for point, values in rows.items():
+            for metric in wanted:
+                if metric not in values:
+                    return split, point, metric
+    return None
+
+
+def _check_complete(results, splits, metrics=None, prefix="", unknown="(NaN if unknown)"):
+    """Refuses a split on which a point lacks a metric its other points have."""
+    missing = _missing_metric(results, splits, metrics)
+    if missing is not None:
+        raise ValueError(_missing_message(*missing, prefix, unknown))
+
+
+def _missing_message(split, point, metric, prefix="", unknown="(NaN if unknown)"):
+    return (
+        f"{prefix}point {point!r} on split {split!r} has no {metric!r}, which the split's "
+        f"other points have: every point of a split holds each of its metrics. Give it a "
+        f"value {unknown}."
+    )
+
+
+def _metric_range(metric):
+    """The declared constraint of `metric` (by name or `_<name>` suffix), else `None`."""
+    for name, constraint in _METRIC_RANGES.items():
+        if metric == name or metric.endswith(f"_{name}"):
+            return constraint
+    return None
+
+
+def _out_of_range(metric, value, point, split, unknown):
+    """The message refusing `value` of `metric`, or `None` if it is in range (or NaN)."""
+    constraint = _metric_range(metric)
+    if constraint is None or math.isnan(value) or constraint.accepts(value):
+        return None
+    return (
+        f"{metric!r} of point {point!r} on split {split!r} must be {constraint.describe()}, "
+        f"or {unknown} if unknown. Received: {value!r}"
+    )
+
+
+def _cell(value):
+    # Small figures such as gradient norms keep their digits.
+    return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+
+
+def _table_line(cells, widths):
+    depth, point, *values = cells
+    line = [f"{depth:>{widths[0]}}", f"{point:<{widths[1]}}"]
+    line += [f"{v:>{w}}" for v, w in zip(values, widths[2:], strict=True)]
+    return "  ".join(line).rstrip()

@@ -94,3 +94,53 @@ def test_plot_r2_draws_a_line_per_point_against_the_condition(tmp_path):
         kp.plots.plot_r2({}, "area")
     with pytest.raises(ValueError, match="No metric 'size_r2'"):
         kp.plots.plot_r2(reports, "size")
+
+
+def test_plot_of_a_report_read_back_from_csv_keeps_its_chance_line_and_title(tmp_path):
+    report = make_report()
+    report.to_json(tmp_path / "r.json")
+    report.to_csv(tmp_path / "r.csv")
+    figures = [
+        kp.plots.plot_errors(kp.ProbeReport.from_json(tmp_path / "r.json")),
+        kp.plots.plot_errors(kp.ProbeReport.from_csv(tmp_path / "r.csv")),
+    ]
+    for fig in figures:
+        ax = fig.axes[0]
+        assert [line.get_label() for line in ax.get_lines()][-1] == "chance (10 classes)"
+        assert ax.get_lines()[-1].get_ydata()[0] == pytest.approx(0.9)
+        assert ax.get_title() == "Linear probes on convnet"
+
+
+def test_log_scale_draws_zero_errors_at_a_marked_floor():
+    points = ["input", "hidden", "output"]
+    errors = {"input": 0.0, "hidden": 0.012, "output": 0.3}
+    report = kp.ProbeReport(points, {"val": {p: {"error": e} for p, e in errors.items()}}, 10)
+    ax = kp.plots.plot_errors(report, yscale="log").axes[0]
+    line = ax.get_lines()[0]
+    heights = np.asarray(line.get_ydata(), float)
+    # Every point is on the log axis: the zero at a floor a decade below 0.012's decade.
+    assert np.all(heights > 0) and list(line.get_xdata()) == [0, 1, 2]
+    assert heights.tolist() == [1e-3, 0.012, 0.3]
+    assert ax.get_ylim()[0] < 1e-3
+    # ... marked as a floor, and the legend says what the floor is.
+    (zeros,) = [c for c in ax.collections if c.get_label().startswith("0 (")]
+    assert zeros.get_offsets().tolist() == [[0.0, 1e-3]]
+    assert zeros.get_label() == "0 (drawn at 0.001)"
+    assert "0 (drawn at 0.001)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # Without zeros, nothing is added; on a linear scale the zero stays 0.
+    linear = kp.plots.plot_errors(report).axes[0]
+    assert list(linear.get_lines()[0].get_ydata()) == [0.0, 0.012, 0.3]
+    assert not linear.collections
+
+
+def test_log_scale_refuses_negative_values_naming_the_fix():
+    report = kp.ProbeReport(["a", "b"], {"val": {"a": {"gap": -0.1}, "b": {"gap": 0.2}}})
+    with pytest.raises(ValueError, match=r"'gap' of point 'a' on split 'val' is -0.1.*yscale"):
+        kp.plots.plot_errors(report, metric="gap", yscale="log")
+    with pytest.raises(ValueError, match=r"`yscale` must be one of 'linear', 'log'"):
+        kp.plots.plot_errors(make_report(), yscale="logarithmic")
+
+
+def test_plot_errors_takes_one_split_as_a_string():
+    ax = kp.plots.plot_errors(make_report(), splits="test").axes[0]
+    assert [line.get_label() for line in ax.get_lines()][0] == "test error"

@@ -26,9 +26,58 @@ def test_csv_round_trip_is_exact(tmp_path):
     report = make_report()
     report.to_csv(tmp_path / "r.csv")
     header = (tmp_path / "r.csv").read_text().splitlines()[0]
-    assert header == "split,depth,point,loss,error,top5_error"
+    assert header == "split,depth,point,loss,error,top5_error,model,num_classes"
+    assert kp.ProbeReport.from_csv(tmp_path / "r.csv") == report
     restored = kp.ProbeReport.from_csv(tmp_path / "r.csv", num_classes=10, model="convnet")
     assert restored == report
+
+
+def test_json_csv_report_round_trip_keeps_model_and_num_classes(tmp_path):
+    report = make_report()
+    report.to_json(tmp_path / "r.json")
+    kp.ProbeReport.from_json(tmp_path / "r.json").to_csv(tmp_path / "r.csv")
+    restored = kp.ProbeReport.from_csv(tmp_path / "r.csv")
+    assert (restored.points, restored.results) == (report.points, report.results)
+    assert (restored.model, restored.num_classes) == ("convnet", 10)
+    assert restored == report
+    # Any model name survives the CSV's quoting; unknown ones stay unknown.
+    odd = kp.ProbeReport(["a"], {"val": {"a": {"error": 0.5}}}, model='res,"net"\n#1')
+    odd.to_csv(tmp_path / "odd.csv")
+    assert kp.ProbeReport.from_csv(tmp_path / "odd.csv") == odd
+    unknown = kp.ProbeReport(["a"], {"val": {"a": {"error": 0.5}}})
+    unknown.to_csv(tmp_path / "unknown.csv")
+    assert kp.ProbeReport.from_csv(tmp_path / "unknown.csv") == unknown
+
+
+def test_from_csv_arguments_fill_in_only_what_the_csv_does_not_say(tmp_path):
+    make_report().to_csv(tmp_path / "r.csv")
+    with pytest.raises(ValueError, match=r"r.csv says model='convnet'.*Received: model='resnet'"):
+        kp.ProbeReport.from_csv(tmp_path / "r.csv", model="resnet")
+    with pytest.raises(ValueError, match=r"r.csv says num_classes=10.*Received: num_classes=5"):
+        kp.ProbeReport.from_csv(tmp_path / "r.csv", num_classes=5)
+    unknown = kp.ProbeReport(["a"], {"val": {"a": {"error": 0.5}}})
+    unknown.to_csv(tmp_path / "u.csv")
+    filled = kp.ProbeReport.from_csv(tmp_path / "u.csv", num_classes=2, model="m")
+    assert (filled.num_classes, filled.model) == (2, "m")
+
+
+def test_from_csv_refuses_rows_that_disagree_on_the_model(tmp_path):
+    make_report().to_csv(tmp_path / "r.csv")
+    text = (tmp_path / "r.csv").read_text()
+    (tmp_path / "edited.csv").write_text(text.replace("convnet,10", "other,10", 1))
+    with pytest.raises(ValueError, match=r"edited.csv, line 3: model 'convnet'.*line 2"):
+        kp.ProbeReport.from_csv(tmp_path / "edited.csv")
+    for cell in ("ten", "\u00b2", "10.5"):
+        (tmp_path / "edited.csv").write_text(text.replace("convnet,10", f"convnet,{cell}", 1))
+        with pytest.raises(ValueError, match=r"edited.csv, line 2: num_classes must be an integ"):
+            kp.ProbeReport.from_csv(tmp_path / "edited.csv")
+
+
+def test_to_csv_refuses_a_metric_named_like_a_column(tmp_path):
+    report = kp.ProbeReport(["a"], {"val": {"a": {"model": 0.5}}})
+    with pytest.raises(ValueError, match=r"metric 'model'.*column"):
+        report.to_csv(tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_json_is_strict_and_keeps_nan(tmp_path):
@@ -47,14 +96,31 @@ def test_from_json_refuses_other_files(tmp_path):
 
 def test_table_lists_every_point_in_depth_order():
     table = make_report().table()
-    lines = table.splitlines()
-    assert "val error" in lines[0] and "test top5_error" in lines[0]
-    assert [line.split()[1] for line in lines[2:5]] == ["conv1", "block/relu", "dense"]
-    assert "0.5000" in lines[2]
-    assert "monotonicity of val error with depth" in table
+    blocks = table.split("\n\n")  # one block per split, in order
+    assert [block.splitlines()[0] for block in blocks] == ["split val", "split test"]
+    lines = blocks[0].splitlines()
+    assert lines[1].split() == ["depth", "point", "loss", "error", "top5_error"]
+    assert [line.split()[1] for line in lines[3:6]] == ["conv1", "block/relu", "dense"]
+    assert lines[3].split() == ["0", "conv1", "2.0000", "0.5000", "0.2000"]
+    assert "monotonicity of val error with depth" in lines[6]
+    assert blocks[1].splitlines()[1].split()[2:] == ["loss", "error", "top5_error"]
     assert str(make_report()) == table
     errors_only = make_report().table(splits=["val"], metrics=["error"])
-    assert errors_only.splitlines()[0].split()[2:] == ["val", "error"]
+    assert errors_only.splitlines()[0] == "split val"
+    assert errors_only.splitlines()[1].split() == ["depth", "point", "error"]
+
+
+def test_table_of_a_typical_report_fits_100_columns():
+    # MobileNet's 14 points, three splits, three metrics: was 146 characters wide.
+    points = ["conv1_relu", *(f"conv_pw_{i}_relu" for i in range(1, 14))]
+    rows = {p: {"loss": 12.3456 / (i + 1), "error": 0.9 - 0.05 * i, "top5_error": 0.5 / (i + 1)}
+            for i, p in enumerate(points)}  # fmt: skip
+    report = kp.ProbeReport(points, {s: rows for s in ("train", "val", "test")}, 10, "mobilenet")
+    table = report.table()
+    assert max(len(line) for line in table.splitlines()) <= 100, table
+    for point in points:
+        assert table.count(f" {point} ") == 3  # a row per split
+    assert "12.3456" in table and "0.0357" in table  # every figure, with its digits
 
 
 def test_monotonicity():
@@ -159,8 +225,11 @@ def test_csv_stays_readable_by_pandas(tmp_path):
 
     make_report().to_csv(tmp_path / "r.csv")
     frame = pandas.read_csv(tmp_path / "r.csv", comment="#")
-    assert list(frame.columns) == ["split", "depth", "point", "loss", "error", "top5_error"]
+    assert list(frame.columns) == [
+        *["split", "depth", "point", "loss", "error", "top5_error", "model", "num_classes"]
+    ]
     assert len(frame) == 6 and frame["error"].notna().all()
+    assert set(frame["model"]) == {"convnet"} and set(frame["num_classes"]) == {10}
 
 
 def test_from_csv_refuses_a_csv_without_the_end_line(tmp_path):
