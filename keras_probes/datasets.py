@@ -173,8 +173,11 @@ def image_folder(
 ) -> tuple[tf.data.Dataset, list[str]]:
     """Images in one sub-folder per class, as a dataset of `(images, labels)`.
 
-    Read with `keras.utils.image_dataset_from_directory`, in a fixed order (not
-    shuffled), labels by sorted sub-folder name.
+    Listed as `keras.utils.image_dataset_from_directory` lists them, in a fixed
+    order (not shuffled), labels by sorted sub-folder name, and decoded and
+    resized as it does. A file that cannot be decoded (empty, truncated, not an
+    image) fails the iteration with a `tf.errors.InvalidArgumentError` naming
+    it ("The image data/cat/3.jpg cannot be read: ...").
 
     Args:
         directory: a folder holding one sub-folder of images per class.
@@ -189,17 +192,80 @@ def image_folder(
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"No image folder at {directory}.")
-    dataset = keras.utils.image_dataset_from_directory(
+    # Keras lists the files and names the classes (its errors, e.g. "No images found",
+    # included); the images are read here, so that a file that cannot be decoded is
+    # named in the error instead of TensorFlow's "Unknown image file format".
+    listed = keras.utils.image_dataset_from_directory(
         directory,
         labels="inferred",
         label_mode="int",
         color_mode=color_mode,
         image_size=tuple(image_size),
-        batch_size=batch_size,
+        batch_size=None,
         shuffle=False,
         verbose=False,
     )
-    return _preprocessed(dataset, preprocess), list(dataset.class_names)
+    class_names = list(listed.class_names)
+    paths = list(listed.file_paths)
+    labels = [class_names.index(Path(p).relative_to(directory).parts[0]) for p in paths]
+    channels = 3 if color_mode == "rgb" else 1
+    dataset = _read_images(paths, labels, tuple(image_size), channels).batch(batch_size)
+    return _preprocessed(dataset, preprocess), class_names
+
+
+def _read_images(paths, labels, image_size, channels):
+    """Unbatched `(image, label)` of image files, decoded and resized as Keras'
+    `image_dataset_from_directory` does (bilinear, float32), in order.
+
+    A file that cannot be read or decoded fails the iteration with an error naming
+    it: its element is dropped (`ignore_errors`), and the gap it leaves in the
+    running index is found by `scan` (a sentinel after the last file finds a gap
+    at the end).
+    """
+    count = len(paths)
+    paths = tf.constant(paths, tf.string)
+
+    def read(path, label, index):
+        image = tf.image.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        )
+        image = tf.image.resize(image, image_size)
+        image.set_shape((*image_size, channels))
+        return image, label, index
+
+    def check(previous, element):
+        missing = tf.gather(paths, tf.minimum(previous + 1, count - 1))
+        found = tf.debugging.Assert(
+            tf.equal(element[2], previous + 1),
+            [
+                tf.strings.join(
+                    [
+                        "The image ",
+                        missing,
+                        " cannot be read: it is empty, truncated or corrupt, or no JPEG, "
+                        "PNG, GIF, BMP or WebP image; remove or replace it.",
+                    ]
+                )
+            ],
+        )
+        with tf.control_dependencies([found]):
+            return tf.identity(element[2]), element
+
+    sentinel = tf.data.Dataset.from_tensors(
+        (tf.zeros((*image_size, channels)), tf.constant(0, tf.int32), tf.constant(count, tf.int64))
+    )
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (paths, tf.constant(labels, tf.int32), tf.range(count, dtype=tf.int64))
+    )
+    dataset = (
+        dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()
+        .concatenate(sentinel)
+        .scan(tf.constant(-1, tf.int64), check)
+        .filter(lambda image, label, index: index < count)
+        .map(lambda image, label, index: (image, label))
+    )
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def tfds_images(

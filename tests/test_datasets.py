@@ -59,6 +59,53 @@ def test_images_reads_a_folder_with_its_class_names(tmp_path):
     assert x.shape == (4, 8, 8, 1) and list(y.numpy()) == [0, 0, 1, 1]
 
 
+def _rgb_folder(root, per_class=3):
+    """`root` with two classes of small RGB images: PNGs, and real JPEGs from Imagenette."""
+    jpegs = sorted((kp.datasets.imagenette_dir() / "val" / "n01440764").iterdir())
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
+            image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+            tf.io.write_file(str(root / name / f"{j}.png"), tf.io.encode_png(image))
+        (root / name / "z.jpg").write_bytes(jpegs[0 if name == "a" else 1].read_bytes())
+    return root
+
+
+def test_an_image_folder_reads_as_keras_reads_it(tmp_path):
+    folder = _rgb_folder(tmp_path / "data")
+    ours, names = kp.datasets.image_folder(folder, (16, 12), batch_size=3)
+    theirs = keras.utils.image_dataset_from_directory(
+        folder, image_size=(16, 12), batch_size=3, shuffle=False, verbose=False
+    )
+    assert names == theirs.class_names == ["a", "b"]
+    assert int(ours.cardinality()) == int(theirs.cardinality()) == 3
+    for (x, y), (x_keras, y_keras) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(x.numpy(), x_keras.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_keras.numpy())
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("a/1.png", b"not an image at all"),  # in the middle
+        ("a/0.png", b""),  # the very first
+        ("b/z.jpg", "truncated"),  # the very last: a real JPEG cut in half
+    ],
+)
+def test_a_corrupt_image_is_named_when_it_is_read(tmp_path, name, content):
+    folder = _rgb_folder(tmp_path / "data")
+    bad = folder / name
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if content == "truncated" else content)
+    dataset, _ = kp.datasets.image_folder(folder, (16, 12), batch_size=3)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in dataset:
+            pass
+    assert f"The image {bad} cannot be read" in info.value.message, info.value.message
+    assert "remove or replace it" in info.value.message
+
+
 @pytest.mark.parametrize("source", ["./nowhere", "data/nowhere", "~/kp_nowhere", "/kp/nowhere"])
 def test_images_answers_a_missing_folder_without_the_tfds_catalogue(source):
     with pytest.raises(FileNotFoundError, match=f"No image folder at {re.escape(source)}") as error:
