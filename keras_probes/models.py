@@ -31,7 +31,7 @@ from keras_probes.model import ProbedModel
 __all__ = ["as_probed", "classifier_errors", "load_model", "load_saved_model"]
 
 
-def load_model(path) -> keras.Model:
+def load_model(path, *, safe_mode: bool = True) -> keras.Model:
     """Opens a `.keras` archive or a SavedModel directory, without compiling it.
 
     A `.keras` archive is read by `keras.models.load_model` (a saved
@@ -41,10 +41,15 @@ def load_model(path) -> keras.Model:
     ("No model file at ..."), a `.keras` file that is not a whole zip archive
     with a `config.json` is a `ValueError` ("... exists but is not a readable
     .keras archive (...)"), never Keras' own "File not found" for a file that
-    is there.
+    is there. A `.keras` file holding Python code (a `Lambda` layer's
+    function) is refused with a `ValueError` ("... holds Python code ...")
+    unless `safe_mode=False`: loading it runs that code.
 
     Args:
         path: a `.keras` file or a SavedModel directory.
+        safe_mode: whether to refuse Python code in a `.keras` file, as
+            `keras.models.load_model` does; pass `False` only for a file you
+            trust. Defaults to `True`.
 
     Returns:
         The model: a `kp.ProbedModel`, any Keras model, or a SavedModel wrapped
@@ -72,9 +77,19 @@ def load_model(path) -> keras.Model:
     if path.suffix == ".keras":
         _check_keras_archive(path)
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except (KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         raise ValueError(_unreadable(path, error)) from None
+    except ValueError as error:
+        if "safe_mode=False" not in str(error):
+            raise
+        # Keras' own words name `keras.config.enable_unsafe_deserialization()` as well:
+        # keep what it found, and the one switch of this function.
+        found = str(error).split(". ")[0].removeprefix("Requested the deserialization of ")
+        raise ValueError(
+            f"{path} holds Python code ({found}): loading it runs that code, so it is "
+            "refused by default; if you trust the file, pass safe_mode=False."
+        ) from None
 
 
 def _check_keras_archive(path):

@@ -90,6 +90,28 @@ def test_load_model_errors_say_what_the_path_holds(tmp_path, make, error, messag
         kp.models.load_model(make(tmp_path))
 
 
+def lambda_model():
+    """A model whose `.keras` file holds Python code: a `Lambda` layer's lambda."""
+    inputs = keras.Input((4,), name="x")
+    doubled = keras.layers.Lambda(lambda x: x * 2.0, name="double")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="dense")(doubled))
+
+
+def test_load_model_refuses_python_code_unless_trusted(tmp_path):
+    path = tmp_path / "lambda.keras"
+    model = lambda_model()
+    model.save(path)
+    with pytest.raises(ValueError) as info:
+        kp.models.load_model(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} holds Python code"), message
+    assert "Lambda" in message and "if you trust the file, pass safe_mode=False" in message
+    assert "enable_unsafe_deserialization" not in message and "\n" not in message
+    loaded = kp.models.load_model(path, safe_mode=False)
+    x = np.arange(8, dtype="float32").reshape(2, 4)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_as_probed_keeps_a_probed_model_and_probes_a_plain_one(saved):
     _, model = saved
     probed = kp.models.as_probed(model, ["conv1", "gap"], num_classes=4, reducers="gap")
