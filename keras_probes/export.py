@@ -31,6 +31,18 @@ Every signature checks the shape of what it is fed against the model's
 [1,29,29,1] is not compatible with expected shape [?,28,28,1]."), never rows
 of wrong numbers.
 
+Two exports are refused, each unless asked for explicitly:
+
+- probes never fitted (`allow_unfitted=True`): heads whose weights are all
+  still zero, as initialised, which serve the same answer for every input
+  (`kp.solvers.NotFittedError`, before any work);
+- a version whose signatures (names, input and output keys, dtypes and
+  shapes) differ from the latest version's, the highest one under
+  `base_dir` holding a `saved_model.pb` (`allow_new_signatures=True`):
+  clients of the latest version would break when the server moves to the
+  new one (`ValueError` naming the differences). The signatures are read
+  from the `saved_model.pb` files alone, when the version is published.
+
 What a reader sees at every instant, and what two writers do:
 
 - Before any work, `base_dir` and the directory holding `models.config` (or
@@ -45,7 +57,8 @@ What a reader sees at every instant, and what two writers do:
   dies) and, under it: picks the version (`version=None`: the next free one
   at that moment, so racing exports each get their own; a given version
   that another export took meanwhile is a `FileExistsError` naming the next
-  free one), reads and updates `models.config` (written aside, fsynced,
+  free one), compares the signatures with the latest version's, reads and
+  updates `models.config` (written aside, fsynced,
   replaced), then renames the version. The rename is the commit point:
   `models.config` may list a model an instant before its first version
   exists, which TF Serving treats as a model with no version yet to load.
@@ -60,7 +73,6 @@ What a reader sees at every instant, and what two writers do:
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -73,6 +85,8 @@ import tensorflow as tf
 
 from keras_probes import _files, _graph, _params
 from keras_probes.model import ProbedModel
+from keras_probes.solvers import NotFittedError
+from keras_probes.tasks import Classification
 
 __all__ = ["export_serving", "next_version", "serving_name"]
 
@@ -104,6 +118,8 @@ def export_serving(
     warmup=None,
     model_name: str | None = None,
     server_root: str | None = None,
+    allow_unfitted: bool = False,
+    allow_new_signatures: bool = False,
 ) -> Path:
     """Writes `probed` as a TensorFlow Serving model version.
 
@@ -122,17 +138,26 @@ def export_serving(
             warm-up requests, one request per signature. Defaults to `None`:
             one example of zeros of the input's shape (one token where the
             number of tokens is free).
-
-    The signatures take the model's own inputs, with their dtypes: for a
-    keras-hub backbone, its dict of token inputs (BERT's `padding_mask` is
-    int32). A keras-hub task's preprocessor is not exported: requests carry
-    what it gives (token ids, masks).
         model_name: the model's name in the requests and in `models.config`.
             Defaults to the name of `base_dir`.
         server_root: where the server sees the directory holding `base_dir`,
             for `models.config`'s `base_path` (e.g. `"/models"` when it is
             mounted there in a container). Defaults to `None`: its absolute
             path here.
+        allow_unfitted: export probes whose weights are all still zero, as
+            initialised (never fitted: each serves the same answer for every
+            input). Defaults to `False`: such probes are refused.
+        allow_new_signatures: publish a version whose signatures (names,
+            input and output keys, dtypes and shapes) differ from those of
+            the latest version under `base_dir` (the highest one holding a
+            `saved_model.pb`, compared when the version is published).
+            Defaults to `False`: refused, since clients of the latest
+            version break when the server moves to the new one.
+
+    The signatures take the model's own inputs, with their dtypes: for a
+    keras-hub backbone, its dict of token inputs (BERT's `padding_mask` is
+    int32). A keras-hub task's preprocessor is not exported: requests carry
+    what it gives (token ids, masks).
 
     Returns:
         The version's directory, `base_dir/<version>`.
@@ -147,7 +172,10 @@ def export_serving(
         OSError: writing the version failed (TensorFlow's error, in one
             line), or `models.config` is a directory.
         ValueError: the existing `models.config` does not parse as a
-            `ModelServerConfig`.
+            `ModelServerConfig`; the signatures differ from the latest
+            version's (without `allow_new_signatures`).
+        kp.solvers.NotFittedError: a probe was never fitted (without
+            `allow_unfitted`; checked before any work).
 
     Example:
 
@@ -165,6 +193,8 @@ def export_serving(
         description=f"an integer >= 1 and <= {_MAX_VERSION} (TF Serving's versions are int64)",
     )
     _params.check({"version": [valid, None]}, version=version)
+    if not allow_unfitted:
+        _check_fitted(probed)
     base_dir = Path(base_dir)
     _check_writable(base_dir)
     model_name = model_name or base_dir.resolve().name
@@ -182,7 +212,7 @@ def export_serving(
     temporary = base_dir / f".partial-{uuid.uuid4().hex[:8]}"
     try:
         _write_version(temporary, probed, heads_only, warmup, model_name)
-        return _publish(temporary, base_dir, version, model_name, server_root)
+        return _publish(temporary, base_dir, version, model_name, server_root, allow_new_signatures)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -211,6 +241,36 @@ def _check_writable(base_dir):
             )
 
 
+def _check_fitted(probed):
+    """Refuses probes whose weights are all still zero, as every head starts (heads.py): never
+    fitted, they answer the same whatever the input. Fitting, `set_weights` and loading a
+    `.keras` file all leave some weight nonzero."""
+    unfitted = [
+        point
+        for point in probed.points
+        if not any(np.any(w) for w in probed.get_probe(point).get_weights())
+    ]
+    if not unfitted:
+        return
+    answer = (
+        "uniform probabilities and class 0"
+        if isinstance(probed.task, Classification)
+        else "predictions of 0"
+    )
+    probes, are, their, they = (
+        ("The probe", "is", "its", "it")
+        if len(unfitted) == 1
+        else ("The probes", "are", "their", "they")
+    )
+    raise NotFittedError(
+        f"{probes} at {unfitted} {are} not fitted: {their} weights are all zero, as initialised, "
+        f"so {they} would serve {answer} for every input. Fit the probes first "
+        "(`probed.fit(x, y)` or `kp.fit_probes(probed, cache)`; `keras-probes probe`, or "
+        "`fit --save`), or pass allow_unfitted=True (--allow-unfitted) to export them as they "
+        "are."
+    )
+
+
 def _write_version(directory, probed, heads_only, warmup, model_name):
     """The SavedModel and its warm-up requests in `directory`, fsynced; TensorFlow's errors as
     a one-line `OSError` (`PermissionError` for a denied write)."""
@@ -228,9 +288,11 @@ def _write_version(directory, probed, heads_only, warmup, model_name):
     _fsync_tree(directory)
 
 
-def _publish(temporary, base_dir, version, model_name, server_root):
-    """Under the lock: picks the version, updates `models.config`, renames `temporary` to the
-    version (the commit point; on failure `models.config` is restored). Returns its path."""
+def _publish(temporary, base_dir, version, model_name, server_root, allow_new_signatures):
+    """Under the lock: picks the version, compares its signatures with the latest version's,
+    updates `models.config`, renames `temporary` to the version (the commit point; on failure
+    `models.config` is restored). Returns its path."""
+    signatures = None if allow_new_signatures else _signatures_in(temporary, "the new version")
     config = base_dir.resolve().parent / _CONFIG
     with _export_lock(config.parent):
         free = next_version(base_dir)
@@ -238,6 +300,8 @@ def _publish(temporary, base_dir, version, model_name, server_root):
         target = base_dir / str(number)
         if os.path.lexists(target):
             raise FileExistsError(_taken(target, number, model_name, free))
+        if signatures is not None:
+            _check_same_signatures(signatures, base_dir, number, model_name)
         old, new = _models_config(config, base_dir, model_name, server_root)
         if new != old:
             _files.atomic_write(config, new)
@@ -263,12 +327,83 @@ def _taken(target, version, model_name, free):
     )
 
 
+def _signatures_in(directory, what):
+    """`{signature: {"inputs": {key: "float32 [?,28,28,1]"}, "outputs": {...}}}` of the
+    SavedModel in `directory`, read from its `saved_model.pb` alone (no variables loaded)."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = directory / "saved_model.pb"
+    try:
+        saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    except (OSError, DecodeError) as error:
+        raise ValueError(
+            f"Cannot read the signatures of {what} from {path} ({error}), so they cannot be "
+            "compared. Fix or remove that version, or pass allow_new_signatures=True "
+            "(--allow-new-signatures) to publish without comparing; no version was exported."
+        ) from None
+
+    def spec(info):
+        dtype = tf.dtypes.as_dtype(info.dtype).name if info.dtype else "?"
+        if info.tensor_shape.unknown_rank:
+            return f"{dtype} [...]"
+        dims = ",".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim)
+        return f"{dtype} [{dims}]"
+
+    return {
+        name: {
+            side: {key: spec(info) for key, info in getattr(signature, side).items()}
+            for side in ("inputs", "outputs")
+        }
+        for meta_graph in saved.meta_graphs
+        for name, signature in meta_graph.signature_def.items()
+        if not name.startswith("__")  # TensorFlow's own (__saved_model_init_op)
+    }
+
+
+def _check_same_signatures(signatures, base_dir, number, model_name):
+    """Refuses, naming the first differences, `signatures` other than those of the latest
+    version: the highest one holding a `saved_model.pb`, which clients call now."""
+    versions = [p for p in base_dir.iterdir() if p.name.isdigit()] if base_dir.is_dir() else []
+    versions = [p for p in versions if os.path.lexists(p / "saved_model.pb")]
+    if not versions:
+        return
+    latest = max(versions, key=lambda p: int(p.name))
+    before = _signatures_in(latest, f"version {latest.name}")
+    differences = []
+    names = sorted(before.keys() | signatures.keys())
+    # serving_default first: what most clients call.
+    for name in sorted(names, key=lambda name: name != "serving_default"):
+        if name not in signatures:
+            differences.append(f"{name} is gone")
+        elif name not in before:
+            differences.append(f"{name} is new")
+        else:
+            for side, verb in (("inputs", "takes"), ("outputs", "gives")):
+                old, new = before[name][side], signatures[name][side]
+                if old != new:
+                    differences.append(f"{name} {verb} {_specs(new)} instead of {_specs(old)}")
+    if not differences:
+        return
+    more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
+    raise ValueError(
+        f"The signatures differ from version {latest.name}'s, which clients of {model_name!r} "
+        f"call: {'; '.join(differences[:2])}{more}. Version {number} would break them when the "
+        "server moves to it. Export with the same settings (heads_only, points, the model's "
+        "inputs) or into another model directory, or pass allow_new_signatures=True "
+        "(--allow-new-signatures) to publish it as it is; no version was exported."
+    )
+
+
+def _specs(specs):
+    return "{" + ", ".join(f"{key} {spec}" for key, spec in sorted(specs.items())) + "}"
+
+
 @contextlib.contextmanager
 def _export_lock(directory):
     """Exclusive, across processes and threads: one publication at a time per `models.config`
     (held for a rename and a small file write)."""
-    with open(directory / _LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _files.locked(directory / _LOCK):
         yield
 
 

@@ -314,3 +314,54 @@ def test_regression_probes_export_their_predictions(digits, tmp_path):
     np.testing.assert_allclose(
         result["gap_predictions"], probed.predict(x, verbose=0)["gap"], atol=1e-5
     )
+
+
+def test_probes_never_fitted_are_refused_unless_allowed(probed, digits, tmp_path):
+    """Heads still at their initial zeros serve uniform probabilities and class 0 for every
+    input: refused before any work, naming the points and the fix."""
+    fresh = kp.ProbedModel(small_convnet(), points=["pool1", "gap"], num_classes=10)
+    base = tmp_path / "probes"
+    with pytest.raises(
+        kp.solvers.NotFittedError,
+        match=r"\['pool1', 'gap'\] are not fitted.*fit_probes.*allow_unfitted=True",
+    ) as caught:
+        kp.export_serving(fresh, base)
+    assert "\n" not in str(caught.value)
+    assert not base.exists() and not (tmp_path / "models.config").exists()
+    # One head fitted (here set by hand): the other is still named.
+    fresh.get_probe("gap").set_weights([np.ones((16, 10), "float32"), np.zeros(10, "float32")])
+    with pytest.raises(kp.solvers.NotFittedError, match=r"\['pool1'\] is not fitted"):
+        kp.export_serving(fresh, base)
+    # Asked for explicitly, it is exported as it is.
+    served = tf.saved_model.load(str(kp.export_serving(fresh, base, allow_unfitted=True)))
+    result = outputs_of(served.signatures["probe_pool1"], inputs=digits[2][:2])
+    np.testing.assert_array_equal(result["probabilities"], np.full((2, 10), 0.1, "float32"))
+    # Probes fitted, saved and loaded back from .keras are fitted.
+    probed.save(tmp_path / "probed.keras")
+    loaded = keras.models.load_model(tmp_path / "probed.keras")
+    assert kp.export_serving(loaded, tmp_path / "loaded") == tmp_path / "loaded" / "1"
+
+
+def test_a_version_with_other_signatures_is_refused_unless_allowed(probed, tmp_path):
+    """`export --heads-only` after a full export would move clients to other inputs."""
+    base = tmp_path / "probes"
+    kp.export_serving(probed, base)
+    config = (tmp_path / "models.config").read_text()
+    with pytest.raises(
+        ValueError,
+        match=r"signatures differ from version 1's.*serving_default takes.*"
+        r"inputs float32 \[\?,28,28,1\].*allow_new_signatures=True",
+    ) as caught:
+        kp.export_serving(probed, base, heads_only=True)
+    assert "\n" not in str(caught.value)
+    assert names_in(base) == ["1"]  # neither "2" nor a partial directory
+    assert (tmp_path / "models.config").read_text() == config
+    # Asked for explicitly, the new signatures are published.
+    assert kp.export_serving(probed, base, heads_only=True, allow_new_signatures=True) == base / "2"
+    heads = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
+    assert set(heads.structured_input_signature[1]) == {"pool1", "bn2", "gap", "predictions"}
+    # The same signatures as the latest version publish as they are.
+    assert kp.export_serving(probed, base, heads_only=True) == base / "3"
+    with pytest.raises(ValueError, match="differ from version 3's"):
+        kp.export_serving(probed, base, version=7)
+    assert names_in(base) == ["1", "2", "3"]

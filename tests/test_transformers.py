@@ -274,6 +274,8 @@ def test_export_of_a_model_with_one_named_input_in_a_dict(tmp_path):
     inputs = {"images": keras.Input((6,), name="images")}
     model = keras.Model(inputs, keras.layers.Dense(4, name="dense")(inputs["images"]))
     probed = kp.ProbedModel(model, points="dense", num_classes=2)
+    rng = np.random.default_rng(0)  # a fitted head: export refuses all-zero ones
+    probed.get_probe("dense").set_weights([rng.normal(size=(4, 2)), np.zeros(2)])
     path = kp.export_serving(probed, tmp_path / "serving")
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"images"}
