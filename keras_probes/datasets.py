@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _params
+from keras_probes import _graph, _params
 from keras_probes import points as points_lib
 
 __all__ = [
@@ -363,24 +363,30 @@ def images_for_model(
     """Images of an image folder or a TFDS dataset, as `model` takes them.
 
     `images`, with the height, width and channels of the model's image input:
-    1 channel reads grayscale, 3 read RGB. Where the input leaves the height
-    and width open (`(None, None, 3)`, e.g. `include_top=False`), the images
-    are resized to `image_size`, else to the preset's. A given `image_size`
-    must fit a fixed input. Without `preprocess`, the preset's preprocessing
-    is applied (`"caffe"` for `"resnet50"`), else none.
+    1 channel reads grayscale, 3 read RGB. The model's family is `preset`, else
+    the one `kp.points.family` finds in it (a MobileNet is one whatever its
+    probe points). Where the input leaves the height and width open (`(None,
+    None, 3)`, e.g. `include_top=False`), the images are resized to
+    `image_size`, else to the family's. A given `image_size` must fit a fixed
+    input. Without `preprocess`, the family's preprocessing is applied
+    (`"caffe"` for ResNet50); a grayscale model keeps pixels 0..255; an RGB
+    model of no known family is refused with a `ValueError`: its
+    preprocessing cannot be guessed, and a wrong one gives wrong numbers
+    without any error.
 
     Args:
         model: a Keras model of one image input `(batch, height, width,
             channels)`; for a `kp.ProbedModel`, that of its base.
         source: an image folder or a TFDS dataset name, as `images` takes it.
         batch_size: images per batch. Defaults to `32`.
-        preprocess: one of `PREPROCESSING`. Defaults to the preset's, else
-            `"none"`.
+        preprocess: one of `PREPROCESSING`. Defaults to the family's (a
+            grayscale model's: `"none"`).
         preset: the model's family, a `kp.points.PRESETS` name or a
             `kp.points.Preset`: its preprocessing and input size are the
-            defaults. Defaults to `None`.
+            defaults. Defaults to `None`: the family `kp.points.family` finds
+            in the model, if any.
         image_size: `(height, width)` for an input of open size. Defaults to
-            the model's input size, else the preset's.
+            the model's input size, else the family's.
         split: the TFDS split to read (ignored for a folder). Defaults to `"train"`.
         data_dir: TFDS data directory. Defaults to TFDS's own.
 
@@ -401,12 +407,14 @@ def images_for_model(
         preset = points_lib.PRESETS.get(preset)
     elif not isinstance(preset, points_lib.Preset):
         _params.refuse("preset", preset, "a kp.points.PRESETS name, a kp.points.Preset or None")
+    if preprocess is not None:
+        _check_preprocess(preprocess)
+    base = getattr(model, "base", model)
+    if preset is None and _graph.is_graph_model(base):
+        preset = points_lib.PRESETS.get(points_lib.family(base))
+    size, channels = _image_input(base, image_size, preset.image_size if preset else None)
     if preprocess is None:
-        preprocess = preset.preprocess if preset is not None else "none"
-    _check_preprocess(preprocess)
-    size, channels = _image_input(
-        getattr(model, "base", model), image_size, preset.image_size if preset else None
-    )
+        preprocess = _default_preprocess(preset, channels)
     return images(
         source,
         size,
@@ -415,6 +423,23 @@ def images_for_model(
         split=split,
         color_mode="rgb" if channels == 3 else "grayscale",
         data_dir=data_dir,
+    )
+
+
+def _default_preprocess(preset, channels):
+    """The family's preprocessing; none for grayscale; refused for an RGB model of no
+    known family, whose pixels may have to be in [-1, 1] or have the mean removed."""
+    if preset is not None:
+        return preset.preprocess
+    if channels == 1:
+        return "none"
+    raise ValueError(
+        "The model's family is unknown (no preset fits it: "
+        f"{', '.join(n for n, p in points_lib.PRESETS.items() if p.image_size)}), so how "
+        "its images were preprocessed cannot be guessed, and a wrong guess gives wrong "
+        "numbers silently. Pass preprocess= one of 'tf' (pixels to [-1, 1]: MobileNet, "
+        "Inception), 'caffe' (BGR minus the ImageNet mean: ResNet50, VGG), 'torch' "
+        "(standardised: DenseNet) or 'none' (pixels 0..255). Received: preprocess=None"
     )
 
 

@@ -193,6 +193,50 @@ def test_images_for_model_default_to_the_presets_size_and_preprocessing(imagenet
     np.testing.assert_array_equal(first_batch(dataset)[0], expected)
 
 
+def named_like_mobilenet(size=None, channels=3):
+    """A tiny model whose layers bear the names of the MobileNet preset: of its family."""
+    inputs = keras.Input((size, size, channels))
+    x = inputs
+    for name in kp.points.PRESETS["mobilenet"].layers:
+        x = keras.layers.ReLU(name=name)(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_images_for_model_take_the_family_found_in_the_model(imagenette_val):
+    # No preset given: the model's family (kp.points.family) brings its preprocessing
+    # and, for an input of open size, its image size, as `preset="mobilenet"` would.
+    model = named_like_mobilenet()
+    assert kp.points.family(model) == "mobilenet"
+    x, _ = first_batch(kp.datasets.images_for_model(model, imagenette_val, 10))
+    expected, _ = first_batch(kp.datasets.images(imagenette_val, (224, 224), 10, "tf"))
+    np.testing.assert_array_equal(x, expected)
+    # Explicit arguments still win.
+    dataset = kp.datasets.images_for_model(model, imagenette_val, 10, "none", image_size=(8, 8))
+    expected, _ = first_batch(kp.datasets.images(imagenette_val, (8, 8), 10))
+    np.testing.assert_array_equal(first_batch(dataset)[0], expected)
+
+
+def test_images_for_model_refuse_to_guess_the_preprocessing_of_an_unknown_rgb_model(
+    imagenette_val, tmp_path
+):
+    # An RGB network of no known family: 0..255 pixels fed to a network trained on
+    # [-1, 1] give wrong numbers silently, so the preprocessing must be said.
+    with pytest.raises(ValueError) as info:
+        kp.datasets.images_for_model(open_size_model(), imagenette_val, 10, image_size=(8, 8))
+    message = str(info.value)
+    assert "no preset fits it" in message and "Received: preprocess=None" in message
+    for mode in ("'tf'", "'caffe'", "'torch'", "'none'"):
+        assert mode in message
+    dataset = kp.datasets.images_for_model(
+        open_size_model(), imagenette_val, 10, "none", image_size=(8, 8)
+    )
+    assert first_batch(dataset)[0].max() > 1  # pixels as they are
+    # A grayscale model: no keras.applications preprocessing applies, pixels stay 0..255.
+    folder = _png_folder(tmp_path / "grey", ["a", "b"], size=28)
+    x, _ = first_batch(kp.datasets.images_for_model(small_convnet(), folder, 4))
+    assert x.shape == (4, 28, 28, 1) and x.max() > 1
+
+
 def test_images_for_model_take_a_fixed_input_size_and_its_channels(tmp_path, mnist):
     folder = tmp_path / "digits"
     (x, y) = mnist.test
