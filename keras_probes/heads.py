@@ -44,7 +44,8 @@ class _LinearHead(keras.layers.Layer):
         return keras.ops.matmul(inputs, self.kernel) + self.bias
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
+        # (batch, units), or (batch, tokens, units): the last axis is mapped.
+        return (*input_shape[:-1], self.units)
 
     def get_config(self):
         return {
@@ -118,10 +119,11 @@ class RegressionHead(_LinearHead):
             `keras.layers.Layer` arguments; float32 whatever the policy.
 
     Input shape:
-        `(batch, features)`.
+        `(batch, features)`, or `(batch, tokens, features)`.
 
     Output shape:
-        `(batch, num_targets)`: the predictions.
+        `(batch, num_targets)` (or `(batch, tokens, num_targets)`): the
+        predictions.
 
     Example:
 
