@@ -117,6 +117,77 @@ class ProbeTrainer(keras.Model):
     def compile_from_config(self, config):
         self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
 
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        *args,
+        **kwargs,
+    ):
+        callbacks = self._with_progress(callbacks, verbose)
+        history = super().fit(x, y, batch_size, epochs, verbose, callbacks, *args, **kwargs)
+        history.history = self._in_depth_order(history.history)
+        return history
+
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        callbacks = self._with_progress(callbacks, verbose)
+        logs = super().evaluate(
+            x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict, **kwargs
+        )
+        return self._in_depth_order(logs) if return_dict else logs
+
+    def _with_progress(self, callbacks, verbose):
+        """`callbacks` plus a progress bar that lists the probes in depth order, where Keras
+        would add its own (`verbose` not 0, no `ProgbarLogger` given)."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks  # `fit` evaluating its validation data: fit's own callbacks
+        callbacks = list(callbacks or [])
+        given = any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)
+        if verbose != 0 and not given:
+            callbacks.append(_DepthOrderedProgbar(self._in_depth_order))
+        return callbacks
+
+    def _in_depth_order(self, logs):
+        """`logs` with the probes' keys input side first, each probe's metrics in the
+        trackers' order; other keys (`loss`) first, `val_` keys after the rest.
+
+        Keras gives callbacks its logs sorted by name
+        (`keras.src.utils.python_utils.pythonify_logs`), which would list
+        `conv_pw_10` before `conv_pw_2`. The keys themselves are unchanged.
+        """
+        depth = {point: index for index, point in enumerate(self._points)}
+        metrics = {point: list(trackers) for point, trackers in self._trackers.items()}
+
+        def rank(key):
+            held_out = key.startswith("val_")
+            name = key.removeprefix("val_")
+            # The longest point the key starts with: points may hold "/" themselves.
+            point = max(
+                (p for p in self._points if name.startswith(p + "/")), key=len, default=None
+            )
+            if point is None:
+                return (held_out, -1, 0)
+            metric = name[len(point) + 1 :]
+            order = metrics[point]
+            return (held_out, depth[point], order.index(metric) if metric in order else len(order))
+
+        return {key: logs[key] for key in sorted(logs, key=rank)}
+
     @property
     def metrics(self):
         return [self._total_tracker] + [
@@ -197,6 +268,26 @@ class ProbeTrainer(keras.Model):
         logits = self._probe_logits(features)
         losses, total, total_weight = self._probe_losses(y, logits, sample_weight)
         return self._update_metrics(y, logits, losses, total, total_weight, sample_weight)
+
+
+class _DepthOrderedProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, with the logs reordered by `order` (a function of the logs)."""
+
+    def __init__(self, order):
+        super().__init__()
+        self._order = order
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._order(logs or {}))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._order(logs or {}))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._order(logs or {}))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._order(logs or {}))
 
 
 def _names(inputs) -> list[str]:

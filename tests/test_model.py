@@ -339,3 +339,31 @@ def test_multi_input_base_takes_lists_dicts_and_datasets():
     probed.fit(dataset, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"inputs are named \['z_image', 'a_vector'\]"):
         probed.predict({"image": xi, "a_vector": xv}, verbose=0)
+
+
+def test_progress_and_history_show_the_probes_in_depth_order(capsys):
+    """Keras hands callbacks its logs sorted by name (`conv_pw_10` before `conv_pw_2`): the
+    progress bar and the history list them input side first, under the same names."""
+    inputs = keras.Input((4,))
+    h = inputs
+    for i in range(1, 12):
+        h = keras.layers.Dense(3, name=f"conv_pw_{i}")(h)
+    points = kp.points.matching(r"conv_pw_\d+")
+    probed = kp.ProbedModel(keras.Model(inputs, h), points=points, num_classes=2)
+    assert probed.points == [f"conv_pw_{i}" for i in range(1, 12)]
+    probed.compile(run_eagerly=True)  # the order is Keras' callbacks' business: no need to trace
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    y = np.arange(16) % 2
+    history = probed.fit(x, y, validation_data=(x, y), batch_size=16, epochs=1, verbose=1)
+    printed = capsys.readouterr().out.splitlines()[-1]
+    per_point = ["loss", "accuracy", "top5_accuracy"]
+    expected = [f"{p}/{m}" for p in probed.points for m in per_point]
+    expected = ["loss", *expected, "val_loss", *(f"val_{k}" for k in expected)]
+    assert list(history.history) == expected
+    shown = [part.split(":")[0] for part in printed.split(" - ")[1:]]
+    assert shown == expected
+    # Evaluation alone too: its bar and its dict.
+    logs = probed.evaluate(x, y, verbose=1, return_dict=True)
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert list(logs) == expected[: len(expected) // 2]
+    assert [part.split(":")[0] for part in printed.split(" - ")[1:]] == list(logs)
