@@ -1,6 +1,7 @@
 """Keras callbacks: early stopping per probe, and probes watching a model train."""
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -233,13 +234,16 @@ class ProbeMonitor(keras.callbacks.Callback):
             `l2`, `max_iter`, `tol` and `standardize` are then refused.
         batch_size: batch size of the feature extraction. Defaults to `256`.
         path: a JSON file the history is written to after every measurement
-            (atomically): an interrupted run keeps what it measured.
+            (atomically): an interrupted run keeps what it measured. Missing
+            directories are made; a directory at `path`, or an unwritable
+            directory, is refused here (`IsADirectoryError`,
+            `NotADirectoryError`, `PermissionError`), not mid-training.
             Defaults to `None`.
         log_dir: a TensorBoard log directory: after every measurement the
             layers x measurements heatmap of the error (`val_error` with
             validation data, else `train_error`) is written as an image
             summary `probes/<metric>` at the training step, in
-            `log_dir/probes`. Defaults to `None`.
+            `log_dir/probes`. Checked here as `path` is. Defaults to `None`.
         seed: seed of the subsets. Defaults to `0`.
         verbose: `1` prints a line per measurement. Defaults to `1`.
 
@@ -343,6 +347,11 @@ class ProbeMonitor(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.path = None if path is None else Path(path)
         self.log_dir = None if log_dir is None else Path(log_dir)
+        # Written at every measurement: refused now rather than mid-training.
+        if self.path is not None:
+            _check_writable(self.path, "path")
+        if self.log_dir is not None:
+            _check_writable(self.log_dir, "log_dir")
         self._writer = None
         self.verbose = verbose
         self.history = None
@@ -456,6 +465,33 @@ class ProbeMonitor(keras.callbacks.Callback):
         with self._writer.as_default():
             tf.summary.image(f"probes/{metric}", image, step=step)
         self._writer.flush()
+
+
+def _check_writable(path: Path, argument: str) -> None:
+    """Refuses a history file (`argument="path"`) or a log directory (`"log_dir"`) that
+    could not be written: a directory where the file goes, a file where a directory
+    goes, or a nearest existing directory that is not writable. Missing directories
+    are fine: the first write makes them."""
+    received = f"{argument}={str(path)!r}"
+    if argument == "path" and path.is_dir():
+        raise IsADirectoryError(
+            f"ProbeMonitor writes its history to the JSON file {received}, which is a "
+            f"directory. Pass a file path, e.g. path={str(path / 'history.json')!r}."
+        )
+    directory = path.parent if argument == "path" else path
+    existing = directory
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"ProbeMonitor cannot write {received}: {existing} is a file, not a directory. "
+            f"Pass a path whose directories are directories."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"ProbeMonitor cannot write {received}: {existing} is not writable. Pass a path "
+            f"you can write to, or make it writable (e.g. `chmod u+w {existing}`)."
+        )
 
 
 def _may_keep_tokens(reducers) -> bool:

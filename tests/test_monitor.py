@@ -1,6 +1,8 @@
 """ProbeMonitor: probes fitted while a model trains, without touching the training."""
 
 import json
+import os
+import re
 
 import keras
 import numpy as np
@@ -164,3 +166,28 @@ def test_monitor_refuses_bad_arguments(kwargs, match):
     args = {"data": (np.zeros((3, 28, 28, 1)), np.zeros(3)), "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         kp.callbacks.ProbeMonitor(**args)
+
+
+def test_monitor_refuses_a_history_path_or_log_dir_it_cannot_write(tmp_path, monkeypatch):
+    """Checked when the monitor is made, not at its first measurement mid-training."""
+    data = (np.zeros((3, 28, 28, 1)), np.zeros(3))
+    where = re.escape(str(tmp_path))
+    with pytest.raises(IsADirectoryError, match=f"path='{where}', which is a directory.*history"):
+        kp.callbacks.ProbeMonitor(data, num_classes=10, path=tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match=f"{where}/file is a file, not a directory"):
+        kp.callbacks.ProbeMonitor(data, num_classes=10, path=tmp_path / "file" / "h.json")
+    with pytest.raises(NotADirectoryError, match=f"log_dir='{where}/file'.*is a file"):
+        kp.callbacks.ProbeMonitor(data, num_classes=10, log_dir=tmp_path / "file")
+    # Root may write anywhere, so the check is seen through os.access.
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: str(path) != str(tmp_path) and access(path, mode)
+    )
+    for argument in ("path", "log_dir"):
+        with pytest.raises(PermissionError, match=f"{argument}=.*{where} is not writable"):
+            kp.callbacks.ProbeMonitor(data, num_classes=10, **{argument: tmp_path / "new" / "h"})
+    # What can be written is accepted: a missing directory is made at the first write.
+    monkeypatch.setattr(os, "access", access)
+    monitor = kp.callbacks.ProbeMonitor(data, num_classes=10, path=tmp_path / "new" / "h.json")
+    assert monitor.path == tmp_path / "new" / "h.json"
