@@ -28,6 +28,8 @@ setup(
         "matplotlib>=3.8",
         "scikit-image>=0.22",
         "tensorflow-serving-api>=2.16",
+        # The platform's file lock (flock, LockFileEx) for the cache and the export.
+        "filelock>=3.12",
     ],
     entry_points={"console_scripts": ["keras-probes=keras_probes.cli:main"]},
     extras_require={

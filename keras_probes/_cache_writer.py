@@ -14,7 +14,9 @@ writers do):
   first shard, so a run killed at any moment (SIGKILL included), or stopped by
   an error, resumes by writing the missing shards only: the shards already
   listed are checked against their checksums and against the inputs given
-  (`input_sha256`), and half-written `.tmp` files are deleted.
+  (`input_sha256`), and half-written `.tmp` files are deleted: a shard's by the
+  writer of its split, a manifest's under the manifest lock (every manifest
+  replacement holds it, so none of them is in flight then).
 - Under `MultiWorkerMirroredStrategy`, worker `rank` of `count` computes
   shards `rank`, `rank + count`, ... into the same directory (a shared file
   system) and commits each as it ends, in any order (`SplitRecord.pending`
@@ -27,19 +29,21 @@ writers do):
   different processes, work side by side and every split is kept.
 - A second writer of the same split is refused at once: `.write-<split>.lock`
   (`.write-<split>.worker<rank>.lock` for the other workers) is held for the
-  whole write and names its writer's pid. The kernel releases
-  both locks when a process dies, so no lock outlives its writer.
+  whole write, and `.write-<split>.pid` beside it names its writer. Both
+  locks are `_files.locked`'s: the operating system releases them when a
+  process dies, so no lock outlives its writer.
 """
 
 import contextlib
-import fcntl
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -124,6 +128,13 @@ def write_split(
     """
     settings = _write_settings(split, batch_size, shard_size, dtype)
     directory = Path(directory)
+    _files.check_directory(
+        directory,
+        "The cache directory",
+        "Pass the path of a directory: a new or empty one, or a feature cache.",
+    )
+    # The data is checked before any file is touched; nothing is read yet.
+    batches = _numpy_batches(probed, data, settings["batch_size"])
     fresh = Manifest.for_model(probed)
     rank, count = distribute.workers()
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,7 +153,7 @@ def write_split(
         if count > 1:
             manifest = distribute.together(lambda: begin(True)) or manifest
         writer = _Writer(directory, manifest, probed, split, verbose, rank, count)
-        distribute.together(lambda: writer.run(data))  # also waits for every worker's shards
+        distribute.together(lambda: writer.run(batches))  # also waits for every worker's shards
     return Manifest.read(directory)
 
 
@@ -168,10 +179,14 @@ def _begin_split(directory: Path, fresh: Manifest, split, settings, overwrite) -
     A cache holding no shard at all holds nothing to protect: it is started
     anew for the model given, whatever model it was begun for.
     """
+    # What a writer killed while replacing the manifest left. Every replacement
+    # holds the manifest lock, held here: none of these is another's in flight.
+    for leftover in _files.leftovers(directory / MANIFEST_FILE):
+        leftover.unlink(missing_ok=True)
     path = directory / MANIFEST_FILE
     if path.exists():
         manifest = Manifest.read(directory)
-        problem = manifest.identity_problem(fresh, directory)
+        problem = manifest.identity_problem(fresh.model, fresh.probes)
         if problem:
             kept = sorted(
                 name
@@ -215,37 +230,39 @@ def _begin_split(directory: Path, fresh: Manifest, split, settings, overwrite) -
 
 
 def _is_own_file(path: Path) -> bool:
-    """The cache's own lock and temporary files, which may exist before its manifest."""
-    return path.name.startswith(".") and path.name.endswith((".lock", ".tmp"))
+    """The cache's own lock, pid and temporary files, which may exist before its manifest."""
+    return path.name.startswith(".") and path.name.endswith((".lock", ".pid", ".tmp"))
 
 
 @contextlib.contextmanager
 def _manifest_lock(directory: Path):
-    """Exclusive: one manifest update at a time, across processes (blocks briefly)."""
-    with open(directory / _LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Exclusive: one manifest update at a time, across processes (waits briefly)."""
+    with _files.locked(directory / _LOCK):
         yield
 
 
 @contextlib.contextmanager
 def _split_lock(directory: Path, split: str, rank: int = 0):
     """Exclusive for a whole write: a second writer of the same split (and worker rank)
-    is refused."""
-    name = f".write-{split}.lock" if rank == 0 else f".write-{split}.worker{rank}.lock"
-    with open(directory / name, "a+") as lock:
+    is refused, naming the first one's pid."""
+    name = f".write-{split}" if rank == 0 else f".write-{split}.worker{rank}"
+    # The pid is kept beside the lock, not in it: on Windows a locked file cannot be read.
+    holder = directory / f"{name}.pid"
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(_files.locked(directory / f"{name}.lock", wait=False))
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
+            try:
+                pid = holder.read_text().strip() or "unknown"
+            except OSError:
+                pid = "unknown"
             raise CacheError(
-                f"Another process (pid {holder}) is writing split {split!r} of the feature "
+                f"Another process (pid {pid}) is writing split {split!r} of the feature "
                 f"cache at {directory}. Wait for it to finish, or write another split: two "
                 "writers of one split would interleave its shards."
             ) from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
+        holder.write_text(str(os.getpid()))
+        stack.callback(holder.unlink, missing_ok=True)
         yield
 
 
@@ -276,31 +293,29 @@ class _Writer:
         # computation may name its layers otherwise (Keras' auto-generated names).
         self.recorded = dict(zip(probed.points, manifest.probes.points, strict=True))
 
-    def run(self, data):
+    def run(self, batches: "_Batches"):
         batch_size = self.record.batch_size
         done = self._intact_shards()
         batches_per_shard = self.record.shard_size // batch_size
         extract = distribute.batchwise(self.probed.extract_features)
-        total = _num_examples(data)
         progress = (
-            keras.utils.Progbar(
-                total and -(-total // self.count),  # this worker's share
-                stateful_metrics=["shards", "images/s"],
-                unit_name="example",
-            )
-            if self.verbose
-            else None
+            keras.utils.Progbar(batches.total, unit_name=batches.unit) if self.verbose else None
         )
-        seen, started, index, written = 0, time.perf_counter(), 0, 0
-        batches = _numpy_batches(self.probed, data, batch_size)
+        # This worker's shards: already there (kept) or computed now (written).
+        examples, kept, written, computed = 0, 0, 0, 0
+        started, index = time.perf_counter(), 0
+        iterator = iter(batches)
         while True:
-            group = [b for _, b in zip(range(batches_per_shard), batches, strict=False)]
+            group = list(itertools.islice(iterator, batches_per_shard))
             if not group:
                 break
+            position = group[-1][2]
+            group = [(x, y) for x, y, _ in group]
             mine = index % self.count == self.rank
             if mine:
                 digest = _input_sha256(group)
                 if index in done:
+                    kept += 1
                     if self.record.shard(index).input_sha256 != digest:
                         raise CacheError(
                             f"The data given for split {self.split!r} differs from the data "
@@ -322,12 +337,12 @@ class _Writer:
                         if rows[0][key] is not None
                     }
                     self._write_shard(index, columns, digest)
-                written += 1
-                seen += sum(len(y) for _, y in group)
+                    written += 1
+                    computed += sum(len(y) for _, y in group)
+                examples += sum(len(y) for _, y in group)
             index += 1
-            if progress is not None and mine:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                progress.update(seen, [("shards", written), ("images/s", round(rate, 1))])
+            if progress is not None:
+                progress.update(position, finalize=False)  # the last line once, below
         if index == 0:
             raise ValueError(
                 f"The data for split {self.split!r} yielded no example. Check the split "
@@ -341,7 +356,15 @@ class _Writer:
             )
         self._commit(shards=index)
         if progress is not None:
-            progress.update(seen, [("shards", written)], finalize=True)
+            progress.update(position, finalize=True)
+            rate = computed / max(time.perf_counter() - started, 1e-9)
+            worker = f" (worker {self.rank} of {self.count})" if self.count > 1 else ""
+            print(
+                f"Split {self.split!r}{worker}: {_count(examples, 'example')} in "
+                f"{_count(kept + written, 'shard')}, {written} written now"
+                + (f" at {rate:.0f} examples/s" if computed else "")
+                + f", {kept} already there."
+            )
 
     def _intact_shards(self) -> set[int]:
         """The indices of this worker's recorded shards that are intact; damaged ones are
@@ -433,6 +456,10 @@ class _Writer:
         self.manifest, self.record = manifest, record
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _save(path: Path, array: np.ndarray) -> str:
     """Writes `array` as `.npy` atomically; returns the file's sha256."""
     buffer = io.BytesIO()
@@ -484,8 +511,32 @@ def _check_storable(array, point, dtype, where, start):
         )
 
 
-def _numpy_batches(probed, data, batch_size):
-    """Yields `(x, y)` NumPy batches of `batch_size` from arrays or a dataset, checked."""
+class _Batches:
+    """`data` as `(x, y, position)` NumPy batches of `batch_size` examples.
+
+    The data is checked when this is made, and read only when iterated.
+    `position` is how far through the data a batch ends, in `unit`s: examples
+    of arrays, or batches of a dataset, as a dataset's size is known in
+    batches (its cardinality). `total` is the data's size in those units, or
+    `None` when unknown.
+    """
+
+    def __init__(self, batches, total: int | None, unit: str):
+        self.batches, self.total, self.unit = batches, total, unit
+
+    def __iter__(self):
+        yield from self.batches()
+
+
+def _numpy_batches(probed, data, batch_size) -> _Batches:
+    """`data`, arrays or a dataset, checked, as `_Batches` of `batch_size` examples."""
+    if isinstance(data, Iterator | keras.utils.PyDataset):
+        raise TypeError(
+            "`data` must be `(x, y)` arrays or a tf.data.Dataset of (inputs, labels) "
+            "batches (a resume reads it again from its start). Wrap a generator's function "
+            "with tf.data.Dataset.from_generator(function, output_signature=...). "
+            f"Received: data of type {type(data).__name__}"
+        )
     spec, num_classes, tokens = probed.feature_model.input, probed.num_classes, probed.per_token
     masked = probed.kept_tokens(spec) is not None
     if probed.preprocessor is not None and isinstance(data, tuple | list) and len(data) == 2:
@@ -494,12 +545,23 @@ def _numpy_batches(probed, data, batch_size):
         data = probed.preprocess(data)[0]
     if isinstance(data, tf.data.Dataset):
         dataset = _validation.check_data(data, None, spec, num_classes, tokens=tokens)
-        dataset = dataset.map(lambda x, y, *_: (x, y)).unbatch()
+        total = int(dataset.cardinality())
+        # Every example carries the number of its batch in `data`: how far the
+        # writer has read, which the progress bar shows.
+        dataset = dataset.enumerate().map(
+            lambda i, batch: (batch[0], batch[1], tf.fill(tf.shape(batch[1])[:1], i + 1))
+        )
+        dataset = dataset.unbatch()
         # Token sequences of other lengths are padded to the longest of their batch
         # (mask and ids with zeros: padded tokens are never read).
         dataset = dataset.padded_batch(batch_size) if masked else dataset.batch(batch_size)
-        yield from dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-        return
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
+
+        def read():
+            for x, y, position in dataset.as_numpy_iterator():
+                yield x, y, int(position[-1])
+
+        return _Batches(read, total if total >= 0 else None, "batch")
     if not (isinstance(data, tuple | list) and len(data) == 2):
         raise TypeError(
             "`data` must be `(x, y)` arrays or a tf.data.Dataset of (inputs, labels) "
@@ -507,15 +569,15 @@ def _numpy_batches(probed, data, batch_size):
         )
     x, y = data
     _validation.check_data(x, y, spec, num_classes, tokens=tokens)
-    for start in range(0, len(y), batch_size):
-        rows = slice(start, start + batch_size)
-        yield keras.tree.map_structure(lambda a, r=rows: np.asarray(a[r]), x), np.asarray(y[rows])
+    y = np.asarray(y)  # labels may come as a list
 
+    def read():
+        for start in range(0, len(y), batch_size):
+            rows = slice(start, start + batch_size)
+            x_rows = keras.tree.map_structure(lambda a, r=rows: np.asarray(a[r]), x)
+            yield x_rows, y[rows], min(start + batch_size, len(y))
 
-def _num_examples(data):
-    if isinstance(data, tf.data.Dataset):
-        return None  # batches of unknown size; the bar counts without a target
-    return len(data[1])
+    return _Batches(read, len(y), "example")
 
 
 def _input_sha256(group):

@@ -112,6 +112,12 @@ class ModelRecord:
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
+    @classmethod
+    def of(cls, base: keras.Model, num_classes: int | None = None) -> "ModelRecord":
+        """The record of the model `base` (see the module docstring), probed for
+        `num_classes` classes (`None`: regression probes, or not probed yet)."""
+        return _model_record(base, _graph.trace(base).layers, num_classes)
+
     def difference(self, given: "ModelRecord") -> str:
         """Which layer of `given` differs from this model, in words."""
         if len(self.layers) != len(given.layers):
@@ -137,6 +143,36 @@ class ProbesRecord:
 
     def to_dict(self) -> dict:
         return {"fingerprint": self.fingerprint, "points": self.points, "reducers": self.reducers}
+
+    def difference(self, given: "ProbesRecord") -> str:
+        """The first point or reducer of `given` that differs from these, in a few words
+        (never a whole config)."""
+        if len(self.points) != len(given.points):
+            return (
+                f"the model given probes {len(given.points)} points, the cache "
+                f"{len(self.points)} ({_names(self.points)})"
+            )
+        pairs = list(zip(self.points, given.points, strict=True))
+        for old, new in pairs:
+            recorded, wanted = self.reducers[old], given.reducers[new]
+            kind, other = recorded.get("class_name"), wanted.get("class_name")
+            if kind != other:
+                return (
+                    f"point {new!r} is reduced by {other} in the model given, by {kind} in "
+                    "the cache"
+                )
+            recorded, wanted = recorded.get("config", {}), wanted.get("config", {})
+            for key in sorted({*recorded, *wanted} - {"name"}):
+                if recorded.get(key) != wanted.get(key):
+                    return (
+                        f"the {kind} reducer of point {new!r} has {key}="
+                        f"{_brief(wanted.get(key))} in the model given, {key}="
+                        f"{_brief(recorded.get(key))} in the cache"
+                    )
+        for old, new in pairs:
+            if old != new:
+                return f"the model given probes {new!r} where the cache probes {old!r}"
+        return "the model given probes other layers under the same names"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +266,8 @@ class Manifest:
 
     ```python
     manifest = Manifest.read(Path("cache/"))  # CacheError if missing or damaged
-    manifest.identity_problem(Manifest.for_model(probed), Path("cache/"))  # None: same model
+    fresh = Manifest.for_model(probed)
+    manifest.identity_problem(fresh.model, fresh.probes)  # None: same model
     manifest.check_shard(Path("cache/"), "train", 0)  # CacheError if a file is bad
     ```
     """
@@ -263,6 +300,11 @@ class Manifest:
                 file and how to rebuild the cache.
         """
         path = directory / MANIFEST_FILE
+        if directory.exists() and not directory.is_dir():
+            raise CacheError(
+                f"{directory} is a file, not a feature cache directory. Pass the directory "
+                "that kp.FeatureCache.write wrote."
+            )
         if not path.exists():
             raise CacheError(
                 f"No feature cache at {directory}: {path} does not exist. Write one with "
@@ -340,34 +382,34 @@ class Manifest:
         """The model's and the probes' fingerprint: the features' identity."""
         return self.model.fingerprint, self.probes.fingerprint
 
-    def identity_problem(self, given: "Manifest", directory: Path) -> str | None:
-        """Why this cache (at `directory`) does not hold the features of `given`'s model.
+    def identity_problem(
+        self, model: ModelRecord, probes: ProbesRecord | None = None
+    ) -> str | None:
+        """Why this cache does not hold the features of a model, in a few words.
+
+        Args:
+            model: the model's record (`Manifest.for_model(probed).model`, or
+                `ModelRecord.of(base)`).
+            probes: its probes' record. Defaults to `None`: the model alone
+                is checked (its architecture and weights).
 
         Returns:
             `None` when it does; else the end of a sentence that begins "The
-            feature cache at <directory> ...", naming what differs.
+            feature cache at <directory> ...", naming the first difference.
         """
-        path = directory / MANIFEST_FILE
-        if self.model.fingerprint != given.model.fingerprint:
+        if self.model.fingerprint != model.fingerprint:
             return (
-                f"was written from another model: {path} records model {self.model.name!r} "
-                f"with fingerprint {self.model.fingerprint[:16]}, and the model given, "
-                f"{given.model.name!r}, has {given.model.fingerprint[:16]} (its architecture "
-                f"or weights differ: {self.model.difference(given.model)})."
+                f"was written from another model, {self.model.name!r}; the model given, "
+                f"{model.name!r}, differs: {self.model.difference(model)}."
             )
-        if self.probes.fingerprint != given.probes.fingerprint:
-            recorded, wanted = self.probes, given.probes
-            return (
-                f"holds other probe points or reducers: {path} records points {recorded.points} "
-                f"and reducers {recorded.reducers}; the model given probes {wanted.points} with "
-                f"reducers {wanted.reducers}."
-            )
+        if probes is not None and self.probes.fingerprint != probes.fingerprint:
+            return f"holds other probe points or reducers: {self.probes.difference(probes)}."
         # Regression probes (no classes) read any cache of their base, points and reducers.
-        old, new = self.model.num_classes, given.model.num_classes
+        old, new = self.model.num_classes, model.num_classes
         if new is not None and old != new:
             return (
-                f"was written for probes of num_classes={old} (recorded in {path}; its labels "
-                f"were checked against that number), and the model given has num_classes={new}."
+                f"was written for probes of num_classes={old} (its labels were checked "
+                f"against that number); the model given has num_classes={new}."
             )
         return None
 
@@ -504,8 +546,28 @@ def _identity(probed) -> tuple[ModelRecord, ProbesRecord]:
     class, and the sha256 of its config and of its weights. The probes record
     holds the point names and reducer configs.
     """
-    base = probed.base
-    layers = _graph.trace(base).layers
+    layers = _graph.trace(probed.base).layers
+    model = _model_record(probed.base, layers, probed.num_classes)
+    reducers = {p: keras.saving.serialize_keras_object(r) for p, r in probed.reducers.items()}
+    position = {path: f"#{index}" for index, path in enumerate(layers)}
+    probes = ProbesRecord(
+        fingerprint=_sha256_json(
+            [
+                [
+                    position[point],
+                    _canonical(reducers[point], {reducers[point]["config"]["name"]: ""}),
+                ]
+                for point in probed.points
+            ]
+        ),
+        points=list(probed.points),
+        reducers=reducers,
+    )
+    return model, probes
+
+
+def _model_record(base, layers: dict, num_classes) -> ModelRecord:
+    """The model record of `base`, whose layers by path (graph order) are `layers`."""
     # Every layer name becomes its position in graph order, wherever a config
     # names it (its own "name", the wiring of a Functional model).
     names = {}
@@ -525,28 +587,24 @@ def _identity(probed) -> tuple[ModelRecord, ProbesRecord]:
     ]
     architecture = _canonical(keras.saving.serialize_keras_object(base), names)
     identity = [{"class": r.class_name, "config": r.config, "weights": r.weights} for r in records]
-    model = ModelRecord(
+    return ModelRecord(
         name=base.name,
         fingerprint=_sha256_json({"architecture": architecture, "layers": identity}),
-        num_classes=probed.num_classes,
+        num_classes=num_classes,
         layers=records,
     )
-    reducers = {p: keras.saving.serialize_keras_object(r) for p, r in probed.reducers.items()}
-    position = {path: f"#{index}" for index, path in enumerate(layers)}
-    probes = ProbesRecord(
-        fingerprint=_sha256_json(
-            [
-                [
-                    position[point],
-                    _canonical(reducers[point], {reducers[point]["config"]["name"]: ""}),
-                ]
-                for point in probed.points
-            ]
-        ),
-        points=list(probed.points),
-        reducers=reducers,
-    )
-    return model, probes
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    """`names` for a message: the first `shown`, then how many more."""
+    more = f", ... {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _brief(value, length: int = 40) -> str:
+    """`repr(value)`, cut to `length` characters for a message."""
+    text = repr(value)
+    return text if len(text) <= length else text[: length - 3] + "..."
 
 
 # State of a model that does not change what it computes.

@@ -68,6 +68,13 @@ def check_data(
     return x
 
 
+def as_labels(y):
+    """`y` as Keras' `fit` and `evaluate` take labels: a Python list or tuple of labels
+    becomes a NumPy array (Keras' data adapters refuse lists); anything else is returned
+    as it is (arrays, tensors, `None`)."""
+    return np.asarray(y) if isinstance(y, list | tuple) else y
+
+
 def check_token_labels(y, kept, num_classes) -> np.ndarray:
     """Per-token labels: `(batch, tokens)` like the padding mask `kept`, valid where kept.
 

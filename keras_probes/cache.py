@@ -48,9 +48,18 @@ import numpy as np
 import tensorflow as tf
 
 from keras_probes import _cache_writer
-from keras_probes._manifest import CacheError, Manifest
+from keras_probes._manifest import CacheError, Manifest, ModelRecord
+from keras_probes._params import Boolean, Integer, check
+from keras_probes.model import ProbedModel
 
 __all__ = ["FeatureCache", "CacheError", "ShardedRows"]
+
+_DATASET_ARGS = {
+    "batch_size": Integer(1),
+    "shuffle": Boolean(),
+    "seed": [Integer(), None],
+    "shuffle_buffer": [Integer(1), None],
+}
 
 
 class ShardedRows:
@@ -198,7 +207,8 @@ class FeatureCache:
             directory: a directory written by `FeatureCache.write`.
             model: the `kp.ProbedModel` the features are for. When given, the
                 cache must have been written from the same architecture,
-                weights, points and reducers. Defaults to `None` (no check).
+                weights, points and reducers (of a plain Keras model: the same
+                architecture and weights). Defaults to `None` (no check).
             verify: check every shard file's sha256 against the manifest.
                 Defaults to `True`.
 
@@ -224,16 +234,26 @@ class FeatureCache:
         The same computation is accepted whatever its layers' auto-generated
         names or compile state; another layer config, another weight, other
         points or reducers, or another number of classes is refused, and the
-        message says which.
+        message says which, in one line.
+
+        Args:
+            probed: a `kp.ProbedModel`, or a plain Keras model (then only its
+                architecture and weights are checked: e.g. before probing it
+                at the cache's points).
         """
-        problem = self._manifest.identity_problem(Manifest.for_model(probed), self.directory)
+        if isinstance(probed, ProbedModel):
+            fresh = Manifest.for_model(probed)
+            problem = self._manifest.identity_problem(fresh.model, fresh.probes)
+        else:
+            problem = self._manifest.identity_problem(ModelRecord.of(probed))
         if problem:
             raise CacheError(
-                f"The feature cache at {self.directory} {problem} Delete the directory, or "
-                "write a new cache there: "
-                f"kp.FeatureCache.write(probed, data, {str(self.directory)!r}, split=...)."
+                f"The feature cache at {self.directory} {problem} Cache this model's features "
+                "in a new directory: kp.FeatureCache.write(probed, data, directory) or "
+                "`keras-probes cache`."
             )
-        self._answer_to(probed)
+        if isinstance(probed, ProbedModel):
+            self._answer_to(probed)
 
     def _answer_to(self, probed):
         """Reads with `probed`'s point names from now on (same points, checked)."""
@@ -413,6 +433,13 @@ class FeatureCache:
             shuffle_buffer: examples in the shuffle buffer. Defaults to two
                 shards' worth.
         """
+        check(
+            _DATASET_ARGS,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+        )
         self.require_split(split)
         record = self._split(split)
         points, dtype, sizes = self.points, record.dtype, self.feature_sizes

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tensorflow as tf
 from conftest import small_convnet
 
 import keras_probes as kp
+from keras_probes.cli import main as cli_main
 
 POINTS = ["image", "relu1", "pool1", "relu2", "gap"]
 REDUCERS = {"pool1": "flatten"}  # one wide point (1352 features) among pooled ones
@@ -36,7 +38,8 @@ def write(probed, data, directory, split="train", **kwargs):
 
 
 def files_of(directory):
-    """{relative path: bytes} of every file under `directory` but lock files (a writer's pid)."""
+    """{relative path: bytes} of every file under `directory` but lock files (as locked,
+    empty or not); a writer's `.pid` file and temporary files count, so must be gone."""
     directory = Path(directory)
     return {
         str(p.relative_to(directory)): p.read_bytes()
@@ -150,7 +153,7 @@ def test_flipped_byte_missing_shard_and_other_model_are_refused(setup, tmp_path)
     keras.utils.set_random_seed(1)
     other = kp.ProbedModel(small_convnet(), points=POINTS, num_classes=10, reducers=REDUCERS)
     with pytest.raises(
-        kp.CacheError, match="another model.*manifest.json.*architecture or weights"
+        kp.CacheError, match=r"another model.*layer 'conv1' \(Conv2D\) has other weights"
     ):
         kp.FeatureCache.open(tmp_path, model=other)
     with pytest.raises(kp.CacheError, match="another model"):
@@ -560,3 +563,154 @@ def test_points_of_long_names_are_cached(tmp_path):
     data = (np.ones((8, 4), "float32"), np.zeros(8, "int64"))
     kp.FeatureCache.write(probed, data, tmp_path, batch_size=8, verbose=0)
     assert kp.FeatureCache.open(tmp_path, model=probed).num_examples("train") == 8
+
+
+def one_line(error_info, limit=300):
+    """The message of a raised error, checked to be one line of at most `limit` characters
+    besides the paths it names (as long as the user makes them)."""
+    message = str(error_info.value)
+    brief = re.sub(r"/\S+?(?=[\s:,.;]*(\s|$))", "<path>", message)
+    assert "\n" not in message and len(brief) <= limit, (len(brief), message)
+    return message
+
+
+def other_model():
+    """A model of other layers than `small_convnet` (same input)."""
+    inputs = keras.Input((28, 28, 1), name="image")
+    hidden = keras.layers.Flatten(name="flat")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(10, name="out")(hidden), name="mlp")
+
+
+def test_another_models_cache_is_named_in_one_line(setup, tmp_path, capsys):
+    probed, x, y, *_ = setup
+    cache = write(probed, (x[:100], y[:100]), tmp_path / "cache")
+    other = kp.ProbedModel(other_model(), points=["flat"], num_classes=10)
+    with pytest.raises(kp.CacheError) as info:
+        kp.fit_probes(other, cache, verbose=0)
+    message = one_line(info)
+    assert "another model" in message and "'convnet'" in message and "'mlp'" in message
+    assert "3 layers" in message and "kp.FeatureCache.write" in message
+    assert "keras-probes cache" in message
+    # A plain model, as `keras-probes fit MODEL --cache CACHE` loads one: the same words,
+    # not "Unknown probe point" (the cache's points are not layers of that model).
+    with pytest.raises(kp.CacheError) as info:
+        cache.check_model(other.base)
+    assert one_line(info) == message
+    cache.check_model(probed.base)  # its own model's base is accepted
+    other.base.save(tmp_path / "mlp.keras")
+    status = cli_main(
+        ["fit", str(tmp_path / "mlp.keras"), "--cache", str(tmp_path / "cache"), "--quiet"]
+    )
+    assert status == 2
+    printed = capsys.readouterr().err.strip()
+    assert "another model" in printed and "Unknown probe point" not in printed
+
+
+def test_other_points_or_reducers_are_named_briefly(setup, tmp_path):
+    probed, x, y, *_ = setup
+    write(probed, (x[:100], y[:100]), tmp_path)
+    fewer = kp.ProbedModel(probed.base, points=POINTS[:2], num_classes=10)
+    with pytest.raises(kp.CacheError) as info:
+        kp.FeatureCache.open(tmp_path, model=fewer)
+    message = one_line(info)
+    assert "probes 2 points" in message and "5" in message and "'config'" not in message
+    # pool1 pooled instead of flattened: the point and both reducers are named, no configs.
+    pooled = kp.ProbedModel(probed.base, points=POINTS, num_classes=10)
+    with pytest.raises(kp.CacheError) as info:
+        kp.FeatureCache.open(tmp_path, model=pooled)
+    message = one_line(info)
+    assert "'pool1'" in message and "Flatten" in message and "GlobalAveragePooling" in message
+    assert "dtype" not in message and "build_config" not in message
+    # Same reducer class, another setting: the setting is named.
+    subset = kp.ProbedModel(
+        probed.base, points=POINTS, num_classes=10, reducers={"pool1": kp.RandomSubset(7)}
+    )
+    write(subset, (x[:100], y[:100]), tmp_path / "subset")
+    other_k = kp.ProbedModel(
+        probed.base, points=POINTS, num_classes=10, reducers={"pool1": kp.RandomSubset(5)}
+    )
+    with pytest.raises(kp.CacheError) as info:
+        kp.FeatureCache.open(tmp_path / "subset", model=other_k)
+    assert "'pool1'" in one_line(info) and "k=5" in one_line(info) and "k=7" in one_line(info)
+
+
+def test_a_cache_directory_that_is_a_file_is_refused_in_one_line(setup, tmp_path):
+    probed, x, y, *_ = setup
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(NotADirectoryError) as info:
+        write(probed, (x[:100], y[:100]), path)
+    assert f"{path} is a file" in one_line(info) and "directory" in one_line(info)
+    with pytest.raises(NotADirectoryError) as info:
+        write(probed, (x[:100], y[:100]), path / "cache")
+    assert f"{path} is a file" in one_line(info)
+    with pytest.raises(kp.CacheError) as info:
+        kp.FeatureCache.open(path)
+    assert f"{path} is a file" in one_line(info) and "FeatureCache.write" in one_line(info)
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1. Received: batch_size=0"),
+        ({"batch_size": 2.5}, "`batch_size` must be an integer >= 1"),
+        ({"shuffle": "yes"}, "`shuffle` must be True or False"),
+        ({"shuffle_buffer": 0}, "`shuffle_buffer` must be an integer >= 1 or None"),
+        ({"seed": "0"}, "`seed` must be an integer"),
+    ],
+)
+def test_bad_dataset_arguments(setup, tmp_path, kwargs, message):
+    probed, x, y, *_ = setup
+    cache = write(probed, (x[:100], y[:100]), tmp_path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cache.dataset("train", **kwargs)
+
+
+def test_a_generator_is_refused_naming_what_is_accepted(setup, tmp_path):
+    probed, x, y, *_ = setup
+    batches = ((x[i : i + 50], y[i : i + 50]) for i in range(0, 100, 50))
+    with pytest.raises(TypeError) as info:
+        write(probed, batches, tmp_path)
+    message = one_line(info)
+    assert "generator" in message and "tf.data.Dataset.from_generator" in message
+    assert "(x, y)" in message
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_a_resume_deletes_the_manifest_temporary_files_a_kill_left(setup, tmp_path):
+    probed, x, y, *_ = setup
+    write(probed, (x[:200], y[:200]), tmp_path / "whole")
+    killed = tmp_path / "killed"
+    write(probed, (x[:100], y[:100]), killed, shard_size=50)
+    # What a writer killed while replacing the manifest leaves: its temporary file,
+    # half written, under the name `_files.atomic_write` gives it.
+    stale = killed / ".manifest.json.4242.0badc0de.tmp"
+    stale.write_text('{"format": "keras_probes.FeatureCache", "vers')
+    write(probed, (x[:200], y[:200]), killed, overwrite=True)
+    assert not stale.exists()
+    assert files_of(killed) == files_of(tmp_path / "whole")
+
+
+def test_labels_as_a_python_list_are_cached(setup, tmp_path):
+    probed, x, y, *_ = setup
+    write(probed, (x[:100], y[:100]), tmp_path / "array")
+    write(probed, (x[:100], [int(label) for label in y[:100]]), tmp_path / "list")
+    assert files_of(tmp_path / "list") == files_of(tmp_path / "array")
+
+
+def test_progress_shows_known_sizes_and_integer_counts(setup, tmp_path, capsys):
+    probed, x, y, *_ = setup
+    write(probed, (x[:100], y[:100]), tmp_path / "arrays", shard_size=50, verbose=1)
+    printed = capsys.readouterr().out
+    assert "100/100" in printed and "Unknown" not in printed
+    assert re.search(r"\b2 shards\b", printed) and "1.0000" not in printed, printed
+    # A dataset of known size (as an image folder is): its batches are counted.
+    dataset = tf.data.Dataset.from_tensor_slices((x[:100], y[:100])).batch(20)
+    write(probed, dataset, tmp_path / "dataset", shard_size=50, verbose=1)
+    printed = capsys.readouterr().out
+    assert "5/5" in printed and "Unknown" not in printed, printed
+    assert re.search(r"\b100 examples\b", printed) and ".0000" not in printed, printed
+    # Resumed: the shards already there are said so.
+    write(probed, dataset, tmp_path / "dataset", shard_size=50, verbose=1)
+    assert re.search(r"\b2 already\b", capsys.readouterr().out)

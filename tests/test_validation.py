@@ -206,3 +206,12 @@ def test_labels_of_another_dtype_in_a_dataset_are_refused_up_front(probed, data,
     dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
     with pytest.raises(ValueError, match="yields labels of dtype (string|bool).*integer class"):
         probed.fit(dataset, epochs=1, verbose=0)
+
+
+def test_labels_as_a_python_list_are_accepted(probed, data):
+    x, y = data
+    labels = [int(label) for label in y]
+    history = probed.fit(x, labels, validation_data=(x, labels), epochs=1, verbose=0)
+    assert "val_relu2/loss" in history.history
+    listed = probed.evaluate_probes(x, labels, verbose=0)
+    assert listed.errors("test") == probed.evaluate_probes(x, y, verbose=0).errors("test")
