@@ -45,10 +45,10 @@ It prints the probe test error per point and condition and writes
 `code_tokens_table.txt`, `code_tokens_report.json` (a `kp.ProbeReport`: one
 split per condition), `code_tokens.json` (every number, the settings, the
 Python version, the files and the timings) and `code_tokens_errors.png` to
-`--out` (default `examples/out/`).
+`--out`: by default `examples/out/`, and `examples/out/variants/quick/` for `--quick`
+(other options: see `--help`).
 """
 
-import argparse
 import hashlib
 import io
 import json
@@ -62,6 +62,40 @@ import time
 import tokenize
 from pathlib import Path
 
+import _outputs
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def arguments() -> _outputs.ScriptParser:
+    """The command line, built before TensorFlow is imported."""
+    parser = _outputs.ScriptParser(OUT, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--length", type=int, default=128, help="window length (characters)")
+    parser.add_argument("--dim", type=int, default=64, help="transformer width")
+    parser.add_argument("--blocks", type=int, default=4, help="transformer blocks")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads")
+    parser.add_argument("--train-steps", type=int, default=600, help="language-model steps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument(
+        "--probe-windows",
+        type=int,
+        default=500,
+        help="train windows the probes learn from (val and test: all windows of their files)",
+    )
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny run for smoke tests: a small model, few windows, one training step",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
 import keras  # noqa: E402
@@ -72,8 +106,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "out"
 
 #: The probes' classes, in label order.
 CATEGORIES = ("name", "keyword", "operator", "number", "string", "comment", "whitespace")
@@ -416,29 +448,7 @@ def plot(report: kp.ProbeReport, references: dict[str, float]) -> Figure:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--length", type=int, default=128, help="window length (characters)")
-    parser.add_argument("--dim", type=int, default=64, help="transformer width")
-    parser.add_argument("--blocks", type=int, default=4, help="transformer blocks")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads")
-    parser.add_argument("--train-steps", type=int, default=600, help="language-model steps")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument(
-        "--probe-windows",
-        type=int,
-        default=500,
-        help="train windows the probes learn from (val and test: all windows of their files)",
-    )
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny run for smoke tests: a small model, few windows, one training step",
-    )
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     files = FILES
     if args.quick:
         args.length, args.dim, args.blocks, args.heads = 32, 16, 2, 2

@@ -27,17 +27,44 @@ python examples/mobilenet_imagenette.py --probe-epochs 20 --out /tmp/probes
 
 It prints the probe errors per block and writes `mobilenet_imagenette_table.txt`,
 `mobilenet_imagenette_report.json` and `mobilenet_imagenette_errors.png` to
-`--out` (default `examples/out/`).
+`--out`: by default `examples/out/`, and `examples/out/variants/quick/` for `--quick`
+(other options: see `--help`).
 """
 
 import _offline
+import _outputs
 
 _offline.use_shared_keras_cache()  # before keras is imported: it reads KERAS_HOME once
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def arguments() -> _outputs.ScriptParser:
+    """The command line, built before TensorFlow is imported."""
+    parser = _outputs.ScriptParser(OUT, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--probe-epochs", type=int, default=15, help="most epochs per probe")
+    # The large early steps make the held-out loss noisy in the first epochs: a short
+    # patience would stop probes in that noise, before the step size has decayed.
+    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--held-out", type=float, default=0.2, help="fraction of train for early stopping"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 train and 10 val images per class, 1 probe epoch",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
@@ -46,7 +73,6 @@ import tensorflow as tf  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out"
 IMAGE_SIZE = (224, 224)
 
 
@@ -101,23 +127,7 @@ def load_imagenette(train_dir: Path, val_dir: Path, batch_size: int, held_out: f
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--probe-epochs", type=int, default=15, help="most epochs per probe")
-    # The large early steps make the held-out loss noisy in the first epochs: a short
-    # patience would stop probes in that noise, before the step size has decayed.
-    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--held-out", type=float, default=0.2, help="fraction of train for early stopping"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 20 train and 10 val images per class, 1 probe epoch",
-    )
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.probe_epochs = 1
     start = time.perf_counter()

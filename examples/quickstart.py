@@ -27,25 +27,44 @@ python examples/quickstart.py --epochs 10 --probe-epochs 30 --out /tmp/probes
 It prints the probe errors per layer and writes `quickstart_errors.png` (both
 curves on one figure), `quickstart_report.json`, `quickstart_table.txt` and
 `quickstart_probed.keras` (the trained convnet with its probes, ready for
-`keras-probes export`) to `--out` (default `examples/out/`).
+`keras-probes export`) to `--out`: by default `examples/out/`, and
+`examples/out/variants/quick/` for `--quick` (other options: see `--help`).
 """
 
 import _offline
+import _outputs
 
 _offline.use_shared_keras_cache()  # before keras is imported: it reads KERAS_HOME once
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def arguments() -> _outputs.ScriptParser:
+    """The command line, built before TensorFlow is imported."""
+    parser = _outputs.ScriptParser(OUT, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="convnet training epochs")
+    parser.add_argument("--probe-epochs", type=int, default=20, help="most epochs per probe")
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run for smoke tests: 300 images, 1 epoch"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
 import keras  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "out"
 
 
 def build_convnet() -> keras.Model:
@@ -114,17 +133,7 @@ def probe(base, data, split, probe_epochs, patience, batch_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="convnet training epochs")
-    parser.add_argument("--probe-epochs", type=int, default=20, help="most epochs per probe")
-    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny run for smoke tests: 300 images, 1 epoch"
-    )
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.epochs = args.probe_epochs = 1
     start = time.perf_counter()

@@ -2,7 +2,13 @@
 the results files and the paper's figures printed beside ours.
 
 Import it first, before keras: Keras reads `KERAS_HOME` once, when it is
-imported, and `use_shared_keras_cache` points it at the shared weight files.
+imported, and `use_shared_keras_cache` points it at the shared weight files. It
+imports neither keras nor keras_probes, so that a script builds and parses its
+command line (`--help`, usage errors, the output folder) before it imports them.
+
+Where a run writes (`--out`) follows `examples/_outputs.py`: `results/` for the
+committed configuration, `results/variants/<the options that differ>/` for any
+other, `--quick` included.
 """
 
 import argparse
@@ -11,13 +17,16 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 
-sys.path.insert(0, str(ROOT / "examples"))  # _offline.py, shared with the examples and tests
+# _offline.py and _outputs.py, shared with the examples (and _offline with the tests)
+sys.path.insert(0, str(ROOT / "examples"))
 import _offline  # noqa: E402  (imports neither keras nor keras_probes)
+import _outputs  # noqa: E402  (neither)
 
 _offline.use_shared_keras_cache()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
@@ -26,13 +35,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start
 # instead of 0.3 s. TensorFlow's own kernels do not use OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["RESULTS", "ROOT", "Run", "parser", "train"]
+__all__ = ["RESULTS", "ROOT", "Run", "imagenet_parser", "parser", "train"]
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """The options every reproduction takes: `--quick`, `--out`, `--seed`."""
+def parser(
+    doc: str, committed: Sequence[str] = ("",), neutral: Sequence[str] = ()
+) -> _outputs.ScriptParser:
+    """The options every reproduction takes: `--out`, `--quick`, `--seed`.
+
+    Args:
+        doc: the script's docstring: its first paragraph describes, the rest
+            closes the help.
+        committed: the options of the runs whose files are in `results/`, each
+            a command line (`""`: the defaults); any other run writes to
+            `results/variants/<the options that differ>/`. Defaults to `("",)`.
+        neutral: the options that do not change the results (`"--cache"`).
+            Defaults to `()`.
+
+    Returns:
+        The parser; its `parse_args` resolves `--out`.
+    """
     first, _, rest = doc.partition("\n\n")
-    result = argparse.ArgumentParser(
+    result = _outputs.ScriptParser(
+        RESULTS,
+        committed,
+        neutral,
         description=first,
         epilog=rest,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,10 +67,59 @@ def parser(doc: str) -> argparse.ArgumentParser:
     result.add_argument(
         "--quick", action="store_true", help="a smoke run at a tiny scale (tests use it)"
     )
-    result.add_argument(
-        "--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})"
-    )
     result.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    return result
+
+
+def imagenet_parser(
+    doc: str, name: str, model: str, committed: Sequence[str] = ("",)
+) -> _outputs.ScriptParser:
+    """`parser` plus the options of the ImageNet reproductions (run by `_imagenet.main`).
+
+    Args:
+        doc: the script's docstring.
+        name: the script's name, also of its results files and default cache.
+        model: the paper's network, a key of `_imagenet.MODELS`.
+        committed: as in `parser`; `--cache` and `--data-dir` are neutral.
+    """
+    result = parser(doc, committed, neutral=("--cache", "--data-dir"))
+    result.add_argument(
+        "--model",
+        choices=[model, "mobilenet"],
+        default=model,
+        help="the network (default: %(default)s; mobilenet: MobileNet alpha 0.75, whose "
+        "weights are in the shared offline cache)",
+    )
+    result.add_argument(
+        "--weights",
+        choices=["imagenet", "none"],
+        default="imagenet",
+        help="pretrained ImageNet weights, or none (random weights, seeded) (default: imagenet)",
+    )
+    result.add_argument(
+        "--data",
+        default="imagenette",
+        help="'imagenette' (TFDS if prepared, else the shared offline folder), a TFDS dataset "
+        "name, or an image folder with train/ and val/ (one sub-folder per class in each) "
+        "(default: %(default)s)",
+    )
+    result.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    result.add_argument(
+        "--l2",
+        type=float,
+        default=1e-4,
+        help="L2 penalty of every probe, l2/2 ||kernel||^2; scikit-learn's C = 1/(l2 n_train) "
+        "(default: %(default)s)",
+    )
+    result.add_argument(
+        "--cache",
+        type=Path,
+        help="feature cache folder; an interrupted run resumes there, a second run re-uses it "
+        f"(default: {ROOT}/.cache/reproductions/{name}-<model>[-...])",
+    )
+    result.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
+    )
     return result
 
 
@@ -89,6 +165,7 @@ class Run:
         self.name, self.args = name, args
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        print(f"{name}: results to {self.out}", flush=True)
         self.comparison: list[dict] = []
         self.notes: list[str] = []
         self._start = time.perf_counter()

@@ -10,10 +10,12 @@ dataset's classes, argmax among those.
 
 `resnet50.py` and `inception_v3.py` differ only in the network, the reducer
 (average pooling, or 1000 fixed random features) and what they compare with the
-paper; each passes an `Experiment` to `main`. Import `_common` before this
-module: it points Keras at the shared weight files before Keras is imported.
+paper; each parses its command line with `_common.imagenet_parser` and passes
+it and an `Experiment` to `main`. Import `_common` before this module: it points
+Keras at the shared weight files before Keras is imported.
 """
 
+import argparse
 import math
 import os
 import re
@@ -275,49 +277,6 @@ def _tfds_data(name, spec, batch_size, quick, data_dir):
 # -- the run -------------------------------------------------------------------
 
 
-def parser(doc: str, experiment: Experiment):
-    """`_common.parser` plus the options of the ImageNet reproductions."""
-    result = _common.parser(doc)
-    result.add_argument(
-        "--model",
-        choices=[experiment.model, "mobilenet"],
-        default=experiment.model,
-        help="the network (default: %(default)s; mobilenet: MobileNet alpha 0.75, whose "
-        "weights are in the shared offline cache)",
-    )
-    result.add_argument(
-        "--weights",
-        choices=["imagenet", "none"],
-        default="imagenet",
-        help="pretrained ImageNet weights, or none (random weights, seeded) (default: imagenet)",
-    )
-    result.add_argument(
-        "--data",
-        default="imagenette",
-        help="'imagenette' (TFDS if prepared, else the shared offline folder), a TFDS dataset "
-        "name, or an image folder with train/ and val/ (one sub-folder per class in each) "
-        "(default: %(default)s)",
-    )
-    result.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
-    result.add_argument(
-        "--l2",
-        type=float,
-        default=1e-4,
-        help="L2 penalty of every probe, l2/2 ||kernel||^2; scikit-learn's C = 1/(l2 n_train) "
-        "(default: %(default)s)",
-    )
-    result.add_argument(
-        "--cache",
-        type=Path,
-        help="feature cache folder; an interrupted run resumes there, a second run re-uses it "
-        f"(default: {_common.ROOT}/.cache/reproductions/{experiment.name}-<model>[-...])",
-    )
-    result.add_argument(
-        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
-    )
-    return result
-
-
 def _default_cache(experiment, args, data_tag):
     parts = [experiment.name, args.model]
     if args.weights == "none":
@@ -336,9 +295,9 @@ def _fail(script, message):
     raise SystemExit(2)
 
 
-def main(doc: str, experiment: Experiment, argv=None) -> dict:
-    """Runs the protocol; writes `results/<name>.json` and `.png`; returns the results."""
-    args = parser(doc, experiment).parse_args(argv)
+def main(args: argparse.Namespace, experiment: Experiment) -> dict:
+    """Runs the protocol with the options of `_common.imagenet_parser`; writes
+    `<args.out>/<name>.json` and `.png`; returns the results."""
     # Several machines: every worker runs this same command with its own TF_CONFIG
     # (README, "Scale"); the strategy must exist before any other TensorFlow work.
     strategy = kp.distribute.strategy_from_tf_config()

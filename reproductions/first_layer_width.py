@@ -27,6 +27,23 @@ its momentum: none here).
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+CONFIGS = ["adam:512:100", "adam:1024:100", "adam:512:300", "sgd:512:300"]
+FRACTIONS = (0.0, 0.2)
+
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument(
+        "--configs", nargs="+", default=CONFIGS, help="optimizer:width:epochs, e.g. sgd:4096:1000"
+    )
+    parser.add_argument("--depth", type=int, default=6)
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -41,9 +58,6 @@ from flawed_mlp_mnist import regression_report, shape_concepts  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
-CONFIGS = ["adam:512:100", "adam:1024:100", "adam:512:300", "sgd:512:300"]
-FRACTIONS = (0.0, 0.2)
-
 
 def optimizer(name: str):
     if name == "sgd":
@@ -52,12 +66,7 @@ def optimizer(name: str):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument(
-        "--configs", nargs="+", default=CONFIGS, help="optimizer:width:epochs, e.g. sgd:4096:1000"
-    )
-    parser.add_argument("--depth", type=int, default=6)
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.configs = ["adam:32:2", "sgd:64:2"]
     run = _common.Run("first_layer_width", args)

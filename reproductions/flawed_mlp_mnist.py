@@ -28,6 +28,26 @@ offline, 7,000 training digits (a split of the official test images).
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs per network")
+    parser.add_argument("--width", type=int, default=512, help="units per hidden layer")
+    parser.add_argument("--depth", type=int, default=6, help="hidden layers")
+    parser.add_argument(
+        "--fractions", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    )
+    parser.add_argument(
+        "--probe-examples", type=int, default=3000, help="probe-training digits of the monitor"
+    )
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 of the class probes")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -79,18 +99,7 @@ def controls(model, parts, directory, l2):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=100, help="training epochs per network")
-    parser.add_argument("--width", type=int, default=512, help="units per hidden layer")
-    parser.add_argument("--depth", type=int, default=6, help="hidden layers")
-    parser.add_argument(
-        "--fractions", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    )
-    parser.add_argument(
-        "--probe-examples", type=int, default=3000, help="probe-training digits of the monitor"
-    )
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 of the class probes")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     run = _common.Run("flawed_mlp_mnist", args)
     parts, source = data(args.seed, args.quick)
     run.note(f"data: {source}")

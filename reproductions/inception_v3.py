@@ -14,8 +14,9 @@ reduced to 1000 fixed random features (`kp.RandomSubset(1000, seed)`). As in
 optimum by L-BFGS. It prints the val error per point, the monotonicity (minus
 Kendall's tau of error against depth) and the pretrained network's own error
 on the same images and classes, and draws Fig. 5 as a row of boxes coloured by
-error, the pretrained classifier ("main head") last: results/inception_v3.json
-and results/inception_v3.png.
+error, the pretrained classifier ("main head") last: inception_v3.json and
+inception_v3.png, to results/ for the committed run (`--model mobilenet`, below),
+elsewhere for any other (see `--out`).
 
 Data as in `resnet50.py`: Imagenette by default (TFDS if prepared, else the
 shared offline subset of 3000 train / 1000 val images), or any TFDS name or
@@ -33,9 +34,21 @@ same protocol (1000 random features per point) on the pretrained MobileNet
 """
 
 import _common  # noqa: I001  (first: it points Keras at the shared weight files)
-import _imagenet
 
-import keras_probes as kp
+
+def arguments():
+    """The command line (the committed run is MobileNet's: no Inception v3 weights here)."""
+    return _common.imagenet_parser(
+        __doc__, "inception_v3", "inception_v3", committed=["--model mobilenet"]
+    )
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
+import _imagenet  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
 
 
 def compare(run: _common.Run, results: dict) -> None:
@@ -113,7 +126,7 @@ EXPERIMENT = _imagenet.Experiment(
 
 
 def main(argv=None) -> dict:
-    return _imagenet.main(__doc__, EXPERIMENT, argv)
+    return _imagenet.main(arguments().parse_args(argv), EXPERIMENT)
 
 
 if __name__ == "__main__":

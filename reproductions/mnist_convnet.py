@@ -30,6 +30,24 @@ validation / 1,500 test, and the output says so.
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the convnet")
+    parser.add_argument("--probe-epochs", type=int, default=100, help="most epochs per probe")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
+    parser.add_argument(
+        "--probe-lr", type=float, default=1e-3, help="RMSProp learning rate of the probes"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-iter", type=int, default=1000, help="most L-BFGS iterations")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -130,16 +148,7 @@ def probe_at_optimum(model, data, args, label):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the convnet")
-    parser.add_argument("--probe-epochs", type=int, default=100, help="most epochs per probe")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
-    parser.add_argument(
-        "--probe-lr", type=float, default=1e-3, help="RMSProp learning rate of the probes"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-iter", type=int, default=1000, help="most L-BFGS iterations")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     run = _common.Run("mnist_convnet", args)
 
     splits = kp.datasets.mnist(seed=args.seed)

@@ -29,6 +29,30 @@ validation / 1,500 test (said in the output); `keras.datasets.mnist` otherwise.
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+VARIANTS = ("plain", "aux", "skip")
+WIDTH = 128
+
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__, committed=["--steps 10000"])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--depth", type=int, default=128)
+    parser.add_argument("--aux-every", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000, help="training minibatches")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the optimizer's learning rate")
+    parser.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
+    parser.add_argument("--probe-examples", type=int, default=1000, help="probe training set")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
+    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -36,9 +60,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
-
-VARIANTS = ("plain", "aux", "skip")
-WIDTH = 128
 
 
 def deep_mlp(
@@ -166,19 +187,7 @@ def figure(histories, depth, metric="val_error"):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--depth", type=int, default=128)
-    parser.add_argument("--aux-every", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=2000, help="training minibatches")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    parser.add_argument("--lr", type=float, default=1e-3, help="the optimizer's learning rate")
-    parser.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
-    parser.add_argument("--probe-examples", type=int, default=1000, help="probe training set")
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
-    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per fit")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.depth, args.aux_every, args.steps, args.probe_examples = 16, 4, 30, 300
     schedule = sorted(

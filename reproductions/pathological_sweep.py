@@ -22,6 +22,32 @@ variants' main outputs over seeds.
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+MOMENTA = (0.0, 0.9)
+# pathological.VARIANTS, named here because the command line is parsed before
+# pathological.py (and TensorFlow) is imported.
+VARIANTS = ("plain", "aux", "skip")
+
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--depth", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--lrs", type=float, nargs="+", default=LRS, help="learning rates")
+    parser.add_argument(
+        "--momenta", type=float, nargs="+", default=MOMENTA, help="SGD's momenta (Adam: ignored)"
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -30,10 +56,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from pathological import VARIANTS, StopAt, deep_mlp, main_error, mnist_flat, optimizer  # noqa: E402
-
-LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
-MOMENTA = (0.0, 0.9)
+from pathological import StopAt, deep_mlp, main_error, mnist_flat, optimizer  # noqa: E402
 
 
 class ErrorCurve(keras.callbacks.Callback):
@@ -55,18 +78,7 @@ class ErrorCurve(keras.callbacks.Callback):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--depth", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--every", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument("--lrs", type=float, nargs="+", default=LRS, help="learning rates")
-    parser.add_argument(
-        "--momenta", type=float, nargs="+", default=MOMENTA, help="SGD's momenta (Adam: ignored)"
-    )
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.optimizer == "adam":
         args.momenta = [0.0]
     if args.quick:

@@ -30,6 +30,20 @@ trained 150 epochs on random labels (1-memorizing) and on the true ones
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--filters", type=int, default=64, help="filters per convolution")
+    parser.add_argument("--features", type=int, default=2048, help="random columns")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -70,12 +84,7 @@ def block1(model, x) -> np.ndarray:
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--filters", type=int, default=64, help="filters per convolution")
-    parser.add_argument("--features", type=int, default=2048, help="random columns")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     run = _common.Run("rcv_mspe", args)
     per_class = None
     if args.quick:

@@ -36,6 +36,20 @@ activations are probed through 2,048 fixed random features each
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--filters", type=int, default=64, help="filters per convolution")
+    parser.add_argument("--features", type=int, default=2048, help="random features per conv")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -112,12 +126,7 @@ def curve(history, metric):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--filters", type=int, default=64, help="filters per convolution")
-    parser.add_argument("--features", type=int, default=2048, help="random features per conv")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     run = _common.Run("rcv_textures", args)
     per_class = None
     if args.quick:

@@ -14,7 +14,8 @@ to its optimum by L-BFGS (`kp.fit_probes(..., solver="lbfgs", l2=...)`). It
 prints the val error per point, the monotonicity (minus Kendall's tau of error
 against depth) and, beside them, the pretrained network's own error on the
 same images and classes (its 1000-way scores restricted to the dataset's
-classes), then writes results/resnet50.json and results/resnet50.png.
+classes), then writes resnet50.json and resnet50.png: to results/ for the committed
+run (`--model mobilenet`, below), elsewhere for any other (see `--out`).
 
 Data: real images of ImageNet classes, by default Imagenette (10 classes): TFDS
 `imagenette` if already prepared, else the shared offline subset (3000 train /
@@ -33,9 +34,19 @@ same protocol on the pretrained MobileNet (alpha 0.75) of the shared cache.
 """
 
 import _common  # noqa: I001  (first: it points Keras at the shared weight files)
-import _imagenet
 
-import keras_probes as kp
+
+def arguments():
+    """The command line (the committed run is MobileNet's: no ResNet-50 weights here)."""
+    return _common.imagenet_parser(__doc__, "resnet50", "resnet50", committed=["--model mobilenet"])
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
+import _imagenet  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
 
 # The paper's Fig. 4a: validation errors of the last two probes (conv5 blocks,
 # 7x7x2048), and the pretrained ResNet-50's own top-1 validation error (Fig. 4b;
@@ -118,7 +129,7 @@ EXPERIMENT = _imagenet.Experiment(
 
 
 def main(argv=None) -> dict:
-    return _imagenet.main(__doc__, EXPERIMENT, argv)
+    return _imagenet.main(arguments().parse_args(argv), EXPERIMENT)
 
 
 if __name__ == "__main__":

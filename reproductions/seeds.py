@@ -28,13 +28,8 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _mnist_mlp import SHAPES  # noqa: E402
-from true_vs_corrupted import first_epoch  # noqa: E402
+from _mnist_mlp import SHAPES, first_epoch  # noqa: E402  (imports no TensorFlow)
 
 
 @dataclass
@@ -206,6 +201,28 @@ STUDIES = {
 # fmt: on
 
 
+def arguments():
+    """The command line; `--only` keeps the other studies' results, so it is neutral."""
+    parser = _common.parser(__doc__, committed=["", "--seeds 0 1 2 3 4"], neutral=["--only"])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="every study's seeds (not --seed)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(STUDIES), help="these studies only (the others' "
+        "summaries in an earlier seeds.json are kept)",
+    )  # fmt: skip
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before Matplotlib is imported
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
 def options(command: str) -> list[str]:
     """A recorded command's options, `--out`, `--seed` and `--quick` left out."""
     words, kept = shlex.split(command)[2:], []
@@ -328,15 +345,7 @@ def earlier(path: Path, quick: bool) -> dict:
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="every study's seeds (not --seed)"
-    )
-    parser.add_argument(
-        "--only", nargs="+", choices=list(STUDIES), help="these studies only (the others' "
-        "summaries in an earlier seeds.json are kept)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     run = _common.Run("seeds", args)
     summaries = earlier(run.path(".json"), args.quick)
     for script in args.only or STUDIES:

@@ -20,6 +20,21 @@ on the training examples, also saved).
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
+
+def arguments():
+    """The command line, built before TensorFlow is imported."""
+    parser = _common.parser(__doc__)
+    parser.add_argument("--datasets", type=int, default=100, help="experiments averaged")
+    parser.add_argument("--depth", type=int, default=32, help="layers of the MLP")
+    parser.add_argument("--train", type=int, default=2000, help="probe training examples")
+    parser.add_argument("--test", type=int, default=2000, help="held-out examples")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -87,13 +102,7 @@ def figure(points, test, train, datasets):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__)
-    parser.add_argument("--datasets", type=int, default=100, help="experiments averaged")
-    parser.add_argument("--depth", type=int, default=32, help="layers of the MLP")
-    parser.add_argument("--train", type=int, default=2000, help="probe training examples")
-    parser.add_argument("--test", type=int, default=2000, help="held-out examples")
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes")
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     if args.quick:
         args.datasets, args.train, args.test = 3, 500, 500
     run = _common.Run("toy", args)

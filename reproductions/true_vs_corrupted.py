@@ -17,28 +17,32 @@ Adam(1e-3) for 100 epochs: about 1 minute on 2 CPU cores.
 
 import _common  # noqa: I001  (first: it points Keras at the offline cache)
 
-import matplotlib  # noqa: E402
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from _mnist_mlp import data, mlp  # noqa: E402
-
-import keras_probes as kp  # noqa: E402
-
-
-def first_epoch(epochs, values, level):
-    """The first epoch at which `values` reach `level` (None if never)."""
-    return next((e for e, v in zip(epochs, values, strict=True) if v >= level), None)
-
-
-def main(argv=None):
+def arguments():
+    """The command line, built before TensorFlow is imported."""
     parser = _common.parser(__doc__)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--fraction", type=float, default=0.5, help="corrupted fraction N")
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":
+    arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from _mnist_mlp import data, first_epoch, mlp  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
+
+
+def main(argv=None):
+    args = arguments().parse_args(argv)
     run = _common.Run("true_vs_corrupted", args)
     parts, source = data(args.seed, args.quick)
     run.note(f"data: {source}")
