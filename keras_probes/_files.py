@@ -56,7 +56,13 @@ def leftovers(path) -> list[Path]:
 
 
 def fsync_directory(directory) -> None:
-    """Puts `directory`'s entries (a rename, a new file) on disk."""
+    """Puts `directory`'s entries (a rename, a new file) on disk.
+
+    Windows cannot open a directory to sync it: there the entries are left to the file
+    system (a rename is still atomic; only its durability across a power cut is not forced).
+    """
+    if os.name == "nt":
+        return
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -53,7 +53,7 @@ What a reader sees at every instant, and what two writers do:
   `base_dir/<version>`: a server polling `base_dir` sees no version or the
   whole one, never half of it. An existing version is never overwritten.
 - The publication holds an exclusive lock (`.export.lock`, beside
-  `models.config`, `fcntl.flock`; the kernel releases it when a process
+  `models.config`, `_files.locked` (flock on Unix, LockFileEx on Windows); the kernel releases it when a process
   dies) and, under it: picks the version (`version=None`: the next free one
   at that moment, so racing exports each get their own; a given version
   that another export took meanwhile is a `FileExistsError` naming the next
