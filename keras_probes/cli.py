@@ -12,10 +12,15 @@ probed: then `--points` chooses where) or a SavedModel directory (opaque: its
 serving outputs are the points). DATA is an image folder (one sub-folder per
 class) or a TFDS dataset name, read as the model takes it (its input size;
 `--preprocess` and, for an input of open size, `--image-size` default to those
-of the `--points` preset). Every option is checked when parsed, before
-anything is read: numbers against their range, output files against their
-suffix and directory. Errors are one line on stderr and exit status 2;
-`--help` on each command tells the rest.
+of the model's family, found in the model whatever `--points` says; an RGB
+model of no known family needs `--preprocess`). A `.keras` file holding Python
+code (a `Lambda` layer) is loaded only with `--unsafe-deserialization`. Every
+option is checked when parsed, before anything is read: numbers against their
+range, output files against their suffix and directory. Errors are one line on
+stderr and exit status 2, in the options' spelling; `probe` prints each step
+it starts on stdout; `--help` on each command tells the rest. Only the
+commands that run a model import TensorFlow: `--help`, `report` and `plot`
+start at once.
 
 On several machines, run the same command on every worker with its own
 `TF_CONFIG` (`{"cluster": {"worker": [...]}, "task": {"type": "worker",
@@ -26,6 +31,7 @@ first worker writes reports, figures and models.
 """
 
 import argparse
+import ast
 import math
 import os
 import re
@@ -87,6 +93,20 @@ def _output_file(*suffixes, why=""):
     return parse
 
 
+def _figure_file(text):
+    """An argparse `type` for a figure: a suffix matplotlib writes (it would otherwise
+    append `.png` to the name given), in a directory that exists."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffixes = sorted(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes())
+    if Path(text).suffix.lower() not in suffixes:
+        raise argparse.ArgumentTypeError(
+            "must end in .png, .pdf, .svg or another suffix matplotlib writes "
+            f"({' '.join(suffixes)}). Received: {text}"
+        )
+    return _output_file()(text)
+
+
 def _output_dir(text):
     """An argparse `type` for a directory to write into, created if missing."""
     path = Path(text)
@@ -109,18 +129,17 @@ def _check_parent(path, text):
 
 def _add_model_options(command):
     """Options of commands that probe a model file on images."""
+    # No defaults here: `None` is "not given", refused with a ProbedModel (`_plain_options`).
     command.add_argument(
         "--points",
         nargs="+",
-        default=["all"],
         help="for a plain model: a preset (resnet50, inception_v3, mobilenet, vgg16), 'all', "
         "'blocks' (every block output of a known family), or layer names (default: all)",
     )
     command.add_argument(
         "--reducers",
-        default="auto",
         choices=["auto", "gap", "flatten"],
-        help="for a plain model: how each point becomes a vector (default: %(default)s)",
+        help="for a plain model: how each point becomes a vector (default: auto)",
     )
     command.add_argument(
         "--num-classes",
@@ -131,17 +150,16 @@ def _add_model_options(command):
     command.add_argument("--batch-size", type=_AT_LEAST_1, default=64, help="default: %(default)s")
 
 
-def _add_image_options(command, preset=True):
+def _add_image_options(command):
     """How images are read: preprocessing, size and the TFDS data directory; their
-    defaults are those of the --points preset, where the command has --points."""
-    default = "the --points preset's, e.g. caffe for resnet50; else none" if preset else "none"
-    size = "the model's input size" + (", else the --points preset's" if preset else "")
+    defaults are those of the model's family (kp.datasets.images_for_model)."""
     command.add_argument(
         "--preprocess",
         choices=["none", "tf", "caffe", "torch"],
         help="image preprocessing of keras.applications: 'tf' for MobileNet/Inception, "
         "'caffe' for ResNet50/VGG, 'torch' for DenseNet, 'none' keeps pixels 0..255 "
-        f"(default: {default})",
+        "(default: the model's family's, found whatever --points says, e.g. caffe for a "
+        "ResNet50; none for a grayscale model; required for an RGB model of no known family)",
     )
     command.add_argument(
         "--image-size",
@@ -149,7 +167,7 @@ def _add_image_options(command, preset=True):
         type=_AT_LEAST_1,
         metavar=("HEIGHT", "WIDTH"),
         help="the size images are resized to, for a model whose input size is open "
-        f"(default: {size})",
+        "(default: the model's input size, else its family's)",
     )
     command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
 
@@ -272,7 +290,7 @@ def _parser():
     plot.add_argument(
         "--out",
         required=True,
-        type=_output_file(),
+        type=_figure_file,
         help="the figure file, e.g. errors.png or .pdf, in an existing directory",
     )
     plot.add_argument("--metric", default="error", help="default: %(default)s")
@@ -303,7 +321,7 @@ def _parser():
         help="an image folder or TFDS dataset whose first 3 images make the warm-up "
         "requests (default: one image of zeros)",
     )
-    _add_image_options(export, preset=False)  # of the warm-up images
+    _add_image_options(export)  # of the warm-up images
 
     cache = commands["cache"]
     cache.add_argument("model", help="a .keras file: a saved ProbedModel or any Keras model")
@@ -358,7 +376,19 @@ def _parser():
     )
     for command in (probe, cache, fit, export):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
+        command.add_argument(
+            "--unsafe-deserialization",
+            action="store_true",
+            help="load a .keras file that holds Python code (a Lambda layer's function), "
+            "which loading runs: only for a file you trust (Keras' safe_mode=False)",
+        )
+    parser.commands = commands
     return parser
+
+
+def _command_parser(name):
+    """The parser of one command, e.g. to spell its options in a message."""
+    return _parser().commands[name]
 
 
 def _check_across(args):
@@ -378,30 +408,79 @@ def _check_across(args):
             )
 
 
-def _points(args):
-    """`--points` as `kp.ProbedModel` takes them: one preset or 'all' is that name."""
+def _library():
+    """`keras_probes` with every submodule imported, whether or not the package imports
+    them on first use (as it may in the command line, for the text commands): every
+    Keras class is registered before a saved model is loaded."""
     import keras_probes as kp
 
-    points = args.points
-    if len(points) == 1 and points[0] in ("all", "blocks", *kp.points.PRESETS):
+    for name in kp.__all__:
+        getattr(kp, name)
+    return kp
+
+
+def _points(args):
+    """`--points` as `kp.ProbedModel` takes them: one preset or 'all' is that name."""
+    from keras_probes.points import PRESETS
+
+    points = args.points or ["all"]
+    if len(points) == 1 and points[0] in ("all", "blocks", *PRESETS):
         return points[0]
     return points
 
 
+def _load_model(args):
+    """MODEL as `kp.models.load_model` opens it, Python code only if the user trusts it."""
+    from keras_probes import models
+
+    return models.load_model(args.model, safe_mode=not args.unsafe_deserialization)
+
+
+def _plain_options(args, model):
+    """Refuses the options that only say how to probe a plain model, given with a saved
+    `kp.ProbedModel` (which keeps its own): they would be silently ignored."""
+    from keras_probes.model import ProbedModel
+
+    if not isinstance(model, ProbedModel):
+        return
+    given = [
+        option
+        for option, value in (
+            ("--points", args.points),
+            ("--num-classes", args.num_classes),
+            ("--reducers", args.reducers),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(
+            f"{args.model} is a saved ProbedModel, with its own points "
+            f"({', '.join(model.points)}), reducers and {model.num_classes} classes: "
+            f"{' and '.join(given)} only applies to a plain model. Leave "
+            f"{' and '.join(given)} out, or pass the file of the model to probe."
+        )
+
+
+def _as_probed(args, model, num_classes):
+    from keras_probes import models
+
+    return models.as_probed(model, _points(args), num_classes, args.reducers or "auto")
+
+
 def _images(args, model, source, split, batch_size=None):
     """`(dataset, class_names)` of an image folder or a TFDS dataset, as `model` takes
-    them, with the preprocessing and image size of the options (else the preset's)."""
-    import keras_probes as kp
+    them: the preprocessing and size of the options, else of the `--points` preset,
+    else of the model's family (`kp.datasets.images_for_model` finds it)."""
+    from keras_probes import datasets
+    from keras_probes.points import PRESETS
 
     points = _points(args) if hasattr(args, "points") else None
-    if points == "blocks":  # the family's preprocessing and size, as for its preset
-        points = kp.points.family(model.base if isinstance(model, kp.ProbedModel) else model)
-    return kp.datasets.images_for_model(
+    return datasets.images_for_model(
         model,
         source,
         batch_size or args.batch_size,
         args.preprocess,
-        preset=points if isinstance(points, str) and points in kp.points.PRESETS else None,
+        preset=points if isinstance(points, str) and points in PRESETS else None,
         image_size=args.image_size,
         split=split,
         data_dir=args.data_dir,
@@ -409,13 +488,12 @@ def _images(args, model, source, split, batch_size=None):
 
 
 def _cache(args):
-    import keras_probes as kp
+    kp = _library()
 
-    model = kp.models.load_model(args.model)
+    model = _load_model(args)
+    _plain_options(args, model)
     dataset, class_names = _images(args, model, args.data, args.tfds_split or args.split)
-    probed = kp.models.as_probed(
-        model, _points(args), args.num_classes or len(class_names), args.reducers
-    )
+    probed = _as_probed(args, model, args.num_classes or len(class_names))
     cache = kp.FeatureCache.write(
         probed,
         dataset,
@@ -436,7 +514,7 @@ def _cache(args):
 def _fit_and_report(probed, cache, args, train="train", validation="auto"):
     """`kp.fit_probes` with the options given: those of another solver are refused when
     parsed, and one left out keeps the library's default."""
-    import keras_probes as kp
+    kp = _library()
 
     given = {name: getattr(args, name) for name in _SOLVER_OPTIONS}
     report = kp.fit_probes(
@@ -454,10 +532,11 @@ def _fit_and_report(probed, cache, args, train="train", validation="auto"):
 
 
 def _fit(args):
-    import keras_probes as kp
+    kp = _library()
 
     cache = kp.FeatureCache.open(args.cache)
-    model = kp.models.load_model(args.model)
+    model = _load_model(args)
+    cache.check_model(model)  # another model's cache is said so, not "Unknown probe point"
     probed = kp.models.as_probed(model, cache.points, cache.num_classes, cache.reducers)
     validation = None if args.validation == "none" else args.validation
     report = _fit_and_report(probed, cache, args, args.train, validation)
@@ -475,11 +554,24 @@ def _write_report(report, path):
     (report.to_csv if str(path).endswith(".csv") else report.to_json)(path)
 
 
+def _step(number, text):
+    """One line saying which of `probe`'s steps starts, on stdout with the progress bars."""
+    print(f"[{number}/5] {text}", flush=True)
+
+
+def _count(n, noun):
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _probe(args):
-    import keras_probes as kp
+    kp = _library()
 
     out = Path(args.out)
-    model = kp.models.load_model(args.model)
+    _step(1, f"loading the model {args.model}")
+    model = _load_model(args)
+    _plain_options(args, model)
+    sources = f"--data {args.data}" + (f" and --val-data {args.val_data}" if args.val_data else "")
+    _step(2, f"reading the images of {sources}")
     splits = {"train": _images(args, model, args.data, args.tfds_split)}
     if args.val_data:
         splits["val"] = _images(args, model, args.val_data, args.val_tfds_split)
@@ -489,8 +581,9 @@ def _probe(args):
             sources=(args.data, args.val_data),
             labels=("--data", "--val-data"),
         )
-    num_classes = args.num_classes or len(splits["train"][1])
-    probed = kp.models.as_probed(model, _points(args), num_classes, args.reducers)
+    probed = _as_probed(args, model, args.num_classes or len(splits["train"][1]))
+    points = len(probed.points)
+    _step(3, f"extracting the features of {_count(points, 'point')} into {out / 'cache'}")
     for split, (dataset, _) in splits.items():
         kp.FeatureCache.write(
             probed,
@@ -501,9 +594,15 @@ def _probe(args):
             verbose=0 if args.quiet else 1,
         )
     cache = kp.FeatureCache.open(out / "cache", model=probed)
+    _step(
+        4,
+        f"fitting {_count(points, 'probe')} ({args.solver}) and evaluating "
+        f"{'it' if points == 1 else 'them'} on {', '.join(splits)}",
+    )
     report = _fit_and_report(probed, cache, args)
     if not _writes_outputs():
         return
+    _step(5, f"writing report.json, report.csv, errors.png and probed.keras to {out}")
     _write_report(report, out / "report.json")
     _write_report(report, out / "report.csv")
     kp.plots.plot_errors(report).savefig(out / "errors.png", dpi=110)
@@ -512,14 +611,12 @@ def _probe(args):
 
 
 def _read_report(path):
-    import keras_probes as kp
+    from keras_probes.report import ProbeReport
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No report at {path}.")
-    return (
-        kp.ProbeReport.from_csv(path) if path.suffix == ".csv" else kp.ProbeReport.from_json(path)
-    )
+    return ProbeReport.from_csv(path) if path.suffix == ".csv" else ProbeReport.from_json(path)
 
 
 def _report(args):
@@ -535,9 +632,9 @@ def _report(args):
 
 
 def _plot(args):
-    import keras_probes as kp
+    from keras_probes import plots
 
-    figure = kp.plots.plot_errors(
+    figure = plots.plot_errors(
         _read_report(args.report),
         splits=args.splits,
         metric=args.metric,
@@ -551,9 +648,9 @@ def _plot(args):
 def _export(args):
     import numpy as np
 
-    import keras_probes as kp
+    kp = _library()
 
-    model = kp.models.load_model(args.model)
+    model = _load_model(args)
     if not isinstance(model, kp.ProbedModel):
         raise TypeError(
             f"{args.model} holds a plain {type(model).__name__}, not a ProbedModel with fitted "
@@ -577,28 +674,44 @@ def _export(args):
     print(f"exported {path}")
 
 
+#: The commands that read no model: they never import TensorFlow, so they start at once.
+_TEXT_COMMANDS = ("report", "plot")
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status (0, or 2 on an error)."""
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(argv)
         _check_across(args)
     except _UsageError as error:
         print(_one_line(error), file=sys.stderr)
         return 2
+    # Before TensorFlow is imported (by the commands that need it): its C++ logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
+    commands.update(cache=_cache, fit=_fit)
     try:
-        commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
-        commands.update(cache=_cache, fit=_fit)
-        from keras_probes import distribute
-
-        with distribute.strategy_from_tf_config().scope():
+        if args.command in _TEXT_COMMANDS:
             commands[args.command](args)
-    except (ValueError, TypeError, OSError, tf.errors.OpError) as error:
-        print(f"keras-probes {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        else:
+            from keras_probes import distribute
+
+            with distribute.strategy_from_tf_config().scope():
+                commands[args.command](args)
+    except Exception as error:
+        if not isinstance(error, (ValueError, TypeError, OSError, *_tensorflow_errors())):
+            raise
+        message = _as_options(_one_line(error), parser.commands[args.command])
+        print(f"keras-probes {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _tensorflow_errors():
+    """TensorFlow's op errors, if it was imported (a text command never imports it)."""
+    tf = sys.modules.get("tensorflow")
+    return (tf.errors.OpError,) if tf is not None else ()
 
 
 def _writes_outputs() -> bool:
@@ -613,6 +726,59 @@ def _one_line(error):
     # A check failing inside the input pipeline: its own words, not TF's frame.
     found = re.search(r"assertion failed: \[(.*?)\]", message)
     return " ".join((found.group(1) if found else message).split())
+
+
+#: The library's keyword names that a command's option spells otherwise.
+_RENAMED = {"export": {"base_dir": "--out", "warmup": "--warmup-data"}}
+#: The library's settings that are one flag of the command line.
+_FLAGS = {"safe_mode=False": "--unsafe-deserialization"}
+#: A keyword's value in a message: a quoted string, a list or tuple, or one token.
+_VALUE = r"""'[^']*'|"[^"]*"|\[[^\]]*\]|\([^)]*\)|-?[\w.+-]*\w"""
+
+
+def _as_options(message, command):
+    """`message` of the Python API in the spelling of `command`'s options: "`version`"
+    becomes "--version", "version=3" "--version 3", "version=None" "no --version",
+    "overwrite=True" "--overwrite", "image_size=[32, 32]" "--image-size 32 32",
+    "safe_mode=False" "--unsafe-deserialization". Only the names of the command's own
+    options are translated."""
+    options = {
+        action.dest: action.option_strings[-1]
+        for action in command._actions
+        if action.option_strings and action.option_strings[-1].startswith("--")
+    }
+    options.update(_RENAMED.get(command.prog.split()[-1], {}))
+    for phrase, flag in _FLAGS.items():
+        if flag in options.values():
+            message = message.replace(phrase, flag)
+    names = "|".join(sorted(map(re.escape, options), key=len, reverse=True))
+    message = re.sub(rf"`({names})`", lambda m: options[m.group(1)], message)
+
+    def spell(match):
+        option, value = options[match.group(1)], match.group(2)
+        if value is None or value == "True":
+            return option
+        if value in ("None", "False"):
+            return f"no {option}"
+        return f"{option} {_as_words(value)}"
+
+    message = re.sub(rf"(?<![\w.`])({names})=({_VALUE})?", spell, message)
+    # A message that gave the option beside the keyword says it once now.
+    return re.sub(r"(--[\w-]+) \(\1\)", r"\1", message)
+
+
+def _as_words(value):
+    """A Python value as command-line words: `'tf'` -> tf, `[32, 32]` -> 32 32, and a
+    placeholder tuple `(height, width)` -> HEIGHT WIDTH, as argparse shows metavars."""
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        if value[:1] in "([":
+            return " ".join(part.strip().upper() for part in value[1:-1].split(","))
+        return value
+    if isinstance(parsed, list | tuple):
+        return " ".join(str(item) for item in parsed)
+    return str(parsed)
 
 
 if __name__ == "__main__":

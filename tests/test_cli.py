@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from conftest import small_convnet
+from conftest import make_report, small_convnet
 
 import keras_probes as kp
 from keras_probes import cli
@@ -51,7 +51,8 @@ def test_cache_then_fit(files, capsys):
     )  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out
-    assert "train grad_norm" in printed and "val error" in printed
+    # One table per split (report.table): train's with the gradient norm, then val's.
+    assert "grad_norm" in printed.split("split val")[0] and "error" in printed.split("split val")[1]
     report = kp.ProbeReport.from_json(report_file)
     assert report.splits == ["train", "val"] and report.num_classes == 3
     probed = keras.models.load_model(saved)
@@ -456,11 +457,17 @@ def test_preprocessing_and_image_size_default_to_the_points_preset(
             np.testing.assert_allclose(
                 cached[point], np.concatenate(expected[point]), rtol=1e-5, atol=1e-6
             )
-    # Without a size and without a preset, the open input size cannot be guessed.
-    argv = ["cache", str(path), "--data", str(files / "val"), "--out", str(tmp_path / "none"),
-            "--points", "conv1_relu", "--num-classes", "3", "--quiet"]  # fmt: skip
+    # Without a size and without a family, the open input size cannot be guessed.
+    inputs = keras.Input((None, None, 3), name="image")
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(inputs)).save(
+        tmp_path / "open.keras"
+    )
+    argv = ["cache", str(tmp_path / "open.keras"), "--data", str(files / "val"), "--out",
+            str(tmp_path / "none"), "--preprocess", "none", "--num-classes", "3",
+            "--quiet"]  # fmt: skip
     assert main(argv) == 2
-    assert "pass image_size=(height, width)" in _one_error_line(capsys, "cache")
+    error = _one_error_line(capsys, "cache")
+    assert "pass --image-size HEIGHT WIDTH to resize the images to" in error, error
 
 
 def test_an_image_size_that_does_not_fit_the_model_is_one_line(files, tmp_path, capsys):
@@ -469,6 +476,155 @@ def test_an_image_size_that_does_not_fit_the_model_is_one_line(files, tmp_path, 
     assert main(argv) == 2
     error = _one_error_line(capsys, "cache")
     assert (
-        "`image_size` must be the model's input size (28, 28). Received: image_size=[32, 32]"
+        "--image-size must be the model's input size (28, 28). Received: --image-size 32 32"
         in error
+    ), error
+
+
+# -- issue 26: what a careless user found -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def few_images(files, tmp_path_factory):
+    """Two images of each of the three digit classes: the smallest folder to probe."""
+    return kp.datasets.balanced_subset(files / "val", 2, tmp_path_factory.mktemp("few") / "d")
+
+
+def test_the_family_found_in_the_model_preprocesses_whatever_the_points(
+    few_images, open_size_mobilenet, tmp_path, capsys
+):
+    # A MobileNet probed at one of its layers, not at a preset: it is still a MobileNet,
+    # fed 224x224 images mapped to [-1, 1] ('tf'), never raw pixels 0..255.
+    path, base = open_size_mobilenet
+    argv = ["cache", str(path), "--data", str(few_images), "--out", str(tmp_path),
+            "--points", "conv_pw_13_relu", "--num-classes", "3", "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    probed = kp.ProbedModel(base, points=["conv_pw_13_relu"], num_classes=3)
+    images, _ = kp.datasets.images(few_images, (224, 224), 6, "tf")
+    x, _ = next(iter(images))
+    expected = np.asarray(probed.extract_features(x)["conv_pw_13_relu"])
+    cached, _ = kp.FeatureCache.open(tmp_path).arrays("train")
+    np.testing.assert_allclose(cached["conv_pw_13_relu"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_rgb_model_of_unknown_family_needs_preprocess(few_images, tmp_path, capsys):
+    inputs = keras.Input((28, 28, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x)).save(
+        tmp_path / "rgb.keras"
     )
+    argv = ["cache", str(tmp_path / "rgb.keras"), "--data", str(few_images), "--points", "gap",
+            "--quiet"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "c1")]) == 2
+    error = _one_error_line(capsys, "cache")
+    assert "The model's family is unknown" in error and "Pass --preprocess one of 'tf'" in error
+    assert "Received: no --preprocess" in error and "preprocess=" not in error, error
+    assert not (tmp_path / "c1").exists()  # refused before any extraction
+    assert main([*argv, "--out", str(tmp_path / "c2"), "--preprocess", "none"]) == 0
+
+
+def test_a_corrupt_image_is_named_in_one_line(few_images, files, tmp_path, capsys):
+    shutil.copytree(few_images, tmp_path / "data", symlinks=False)
+    bad = sorted((tmp_path / "data" / "digit_1").iterdir())[1]
+    bad.write_bytes(b"<html>not an image</html>")
+    argv = ["cache", str(files / "convnet.keras"), "--data", str(tmp_path / "data"),
+            "--out", str(tmp_path / "cache"), "--points", "gap", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "cache")
+    assert f"error: The image {bad} cannot be read" in error, error
+
+
+def test_python_code_in_a_model_file_is_loaded_only_with_the_option(few_images, tmp_path, capsys):
+    inputs = keras.Input((28, 28, 1), name="image")
+    scaled = keras.layers.Lambda(lambda x: x / 255.0, name="scaled")(inputs)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(scaled)).save(
+        tmp_path / "lambda.keras"
+    )
+    argv = ["cache", str(tmp_path / "lambda.keras"), "--data", str(few_images), "--points",
+            "gap", "--num-classes", "3", "--quiet"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "c1")]) == 2
+    error = _one_error_line(capsys, "cache")
+    assert "holds Python code" in error and "pass --unsafe-deserialization" in error, error
+    assert "safe_mode" not in error, error
+    assert main([*argv, "--out", str(tmp_path / "c2"), "--unsafe-deserialization"]) == 0
+    features, _ = kp.FeatureCache.open(tmp_path / "c2").arrays("train")
+    assert 0 < features["gap"].max() <= 1  # the file's own code ran: pixels scaled
+
+
+@pytest.mark.parametrize(
+    "options, given",
+    [(["--points", "relu1"], "--points"), (["--num-classes", "5"], "--num-classes"),
+     (["--reducers", "flatten"], "--reducers")],
+)  # fmt: skip
+def test_options_for_a_plain_model_are_refused_with_a_probed_model(
+    files, few_images, tmp_path, capsys, options, given
+):
+    probed = kp.ProbedModel(keras.models.load_model(files / "convnet.keras"), ["gap"], 3)
+    probed.save(tmp_path / "probed.keras")
+    for command in ("probe", "cache"):
+        argv = [command, str(tmp_path / "probed.keras"), "--data", str(few_images), "--out",
+                str(tmp_path / command), *options, "--quiet"]  # fmt: skip
+        assert main(argv) == 2
+        error = _one_error_line(capsys, command)
+        assert "is a saved ProbedModel, with its own points (gap)" in error, error
+        assert f"{given} only applies to a plain model" in error, error
+        assert not (tmp_path / command / "cache").exists()
+
+
+def test_plot_needs_a_figure_suffix_and_says_what_it_wrote(tmp_path, capsys):
+    make_report().to_json(tmp_path / "r.json")
+    assert main(["plot", str(tmp_path / "r.json"), "--out", str(tmp_path / "fig")]) == 2
+    error = _one_error_line(capsys, "plot")
+    assert "argument --out: must end in .png, .pdf, .svg or another suffix" in error, error
+    assert not list(tmp_path.glob("fig*"))
+    assert main(["plot", str(tmp_path / "r.json"), "--out", str(tmp_path / "fig.svg")]) == 0
+    assert capsys.readouterr().out.strip() == f"figure: {tmp_path / 'fig.svg'}"
+    assert (tmp_path / "fig.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize(
+    "command, message, expected",
+    [
+        ("export", "`version` must be an integer >= 1. Received: version=0",
+         "--version must be an integer >= 1. Received: --version 0"),
+        ("export", "The next free version is 3: pass version=3, or version=None.",
+         "The next free version is 3: pass --version 3, or no --version."),
+        ("export", "Received: base_dir='serving/x'", "Received: --out serving/x"),
+        ("cache", "Received: image_size=[32, 32]", "Received: --image-size 32 32"),
+        ("cache", "pass image_size=(height, width) to resize",
+         "pass --image-size HEIGHT WIDTH to resize"),
+        ("cache", "Unknown probe point 'conv9'. Received: points=['conv9', 'gap']",
+         "Unknown probe point 'conv9'. Received: --points conv9 gap"),
+        ("fit", "if you trust the file, pass safe_mode=False.",
+         "if you trust the file, pass --unsafe-deserialization."),
+        ("fit", "`l2` must be a finite number >= 0. Received: l2=-1.0",
+         "--l2 must be a finite number >= 0. Received: --l2 -1.0"),
+        ("cache", "Pass the same data, or overwrite=True to rewrite it.",
+         "Pass the same data, or --overwrite to rewrite it."),
+        ("export", "or pass heads_only=True (--heads-only) to serve the heads",
+         "or pass --heads-only to serve the heads"),
+        # Words that are no keyword, and the names of other commands' options, stay.
+        ("export", "version 2 of 'digits' was exported already",
+         "version 2 of 'digits' was exported already"),
+        ("export", "Received: l2=-1", "Received: l2=-1"),
+    ],
+)  # fmt: skip
+def test_python_keyword_names_are_spelled_as_options(command, message, expected):
+    assert cli._as_options(message, cli._command_parser(command)) == expected
+
+
+def test_probe_says_which_step_it_is_in(files, few_images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["probe", str(files / "convnet.keras"), "--data", str(few_images), "--val-data",
+            str(few_images), "--out", str(out), "--points", "gap", "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    steps = [line for line in printed.out.splitlines() if line.startswith("[")]
+    assert steps == [
+        f"[1/5] loading the model {files / 'convnet.keras'}",
+        f"[2/5] reading the images of --data {few_images} and --val-data {few_images}",
+        f"[3/5] extracting the features of 1 point into {out / 'cache'}",
+        "[4/5] fitting 1 probe (lbfgs) and evaluating it on train, val",
+        f"[5/5] writing report.json, report.csv, errors.png and probed.keras to {out}",
+    ], printed.out
+    assert printed.err == ""

@@ -1,0 +1,32 @@
+"""The command line's start: the commands that run no model never import TensorFlow."""
+
+import os
+import subprocess
+import sys
+
+from conftest import make_report
+
+
+def _command_line(tmp_path, *argv, python=()):
+    """`python -m keras_probes.cli *argv` in a fresh process, TF's log level unset."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, *python, "-m", "keras_probes.cli", *argv], capture_output=True,
+        text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, result.stderr
+
+
+def test_text_commands_never_import_tensorflow(tmp_path):
+    # `--help` and `report` start at once and print nothing on stderr: TensorFlow (and
+    # its start-up logs) is imported only by the commands that run a model.
+    make_report().to_json(tmp_path / "r.json")
+    out, err = _command_line(tmp_path, "--help")
+    assert "usage: keras-probes" in out and err == ""
+    out, err = _command_line(tmp_path, "report", "r.json")
+    assert "val" in out and "error" in out and err == ""
+    _, imports = _command_line(tmp_path, "report", "r.json", python=("-X", "importtime"))
+    imported = {line.split("|")[-1].strip() for line in imports.splitlines() if "|" in line}
+    assert "keras_probes.report" in imported
+    assert not imported & {"tensorflow", "keras", "tensorflow_datasets", "matplotlib"}
