@@ -22,7 +22,13 @@ PRESET_SIZES = {
 }
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# The larger families (10-20 s each here) are in the slow tier; MobileNetV2 and VGG16 stay fast.
+FAST = {"MobileNetV2", "VGG16"}
+
+
+@pytest.mark.parametrize(
+    "family", [f if f in FAST else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
+)
 def test_probe_every_layer_of_every_family(family):
     constructor, size = FAMILIES[family]
     keras.utils.set_random_seed(0)

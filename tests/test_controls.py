@@ -52,6 +52,7 @@ def test_selectivity_needs_the_same_points():
         report.with_selectivity(other, "val")
 
 
+@pytest.mark.slow  # 10 training epochs, then three sets of probes
 @pytest.mark.numerics
 def test_controls_end_to_end_on_a_trained_convnet(digits, tmp_path):
     """Shuffled-label and re-initialised-network controls of real probes, and selectivity."""

@@ -29,6 +29,7 @@ def cached(digits, tmp_path_factory):
     return probed, kp.FeatureCache.open(directory, model=probed), (xt, yt)
 
 
+@pytest.mark.slow  # scikit-learn's optimum at tol 1e-10 takes minutes
 @pytest.mark.numerics
 def test_lbfgs_probe_reaches_scikit_learns_optimum(cached):
     """Invariant 3: within 1% of LogisticRegression's optimum, same L2 (C = 1 / (l2 n))."""

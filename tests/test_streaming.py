@@ -47,6 +47,7 @@ def cached(digits, tmp_path_factory):
     return probed, kp.FeatureCache.open(directory, model=probed)
 
 
+@pytest.mark.slow  # two L-BFGS fits to tol 1e-10 per case
 @pytest.mark.numerics
 @pytest.mark.parametrize("standardize", [False, True])
 def test_streamed_lbfgs_equals_in_memory(cached, monkeypatch, standardize):
@@ -74,6 +75,7 @@ def test_streamed_lbfgs_equals_in_memory(cached, monkeypatch, standardize):
         assert streamed.converged_ and held.converged_
 
 
+@pytest.mark.slow  # fits every probe of a cache twice
 def test_fit_probes_reads_the_cache_through_sharded_rows(cached, monkeypatch):
     """`kp.fit_probes` hands L-BFGS the memory-mapped shards, never a loaded copy."""
     probed, cache = cached

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import small_convnet
 from tensorflow.core.util import event_pb2
@@ -38,6 +39,7 @@ def test_keras_tensorboard_groups_every_probes_curves_by_point(digits, tmp_path)
         assert [step for step, _ in written["epoch_gap/loss"]] == [0, 1]
 
 
+@pytest.mark.slow  # trains a convnet with probes refitted along the way
 def test_probe_monitor_writes_its_heatmap_as_an_image(digits, tmp_path):
     x, y, xt, yt = digits
     keras.utils.set_random_seed(0)
