@@ -30,3 +30,18 @@ def test_text_commands_never_import_tensorflow(tmp_path):
     imported = {line.split("|")[-1].strip() for line in imports.splitlines() if "|" in line}
     assert "keras_probes.report" in imported
     assert not imported & {"tensorflow", "keras", "tensorflow_datasets", "matplotlib"}
+
+
+def test_the_console_script_imports_no_tensorflow_for_help(tmp_path):
+    # The installed `keras-probes` script, as a user runs it (PYTHONPROFILEIMPORTTIME is
+    # `-X importtime` for a script).
+    script = os.path.join(os.path.dirname(sys.executable), "keras-probes")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0 and "usage: keras-probes" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "keras_probes.cli" in imported
+    assert not imported & {"tensorflow", "keras", "tensorflow_datasets"}
