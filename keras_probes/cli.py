@@ -4,6 +4,7 @@
     keras-probes report REPORT [--metrics error] [--splits val]
     keras-probes plot REPORT --out FIGURE.png [--metric error]
     keras-probes export PROBED.keras --out BASE_DIR [--version N] [--heads-only]
+        [--allow-unfitted] [--allow-new-signatures]
     keras-probes cache MODEL --data DATA --out CACHE [--split train] [--points ...]
     keras-probes fit MODEL --cache CACHE [--solver lbfgs] [--l2 1e-4] [--report report.json]
 
@@ -310,6 +311,17 @@ def _parser():
         "--heads-only",
         action="store_true",
         help="serve the probe heads over reduced features instead of the whole model",
+    )
+    export.add_argument(
+        "--allow-unfitted",
+        action="store_true",
+        help="export probes never fitted (all-zero heads: the same answer for every input)",
+    )
+    export.add_argument(
+        "--allow-new-signatures",
+        action="store_true",
+        help="publish a version whose signatures differ from the latest version's "
+        "(its clients break when the server moves to it)",
     )
     export.add_argument("--model-name", help="name in models.config (default: OUT's name)")
     export.add_argument(
@@ -667,6 +679,8 @@ def _export(args):
         args.out,
         version=args.version,
         heads_only=args.heads_only,
+        allow_unfitted=args.allow_unfitted,
+        allow_new_signatures=args.allow_new_signatures,
         warmup=warmup,
         model_name=args.model_name,
         server_root=args.server_root,

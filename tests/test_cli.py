@@ -155,6 +155,20 @@ def test_probe_report_plot_export_end_to_end(files, tmp_path, capsys):
     assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]
     assert main([*argv, "--version", "1"]) == 2
     assert "next free version is 3" in capsys.readouterr().err
+    # Another signature (the heads over features) would break version 2's clients.
+    assert main([*argv, "--heads-only"]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "--allow-new-signatures" in error
+    assert main([*argv, "--heads-only", "--allow-new-signatures"]) == 0
+    assert sorted(p.name for p in serving.iterdir()) == ["1", "2", "3"]
+    # Probes never fitted answer class 0 for every input: refused unless asked for.
+    fresh = kp.ProbedModel(small_convnet(), points=["gap"], num_classes=3)
+    fresh.save(tmp_path / "fresh.keras")
+    argv = ["export", str(tmp_path / "fresh.keras"), "--out", str(tmp_path / "fresh"), "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "--allow-unfitted" in error
+    assert main([*argv, "--allow-unfitted"]) == 0
     served = tf.saved_model.load(str(serving / "2"))
     probed = keras.models.load_model(out / "probed.keras")
     images, _ = kp.datasets.image_folder(files / "val", (28, 28), color_mode="grayscale")
