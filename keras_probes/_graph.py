@@ -3,7 +3,8 @@ re-traces a model so that every layer's output hangs off one set of inputs.
 
 This is the only module that touches Keras internals: `Functional`, its graph
 executor `_run_through_graph` (the one `keras.models.clone_model` uses), a
-tensor's `_keras_history` and a layer's `_flatten_layers`. The tests over every
+tensor's `_keras_history` (and its node's `input_tensors`) and a layer's
+`_flatten_layers`. The tests over every
 `keras.applications` family and over keras-hub backbones pin the behaviour.
 
 Two kinds of layers are opened, so that the layers inside them are points:
@@ -47,6 +48,11 @@ class Graph:
         problems: `{path: why it cannot be a probe}` for the others.
         aliases: `{alias: path}` of the sub-models that have a second name:
             `"backbone"` for a keras-hub task's backbone.
+        positions: `{input name: (positions, path)}`: the integer inputs
+            (token ids) that feed a learned position embedding
+            (`POSITION_EMBEDDINGS`), the embedding's number of positions (a
+            keras-hub backbone's `max_sequence_length`) and the path of the
+            layer that holds it. Their token axis (1) may not be longer.
     """
 
     inputs: object
@@ -54,6 +60,7 @@ class Graph:
     tensors: dict = field(default_factory=dict)
     problems: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)
+    positions: dict = field(default_factory=dict)
 
     def canonical(self, path: str) -> str:
         """`path` with a leading alias replaced: `"backbone/x"` -> `"bert_backbone/x"`."""
@@ -187,10 +194,61 @@ def _caller(prefix, graph):
             outputs = unroll(layer, _caller(path + SEPARATOR, graph), *args, **kwargs)
         else:
             outputs = layer(*args, **kwargs)
+            _record_positions(graph, path, layer, (args, kwargs))
         _record(graph, path, layer, outputs)
         return outputs
 
     return call
+
+
+# -- position embeddings --------------------------------------------------------
+#
+# A learned position embedding is a table with a row per position: a longer
+# sequence fails deep in the graph (a slice out of range), or under XLA reads
+# clamped rows silently. The inputs it is computed from are found by walking
+# the graph back from the layer's arguments.
+
+#: Classes (and their subclasses) whose `sequence_length` positions bound the sequences
+#: they embed, by qualified name so that keras_hub is never imported here.
+POSITION_EMBEDDINGS = ("keras_hub.src.layers.modeling.position_embedding.PositionEmbedding",)
+
+
+def _record_positions(graph, path, layer, arguments):
+    if not isinstance(layer, keras.Layer):
+        return  # an operation of the graph (`x[0]`, `ops.add`)
+    limits = [
+        int(sub.sequence_length)
+        for sub in layer._flatten_layers(include_self=True, recursive=True)
+        if any(f"{c.__module__}.{c.__qualname__}" in POSITION_EMBEDDINGS for c in type(sub).__mro__)
+    ]
+    if not limits:
+        return
+    limit = min(limits)
+    for tensor in _inputs_behind(graph, keras.tree.flatten(arguments)):
+        if len(tensor.shape) != 2 or keras.backend.is_float_dtype(tensor.dtype):
+            continue  # only token ids (batch, tokens) are checked
+        known = graph.positions.get(tensor.name)
+        if known is None or limit < known[0]:
+            graph.positions[tensor.name] = (limit, path)
+
+
+def _inputs_behind(graph, tensors):
+    """The model inputs (traced `keras.Input`s) that `tensors` are computed from."""
+    inputs = {id(t): t for t in keras.tree.flatten(graph.inputs)}
+    found, seen = [], set()
+    stack = [t for t in tensors if isinstance(t, keras.KerasTensor)]
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if id(tensor) in inputs:
+            found.append(tensor)
+            continue
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            stack += history.operation._inbound_nodes[history.node_index].input_tensors
+    return found
 
 
 # -- unrollers ----------------------------------------------------------------

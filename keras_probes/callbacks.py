@@ -197,7 +197,10 @@ class ProbeMonitor(keras.callbacks.Callback):
     Args:
         data: `(x, y)` arrays the probes are trained on, e.g. a few thousand
             training examples; integer labels, or targets `(n,)` / `(n,
-            targets)` for regression probes.
+            targets)` for regression probes. The inputs of a keras-hub task
+            with a preprocessor may be raw (text): they go through it once,
+            when training begins, as the task's `fit` reads its own. Token
+            sequences are checked as `kp.ProbedModel.check_tokens` does.
         num_classes: number of classes the probes predict. Give either it
             or `targets`.
         validation_data: optional `(x, y)` arrays the probes are evaluated
@@ -378,6 +381,12 @@ class ProbeMonitor(keras.callbacks.Callback):
             self.history = ProbeHistory(
                 self.probed.points, num_classes=self.num_classes, model=self.model.name
             )
+            for split, (x, y) in self.splits.items():
+                if self.probed.preprocessor is not None:
+                    # A keras-hub task's raw inputs (text), as its `fit` reads them.
+                    x = _preprocessed(self.probed, x, self.batch_size)
+                self.probed.check_tokens(x, "data" if split == "train" else "validation_data")
+                self.splits[split] = (x, y)
             if self.probed.per_token:
                 # Each kept token is an example: its label, and where it is in `x`.
                 for split, (x, y) in self.splits.items():
@@ -492,6 +501,12 @@ def _check_writable(path: Path, argument: str) -> None:
             f"ProbeMonitor cannot write {received}: {existing} is not writable. Pass a path "
             f"you can write to, or make it writable (e.g. `chmod u+w {existing}`)."
         )
+
+
+def _preprocessed(probed, x, batch_size):
+    """Raw inputs `x` through the probed task's preprocessor, as arrays."""
+    batches = list(probed.preprocess(x, batch_size=batch_size)[0].as_numpy_iterator())
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *batches)
 
 
 def _may_keep_tokens(reducers) -> bool:

@@ -1,6 +1,11 @@
 """`ProbedModel`: a Keras model with a linear probe at every chosen layer."""
 
+import contextlib
+import re
+from collections.abc import Iterator
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_probes import _graph
@@ -290,6 +295,52 @@ class _DepthOrderedProgbar(keras.callbacks.ProgbarLogger):
         super().on_test_end(self._order(logs or {}))
 
 
+def _inputs_of(batch):
+    """The inputs of a batch (or element spec) `(x, y[, w])`, `(x,)` or `x`, as Keras reads it."""
+    if isinstance(batch, tuple):
+        return keras.utils.unpack_x_y_sample_weight(batch)[0]
+    return batch
+
+
+def _too_long(subject, tokens, name, limit, layer):
+    return (
+        f"{subject} sequences of {tokens} tokens (input '{name}'); layer '{layer}' has "
+        f"{limit} positions (the backbone's max_sequence_length). Truncate them to {limit} "
+        f"tokens, or preprocess with sequence_length={limit} (as keras-hub's preprocessors "
+        "take it)."
+    )
+
+
+def _graph_format(template, *values):
+    """`template.format(*values)` in a graph, for string or integer tensors `values`
+    (`tf.strings.format` would quote the strings)."""
+    pieces = template.split("{}")
+    parts = [pieces[0]]
+    for value, piece in zip(values, pieces[1:], strict=True):
+        parts += [value if value.dtype == tf.string else tf.strings.as_string(value), piece]
+    return tf.strings.join(parts)
+
+
+@contextlib.contextmanager
+def _one_line_assertions():
+    """A failed assertion of the input pipeline or the graph, as one line of its own words.
+
+    TensorFlow wraps the message in its frames (`Graph execution error`,
+    `[[{{node ...}}]]`, the op); the type stays `InvalidArgumentError`, as the
+    checks of streams document it, with the assertion's text only (the
+    pieces of its data joined by spaces, unescaped).
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"assertion failed: (.*)", error.message)
+        if found is None:
+            raise
+        text = re.sub(r"^\[|\]$", "", found.group(1).strip()).replace("] [", " ")
+        text = re.sub(r"\\(['\"\\])", r"\1", text)  # TF escapes quotes in the data it prints
+        raise type(error)(error.node_def, error.op, text) from None
+
+
 def _names(inputs) -> list[str]:
     """The names of a model's input tensors, in its input order."""
     return [tensor.name for tensor in keras.tree.flatten(inputs)]
@@ -350,7 +401,9 @@ class ProbedModel(ProbeTrainer):
             (no pooling: a prediction per token, labels `(batch, tokens)`;
             padded tokens carry no loss and no metric), a reducer layer such
             as `kp.RandomSubset(1000, seed=0)`, or a dict `{point: reducer}`.
-            Defaults to `"auto"`.
+            Defaults to `"auto"`. Token sequences that keep no token, or that
+            are longer than the backbone's `max_sequence_length`, are refused
+            (`check_tokens`).
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -424,6 +477,9 @@ class ProbedModel(ProbeTrainer):
         ProbeTrainer.__init__(self, task, paths, heads, **kwargs)
         self.base, self.reducers, self.feature_model = base, reducers, feature_model
         self.per_token = per_token
+        # {token input: (positions, layer)}: sequences longer than a learned position
+        # embedding's table fail deep in the graph (or, under XLA, read clamped rows).
+        self._positions = dict(graph.positions)
         # A keras-hub task (TextClassifier, ImageClassifier) brings its preprocessor.
         self.preprocessor = getattr(base, "preprocessor", None)
 
@@ -471,7 +527,11 @@ class ProbedModel(ProbeTrainer):
 
         The base always runs in inference mode (`training=False`): Dropout is
         off and BatchNorm uses, and never updates, its moving statistics.
+        Called eagerly, `x` is checked first (`check_tokens`).
         """
+        if tf.executing_eagerly():
+            # The reducers refuse too, but inside Keras' frame of the failing layer.
+            self.check_tokens(x)
         return self.feature_model(x, training=False)
 
     # -- input checks around Keras' loops ---------------------------------
@@ -513,8 +573,90 @@ class ProbedModel(ProbeTrainer):
             return x, y
         return self.preprocess(x, y, kwargs.pop("batch_size", None))
 
+    def check_tokens(self, x, argument: str = "x"):
+        """Token sequences as the base takes them: each keeps a token, none is too long.
+
+        Beyond shapes and dtypes, a base with token inputs needs two things of
+        them. Every sequence of its `padding_mask` input keeps at least one
+        token: one that keeps none has no feature but padding
+        (`kp.reducers.check_kept_tokens`). And an input that feeds a learned
+        position embedding (keras-hub's `PositionEmbedding`, sized by a
+        backbone's `max_sequence_length`) has no more tokens than the
+        embedding has positions. `fit`, `evaluate`, `predict`,
+        `evaluate_probes` and `kp.callbacks.ProbeMonitor` check their data
+        with it.
+
+        Args:
+            x: inputs as arrays (a dict by input name, or the model's inputs
+                in order), or a `tf.data.Dataset` of batches `(x, y)`,
+                `(x, y, sample_weight)` or `x`.
+            argument: what `x` is called in messages. Defaults to `"x"`.
+
+        Returns:
+            `x`; for a dataset, the same dataset with every batch checked as
+            it streams by (an `InvalidArgumentError` naming the batch and
+            its rows: a step compiled with XLA would drop the reducers' own
+            assertions).
+
+        Raises:
+            ValueError: arrays, or a dataset's static shapes, that break a rule.
+        """
+        names = _names(self.feature_model.input)
+        if x is None or not (reducers_lib.PADDING_MASK in names or self._positions):
+            return x
+        if isinstance(x, keras.utils.PyDataset | Iterator):
+            return x  # read by Keras' own adapters only; the reducers still refuse
+        where = f"`{argument}`"
+        if isinstance(x, tf.data.Dataset):
+            inputs = _inputs_of(x.element_spec)
+            for name, (limit, layer) in self._positions.items():
+                spec = reducers_lib.input_of(inputs, names, name)
+                tokens = spec.shape[1] if spec is not None and spec.shape.rank == 2 else None
+                if tokens is not None and tokens > limit:
+                    raise ValueError(_too_long(f"{where} yields", tokens, name, limit, layer))
+            return x.enumerate().map(
+                lambda index, batch: self._checked_batch(index, batch, where),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        mask = self.input_of(x, reducers_lib.PADDING_MASK)
+        if mask is not None:
+            reducers_lib.check_kept_tokens(mask, where)
+        for name, (limit, layer) in self._positions.items():
+            tokens = self.input_of(x, name)
+            if tokens is not None and np.ndim(tokens) == 2 and np.shape(tokens)[1] > limit:
+                raise ValueError(
+                    _too_long(f"{where} holds", np.shape(tokens)[1], name, limit, layer)
+                )
+        return x
+
+    def _checked_batch(self, index, batch, where):
+        """`batch` of a stream, with in-graph assertions of `check_tokens`' rules."""
+        x = _inputs_of(batch)
+        checks = []
+        mask = self.input_of(x, reducers_lib.PADDING_MASK)
+        if mask is not None:
+            keeps = tf.reduce_any(tf.cast(mask, "bool"), axis=1)
+            empty = tf.where(tf.logical_not(keeps))[:, 0]
+            rows = tf.strings.reduce_join(tf.strings.as_string(empty[:5]), separator=", ")
+            template = reducers_lib.no_kept_token(
+                "{}", f"a batch of {where}", "at row(s) {} of batch {} (counting from 0)"
+            )
+            message = _graph_format(template, tf.size(empty), rows, index)
+            checks.append(tf.debugging.Assert(tf.reduce_all(keeps), [message]))
+        for name, (limit, layer) in self._positions.items():
+            tokens = self.input_of(x, name)
+            if tokens is None:
+                continue
+            length = tf.shape(tokens)[1]
+            template = _too_long(f"A batch of {where} holds", "{}", name, limit, layer)
+            message = _graph_format(template, length)
+            checks.append(tf.debugging.Assert(length <= limit, [message]))
+        with tf.control_dependencies(checks):
+            return keras.tree.map_structure(tf.identity, batch)
+
     def _check(self, x, y, labels=True, argument="x"):
-        return self.task.check_data(
+        x = self.task.check_data(
             x,
             y,
             self.feature_model.input,
@@ -522,6 +664,7 @@ class ProbedModel(ProbeTrainer):
             argument=argument,
             tokens=self.per_token,
         )
+        return self.check_tokens(x, argument)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         x, y = self._raw(x, y, kwargs)
@@ -536,7 +679,8 @@ class ProbedModel(ProbeTrainer):
             self._check(vx, vy, argument="validation_data")
         elif validation_data is not None:
             validation_data = self._check(validation_data, None, argument="validation_data")
-        history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        with _one_line_assertions():
+            history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
         if not history.history and kwargs.get("epochs", 1) > kwargs.get("initial_epoch", 0):
             raise ValueError(_EMPTY)
         return history
@@ -546,11 +690,15 @@ class ProbedModel(ProbeTrainer):
         # preprocessed) through this method, flagged so.
         if not kwargs.get("_use_cached_eval_dataset"):
             x, y = self._raw(x, y, kwargs)
-        return super().evaluate(self._check(x, y), y, *args, **kwargs)
+        x = self._check(x, y)
+        with _one_line_assertions():
+            return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         x, _ = self._raw(x, None, kwargs)
-        return super().predict(self._check(x, None, labels=False), *args, **kwargs)
+        x = self._check(x, None, labels=False)
+        with _one_line_assertions():
+            return super().predict(x, *args, **kwargs)
 
     def evaluate_probes(
         self,

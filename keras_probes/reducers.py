@@ -26,7 +26,9 @@ __all__ = [
     "RandomSubset",
     "TokenFeatures",
     "TokenPooling",
+    "check_kept_tokens",
     "input_of",
+    "no_kept_token",
     "per_token",
     "resolve",
 ]
@@ -157,11 +159,52 @@ class RandomSubset(keras.layers.Layer):
         return {**super().get_config(), "k": self.k, "seed": self.seed}
 
 
+def no_kept_token(count: str, where: str, which: str) -> str:
+    """The one-line refusal of sequences whose padding mask keeps no token.
+
+    Args:
+        count: how many there are, e.g. `"2"`.
+        where: what holds them, e.g. `` "`x`" ``.
+        which: which they are, e.g. `"at index [2, 5]"`.
+    """
+    return (
+        f"{count} sequence(s) of {where} keep no token in the `{PADDING_MASK}`, e.g. {which}: "
+        "their features could only be read from padding. Drop those sequences, or mark at "
+        f"least one token of each as kept (true or 1) in `{PADDING_MASK}`."
+    )
+
+
+def check_kept_tokens(padding_mask, where: str = "`x`") -> None:
+    """Every sequence of a padding mask `(n, tokens)` must keep a token.
+
+    A sequence that keeps none has no feature but padding: `TokenPooling`'s
+    `"first"` and `"last"` would read a padded position (its features change
+    with the padded ids), `"mean"` would give zeros, and per-token probes
+    would have no example there. Such sequences are refused wherever they
+    meet a probe: here, for arrays, by index.
+
+    Args:
+        padding_mask: `(n, tokens)`, true or nonzero at kept tokens.
+        where: what holds the sequences, for the message. Defaults to `` "`x`" ``.
+
+    Raises:
+        ValueError: naming the sequences that keep no token, by index.
+    """
+    kept = np.asarray(padding_mask).astype(bool)
+    empty = np.flatnonzero(~kept.reshape(len(kept), -1).any(axis=1))
+    if len(empty):
+        raise ValueError(no_kept_token(str(len(empty)), where, f"at index {empty[:5].tolist()}"))
+
+
 class _MaskedReducer(keras.layers.Layer):
     """A reducer of `(batch, tokens, features)` that reads the model's padding mask.
 
     `call(inputs, padding_mask)`: `padding_mask` is `(batch, tokens)`, true
-    (or nonzero) at the tokens to keep.
+    (or nonzero) at the tokens to keep. Every sequence must keep a token
+    (`check_kept_tokens`): eagerly a `ValueError`, in a graph (a Keras step,
+    the cache's extraction, a served signature) an `InvalidArgumentError`
+    naming the sequences' rows in the batch. Under XLA the graph assertion
+    compiles to nothing; `kp.ProbedModel` checks its data before it gets here.
     """
 
     #: Read by `kp.ProbedModel`: this reducer is called with the model's padding mask.
@@ -189,15 +232,27 @@ class _MaskedReducer(keras.layers.Layer):
         kept = keras.ops.cast(padding_mask, "bool")
         if isinstance(inputs, keras.KerasTensor):
             return kept  # symbolic: the static shapes were checked in `build`
+        checks = []
         tokens, masked = inputs.shape[1], kept.shape[1]
         if tokens is not None and masked is not None:  # eager, or traced for these shapes
             if tokens != masked:
                 raise ValueError(_mismatch(self, tokens, masked))
+        else:
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.shape(inputs)[1], tf.shape(kept)[1], message=_mismatch(self)
+                )
+            )
+        where = f"the batch given to {type(self).__name__} '{self.name}'"
+        if tf.executing_eagerly():
+            check_kept_tokens(kept, where)
             return kept
-        check = tf.debugging.assert_equal(
-            tf.shape(inputs)[1], tf.shape(kept)[1], message=_mismatch(self)
-        )
-        with tf.control_dependencies([check]):
+        keeps = tf.reduce_any(kept, axis=1)
+        # No string op (XLA compiles none): the rows come as the assertion's data.
+        message = no_kept_token("Some", where, "at the rows given last") + " Rows:"
+        rows = tf.where(tf.logical_not(keeps))[:, 0]
+        checks.append(tf.debugging.Assert(tf.reduce_all(keeps), [message, rows], summarize=5))
+        with tf.control_dependencies(checks):
             return tf.identity(kept)
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
@@ -230,8 +285,7 @@ class TokenPooling(_MaskedReducer):
         mode: `"mean"` (over the kept tokens), `"first"` (the first kept
             token: BERT's `[CLS]` with right padding) or `"last"` (the last
             kept token: what a decoder has read the whole text at). A sequence
-            with no kept token gives zeros (`"mean"`), its first (`"first"`)
-            or last (`"last"`) position.
+            that keeps no token is refused (it has no feature but padding).
         **kwargs: passed to `keras.layers.Layer` (e.g. `name`).
 
     Call arguments:
@@ -280,7 +334,9 @@ class TokenFeatures(_MaskedReducer):
     A probed model whose reducers are all `TokenFeatures` (`reducers="tokens"`)
     predicts per token: labels of shape `(batch, tokens)`, and the tokens the
     padding mask drops carry no loss and no metric (their label may be -1 or
-    anything).
+    anything). A sequence that keeps no token is refused, as by `TokenPooling`:
+    it would have no example, and the same data is valid or not whatever the
+    reducer.
 
     Call arguments:
         inputs: `(batch, tokens, features)`.

@@ -5,6 +5,8 @@ download); their inputs are dicts with a `padding_mask`, and the sequences
 here are padded to different lengths so that the mask always matters.
 """
 
+import re
+
 import keras
 import keras_hub
 import numpy as np
@@ -285,24 +287,26 @@ def test_export_of_a_model_with_one_named_input_in_a_dict(tmp_path):
     np.testing.assert_allclose(served["dense_probabilities"], expected, atol=1e-6)
 
 
-def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
+def text_task(sequence_length=8):
+    """`(classifier, texts, labels)`: a keras-hub BertTextClassifier built from config, its
+    preprocessor packing `sequence_length` tokens (the backbone takes 8), and 48 texts."""
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d"]
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=sequence_length
     )
+    backbone = tiny_bert(vocabulary_size=len(vocabulary), max_sequence_length=8)
     classifier = keras_hub.models.BertTextClassifier(
         backbone=backbone, num_classes=2, preprocessor=preprocessor
     )
     rng = np.random.default_rng(0)
     texts = np.array([" ".join(rng.choice(list("abcd"), rng.integers(1, 6))) for _ in range(48)])
-    labels = np.array(["a" in t for t in texts], "int32")
+    return classifier, texts, np.array(["a" in t for t in texts], "int32")
+
+
+def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
+    classifier, texts, labels = text_task()
+    backbone, preprocessor = classifier.backbone, classifier.preprocessor
     points = kp.points.matching(backbone.name + r"/transformer_layer_\d")
     probed = kp.ProbedModel(
         classifier,
@@ -423,3 +427,166 @@ def test_probe_monitor_refits_per_token_probes_while_a_transformer_trains(bert):
             (x, y[:, 0]), num_classes=3, points=["tagger"], reducers=kp.TokenFeatures(), verbose=0
         )
         model.fit(x, labels, epochs=1, callbacks=[monitor], verbose=0)
+
+
+def without_kept_tokens(x, rows):
+    """`x` whose sequences `rows` keep no token (their ids left as they are)."""
+    mask = x["padding_mask"].copy()
+    mask[list(rows)] = False
+    return dict(x, padding_mask=mask)
+
+
+# What every refusal of sequences that keep no token says, before and after its `where`.
+NO_TOKEN = r"sequence\(s\) of {} keep no token in the `padding_mask`"
+
+
+@pytest.mark.parametrize("reducers", ["mean", "first", "last", "tokens"])
+def test_sequences_that_keep_no_token_are_refused_naming_them(bert, reducers):
+    """Such a sequence has no feature but padding ("first"/"last" read a padded position,
+    "mean" gives zeros; per-token probes would have no example there): refused, by index."""
+    x, y = token_batch(8)
+    bad = without_kept_tokens(x, [2, 5])
+    labels = y if reducers == "tokens" else y[:, 0]
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers=reducers)
+    probed.compile()
+    at = r", e\.g\. at index \[2, 5\]"
+    with pytest.raises(ValueError, match=NO_TOKEN.format("the batch given to .*") + at):
+        probed.feature_model(bad)  # the reducers themselves
+    for call in (
+        lambda: probed.extract_features(bad),
+        lambda: probed.fit(bad, labels, verbose=0),
+        lambda: probed.evaluate_probes(bad, labels, verbose=0),
+        lambda: probed.predict(bad, verbose=0),
+    ):
+        with pytest.raises(ValueError, match="^2 " + NO_TOKEN.format("`x`") + at):
+            call()
+    with pytest.raises(ValueError, match=NO_TOKEN.format("`validation_data`")):
+        probed.fit(x, labels, validation_data=(bad, labels), verbose=0)
+
+
+def test_a_stream_whose_sequence_keeps_no_token_is_refused_in_one_line(bert):
+    x, y = token_batch(8)
+    stream = tf.data.Dataset.from_tensor_slices((without_kept_tokens(x, [5]), y[:, 0])).batch(4)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3)
+    # XLA compiles in-graph assertions away (Keras compiles with XLA on a GPU by default):
+    # the input pipeline checks every batch.
+    probed.compile(jit_compile=True)
+    where = (
+        NO_TOKEN.format("a batch of `x`") + r", e\.g\. at row\(s\) 1 of batch 1 \(counting from 0\)"
+    )
+    for call in (
+        lambda: probed.fit(stream, verbose=0),
+        lambda: probed.evaluate_probes(stream, verbose=0),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"^1 {where}[^\n]*$"):
+            call()
+
+
+def test_a_decoder_refuses_sequences_that_keep_no_token_in_fit_and_the_cache(tmp_path):
+    gemma = tiny_gemma(vocabulary_size=VOCABULARY)
+    x, y = token_batch(8)
+    bad = without_kept_tokens({"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}, [0])
+    probed = kp.ProbedModel(
+        gemma, points=kp.points.matching(r"decoder_block_\d"), num_classes=3, reducers="last"
+    )
+    probed.compile()
+    with pytest.raises(
+        ValueError, match="^1 " + NO_TOKEN.format("`x`") + r", e\.g\. at index \[0\]"
+    ):
+        probed.fit(bad, y[:, 0], verbose=0)
+    # The cache runs the reducers in a graph of its own: they refuse there too.
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=NO_TOKEN.format(".*")):
+        kp.FeatureCache.write(probed, (bad, y[:, 0]), tmp_path, split="train", verbose=0)
+
+
+def test_serving_refuses_a_sequence_that_keeps_no_token(bert, tmp_path):
+    x, y = token_batch(8)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="first")
+    rng = np.random.default_rng(0)  # fitted heads: export refuses all-zero ones
+    for point in probed.points:
+        probed.get_probe(point).set_weights([rng.normal(size=(16, 3)), np.zeros(3)])
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=NO_TOKEN.format(".*")):
+        kp.FeatureCache.write(
+            probed, (without_kept_tokens(x, [2]), y[:, 0]), tmp_path / "c", split="train", verbose=0
+        )
+    path = kp.export_serving(probed, tmp_path / "serving", warmup=x)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    as_served = lambda x: {key: tf.constant(value.astype("int32")) for key, value in x.items()}  # noqa: E731
+    assert signature(**as_served(x))  # the warm-up batch, served
+    with pytest.raises(tf.errors.InvalidArgumentError, match=NO_TOKEN.format(".*") + r".*\[2 5\]"):
+        signature(**as_served(without_kept_tokens(x, [2, 5])))
+
+
+def test_sequences_longer_than_the_backbone_takes_are_refused(bert):
+    x, y = token_batch(8)
+    long = {key: np.concatenate([value, value], axis=1) for key, value in x.items()}  # 24 tokens
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3)
+    probed.compile()
+    fix = r"Truncate them to 12 tokens, or preprocess with sequence_length=12"
+    message = (
+        r"^`x` holds sequences of 24 tokens \(input 'token_ids'\); layer 'position_embedding' "
+        r"has 12 positions \(the backbone's max_sequence_length\)\. " + fix
+    )
+    for call in (
+        lambda: probed.fit(long, y[:, 0], verbose=0),
+        lambda: probed.evaluate_probes(long, y[:, 0], verbose=0),
+        lambda: probed.predict(long, verbose=0),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    # A stream: its static shape up front; a token count it does not state, batch by batch.
+    stream = tf.data.Dataset.from_tensor_slices((long, y[:, 0])).batch(4)
+    with pytest.raises(ValueError, match="`x` yields sequences of 24 tokens.*" + fix):
+        probed.fit(stream, verbose=0)
+    unstated = stream.map(
+        lambda x, y: ({k: tf.reshape(v, (tf.shape(v)[0], -1)) for k, v in x.items()}, y)
+    )
+    assert unstated.element_spec[0]["token_ids"].shape.as_list() == [None, None]
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"^A batch of `x` holds sequences of 24 tokens.*"
+    ) as caught:
+        probed.fit(unstated, verbose=0)
+    assert "(input 'token_ids')" in str(caught.value) and re.search(fix, str(caught.value))
+    assert "\n" not in str(caught.value) and "\\" not in str(caught.value)
+    # The backbone inside another model: its limit still holds.
+    inputs = {name: keras.Input((None,), dtype="int32", name=name) for name in x}
+    wrapper = keras.Model(inputs, bert(inputs)["sequence_output"])
+    probed = kp.ProbedModel(wrapper, points=f"{bert.name}/transformer_layer_1", num_classes=3)
+    with pytest.raises(ValueError, match=message.replace("'position_embedding'", ".*")):
+        probed.predict(long, verbose=0)
+
+
+def test_probe_monitor_on_a_keras_hub_task_reads_raw_text_through_its_preprocessor():
+    classifier, texts, labels = text_task()
+    monitor = kp.callbacks.ProbeMonitor(
+        (texts, labels),
+        num_classes=2,
+        validation_data=(texts[:16], labels[:16]),
+        points="backbone/transformer_layer_1",
+        reducers="first",
+        verbose=0,
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    classifier.compile(optimizer="adam", loss=loss, run_eagerly=True)  # one step: no tracing
+    classifier.fit(texts, labels, epochs=1, batch_size=48, callbacks=[monitor], verbose=0)
+    history = monitor.history
+    assert history.epochs == [0.0, 1.0]
+    # Its probes, fed the raw texts through the same preprocessor, give the errors recorded.
+    outputs = monitor.probed.predict(texts[:16], verbose=0)
+    for point in monitor.probed.points:
+        error = np.mean(outputs[point].argmax(-1) != labels[:16])
+        assert history.at(history.steps[-1], "val_error")[point] == pytest.approx(error, abs=0.07)
+
+
+def test_a_preprocessor_packing_more_tokens_than_the_backbone_takes_is_refused():
+    classifier, texts, labels = text_task(sequence_length=16)
+    probed = kp.ProbedModel(classifier, points="backbone/transformer_layer_0", num_classes=2)
+    probed.compile()
+    fix = "Truncate them to 8 tokens, or preprocess with sequence_length=8"
+    with pytest.raises(ValueError, match="sequences of 16 tokens.*" + fix):
+        probed.fit(texts, labels, verbose=0)
+    monitor = kp.callbacks.ProbeMonitor(
+        (texts, labels), num_classes=2, points="backbone/transformer_layer_0", verbose=0
+    )
+    with pytest.raises(ValueError, match="`data` .*sequences of 16 tokens.*" + fix):
+        classifier.fit(texts, labels, epochs=1, callbacks=[monitor], verbose=0)
