@@ -529,7 +529,8 @@ class ProbedModel(ProbeTrainer):
         off and BatchNorm uses, and never updates, its moving statistics.
         Called eagerly, `x` is checked first (`check_tokens`).
         """
-        if tf.executing_eagerly():
+        symbolic = any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(x))
+        if tf.executing_eagerly() and not symbolic:
             # The reducers refuse too, but inside Keras' frame of the failing layer.
             self.check_tokens(x)
         return self.feature_model(x, training=False)
