@@ -545,6 +545,7 @@ def _numpy_batches(probed, data, batch_size) -> _Batches:
         data = probed.preprocess(data)[0]
     if isinstance(data, tf.data.Dataset):
         dataset = _validation.check_data(data, None, spec, num_classes, tokens=tokens)
+        dataset = probed.check_tokens(dataset)  # each sequence keeps a token, none too long
         total = int(dataset.cardinality())
         # Every example carries the number of its batch in `data`: how far the
         # writer has read, which the progress bar shows.
@@ -558,8 +559,9 @@ def _numpy_batches(probed, data, batch_size) -> _Batches:
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
 
         def read():
-            for x, y, position in dataset.as_numpy_iterator():
-                yield x, y, int(position[-1])
+            with _validation.one_line_assertions():  # a check of the stream: its words, in one line
+                for x, y, position in dataset.as_numpy_iterator():
+                    yield x, y, int(position[-1])
 
         return _Batches(read, total if total >= 0 else None, "batch")
     if not (isinstance(data, tuple | list) and len(data) == 2):
@@ -569,6 +571,7 @@ def _numpy_batches(probed, data, batch_size) -> _Batches:
         )
     x, y = data
     _validation.check_data(x, y, spec, num_classes, tokens=tokens)
+    probed.check_tokens(x)
     y = np.asarray(y)  # labels may come as a list
 
     def read():

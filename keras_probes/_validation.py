@@ -7,6 +7,8 @@ inside a step compiled with XLA, assertions always run, and a bad label
 cannot turn silently into a NaN loss.
 """
 
+import contextlib
+import re
 from collections.abc import Iterator
 
 import keras
@@ -367,3 +369,23 @@ def _checked_batch(batch, num_classes, labels, num_targets=None, kept=None):
     with tf.control_dependencies(checks):
         x = keras.tree.map_structure(tf.identity, x)
     return (x, *rest) if rest else x
+
+
+@contextlib.contextmanager
+def one_line_assertions():
+    """A failed assertion of the input pipeline or the graph, as one line of its own words.
+
+    TensorFlow wraps the message in its frames (`Graph execution error`,
+    `[[{{node ...}}]]`, the op); the type stays `InvalidArgumentError`, as the
+    checks of streams document it, with the assertion's text only (the
+    pieces of its data joined by spaces, unescaped).
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"assertion failed: (.*)", error.message)
+        if found is None:
+            raise
+        text = re.sub(r"^\[|\]$", "", found.group(1).strip()).replace("] [", " ")
+        text = re.sub(r"\\(['\"\\])", r"\1", text)  # TF escapes quotes in the data it prints
+        raise type(error)(error.node_def, error.op, text) from None

@@ -53,12 +53,13 @@ What a reader sees at every instant, and what two writers do:
   `base_dir/<version>`: a server polling `base_dir` sees no version or the
   whole one, never half of it. An existing version is never overwritten.
 - The publication holds an exclusive lock (`.export.lock`, beside
-  `models.config`, `_files.locked` (flock on Unix, LockFileEx on Windows); the kernel releases it when a process
-  dies) and, under it: picks the version (`version=None`: the next free one
-  at that moment, so racing exports each get their own; a given version
-  that another export took meanwhile is a `FileExistsError` naming the next
-  free one), compares the signatures with the latest version's, reads and
-  updates `models.config` (written aside, fsynced,
+  `models.config`, through `_files.locked`: flock on Unix, LockFileEx on
+  Windows; released when a process dies) and, under it: picks the version
+  (`version=None`: the next free one at that moment, so racing exports each
+  get their own; a given version that another export took meanwhile is a
+  `FileExistsError` naming the next free one), compares the signatures with
+  the latest version's, reads and updates `models.config` (written aside,
+  fsynced,
   replaced), then renames the version. The rename is the commit point:
   `models.config` may list a model an instant before its first version
   exists, which TF Serving treats as a model with no version yet to load.
@@ -83,7 +84,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _files, _graph, _params
+from keras_probes import _files, _graph, _params, reducers
 from keras_probes.model import ProbedModel
 from keras_probes.solvers import NotFittedError
 from keras_probes.tasks import Classification
@@ -550,9 +551,13 @@ class _Signatures:
     def warmup_inputs(self, warmup):
         """`{input key: np.ndarray}` of the warm-up batch, as `serving_default` takes it."""
         if warmup is None:
-            # One example; an axis of any length (tokens) gets one.
+            # One example; an axis of any length (tokens) gets one. Zeros, but for a
+            # padding mask, whose one token must be kept: the masked reducers refuse a
+            # sequence of padding alone, and TF Serving would not load a failing warm-up.
             return {
-                key: np.zeros((1, *(d or 1 for d in spec.shape[1:])), spec.dtype.as_numpy_dtype)
+                key: (np.ones if key == reducers.PADDING_MASK else np.zeros)(
+                    (1, *(d or 1 for d in spec.shape[1:])), spec.dtype.as_numpy_dtype
+                )
                 for key, spec in self.specs.items()
             }
         if self.heads_only:

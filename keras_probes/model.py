@@ -1,14 +1,12 @@
 """`ProbedModel`: a Keras model with a linear probe at every chosen layer."""
 
-import contextlib
-import re
 from collections.abc import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _graph
+from keras_probes import _graph, _validation
 from keras_probes import points as points_lib
 from keras_probes import reducers as reducers_lib
 from keras_probes.report import ProbeReport, log_key
@@ -321,26 +319,6 @@ def _graph_format(template, *values):
     return tf.strings.join(parts)
 
 
-@contextlib.contextmanager
-def _one_line_assertions():
-    """A failed assertion of the input pipeline or the graph, as one line of its own words.
-
-    TensorFlow wraps the message in its frames (`Graph execution error`,
-    `[[{{node ...}}]]`, the op); the type stays `InvalidArgumentError`, as the
-    checks of streams document it, with the assertion's text only (the
-    pieces of its data joined by spaces, unescaped).
-    """
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        found = re.search(r"assertion failed: (.*)", error.message)
-        if found is None:
-            raise
-        text = re.sub(r"^\[|\]$", "", found.group(1).strip()).replace("] [", " ")
-        text = re.sub(r"\\(['\"\\])", r"\1", text)  # TF escapes quotes in the data it prints
-        raise type(error)(error.node_def, error.op, text) from None
-
-
 def _names(inputs) -> list[str]:
     """The names of a model's input tensors, in its input order."""
     return [tensor.name for tensor in keras.tree.flatten(inputs)]
@@ -570,6 +548,7 @@ class ProbedModel(ProbeTrainer):
 
     def _raw(self, x, y, kwargs):
         """`(x, y)` through the preprocessor (if any); the batch size is then the dataset's."""
+        y = _validation.as_labels(y)  # a Python list of labels, which Keras refuses
         if self.preprocessor is None:
             return x, y
         return self.preprocess(x, y, kwargs.pop("batch_size", None))
@@ -678,9 +657,10 @@ class ProbedModel(ProbeTrainer):
         if isinstance(validation_data, tuple | list):
             vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
             self._check(vx, vy, argument="validation_data")
+            validation_data = (vx, _validation.as_labels(vy), *tuple(validation_data)[2:])
         elif validation_data is not None:
             validation_data = self._check(validation_data, None, argument="validation_data")
-        with _one_line_assertions():
+        with _validation.one_line_assertions():
             history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
         if not history.history and kwargs.get("epochs", 1) > kwargs.get("initial_epoch", 0):
             raise ValueError(_EMPTY)
@@ -692,13 +672,13 @@ class ProbedModel(ProbeTrainer):
         if not kwargs.get("_use_cached_eval_dataset"):
             x, y = self._raw(x, y, kwargs)
         x = self._check(x, y)
-        with _one_line_assertions():
+        with _validation.one_line_assertions():
             return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         x, _ = self._raw(x, None, kwargs)
         x = self._check(x, None, labels=False)
-        with _one_line_assertions():
+        with _validation.one_line_assertions():
             return super().predict(x, *args, **kwargs)
 
     def evaluate_probes(

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from conftest import objective, tiny_bert, tiny_gemma
 from sklearn.linear_model import LogisticRegression
+from tensorflow_serving.apis import prediction_log_pb2
 
 import keras_probes as kp
 
@@ -505,10 +506,18 @@ def test_serving_refuses_a_sequence_that_keeps_no_token(bert, tmp_path):
     rng = np.random.default_rng(0)  # fitted heads: export refuses all-zero ones
     for point in probed.points:
         probed.get_probe(point).set_weights([rng.normal(size=(16, 3)), np.zeros(3)])
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=NO_TOKEN.format(".*")):
+    with pytest.raises(ValueError, match=NO_TOKEN.format(".*")):
         kp.FeatureCache.write(
             probed, (without_kept_tokens(x, [2]), y[:, 0]), tmp_path / "c", split="train", verbose=0
         )
+    # The default warm-up request keeps its token: TF Serving replays it before it serves.
+    path = kp.export_serving(probed, tmp_path / "default")
+    served = tf.saved_model.load(str(path))
+    records = tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        assert served.signatures[request.model_spec.signature_name](**inputs)
     path = kp.export_serving(probed, tmp_path / "serving", warmup=x)
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     as_served = lambda x: {key: tf.constant(value.astype("int32")) for key, value in x.items()}  # noqa: E731
