@@ -150,6 +150,35 @@ def read_json(path, what: str, fix: str, error: type[ValueError] = ValueError):
     """
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        # utf-8-sig: a file an editor saved with a byte-order mark reads as without one.
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{what} {path} is corrupt: it is not valid JSON ({problem}). {fix}") from None
+
+
+def check_writable(path, cannot: str, file_fix: str, why: str = "", received: str = "") -> None:
+    """Refuses, before any work, a path under which nothing could be written.
+
+    Missing directories are fine (the first write makes them); the nearest one that
+    exists must be a directory, and writable.
+
+    Args:
+        path: the directory to write into, or the file's directory.
+        cannot: what fails, the start of the message, e.g. "Cannot export to serving/m".
+        file_fix: what to pass instead when a file stands where a directory must be.
+        why: said after "is not writable", e.g. ", and the version is written there".
+        received: the argument as given, said last ("Received: base_dir='x'").
+    """
+    end = f" Received: {received}" if received else ""
+    existing = Path(path)
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{cannot}: {existing} is a file, not a directory. {file_fix}{end}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{cannot}: {existing} is not writable{why}. Pass a path you can write to, or make "
+            f"it writable (e.g. `chmod u+w {existing}`).{end}"
+        )

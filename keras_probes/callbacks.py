@@ -1,7 +1,6 @@
 """Keras callbacks: early stopping per probe, and probes watching a model train."""
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _params, _validation, plots
+from keras_probes import _files, _params, _validation, plots
 from keras_probes.fitting import check_solver, fit_each
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import TokenFeatures
@@ -487,20 +486,11 @@ def _check_writable(path: Path, argument: str) -> None:
             f"ProbeMonitor writes its history to the JSON file {received}, which is a "
             f"directory. Pass a file path, e.g. path={str(path / 'history.json')!r}."
         )
-    directory = path.parent if argument == "path" else path
-    existing = directory
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(
-            f"ProbeMonitor cannot write {received}: {existing} is a file, not a directory. "
-            f"Pass a path whose directories are directories."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"ProbeMonitor cannot write {received}: {existing} is not writable. Pass a path "
-            f"you can write to, or make it writable (e.g. `chmod u+w {existing}`)."
-        )
+    _files.check_writable(
+        path.parent if argument == "path" else path,
+        f"ProbeMonitor cannot write {received}",
+        "Pass a path whose directories are directories.",
+    )
 
 
 def _preprocessed(probed, x, batch_size):

@@ -224,22 +224,14 @@ def _check_writable(base_dir):
     written: each of the two directories, or the nearest one above it that exists."""
     resolved = base_dir.resolve()
     for directory in (resolved, resolved.parent):
-        existing = directory
-        while not os.path.lexists(existing):
-            existing = existing.parent
-        if not existing.is_dir():
-            raise NotADirectoryError(
-                f"Cannot export to {base_dir}: {existing} is a file, not a directory. Pass a "
-                f"directory path (versions are its sub-directories, models.config sits beside "
-                f"it). Received: base_dir={str(base_dir)!r}"
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(
-                f"Cannot export to {base_dir}: {existing} is not writable, and the version "
-                f"and models.config are written there. Pass a directory you can write to, or "
-                f"make it writable (e.g. `chmod u+w {existing}`). Received: "
-                f"base_dir={str(base_dir)!r}"
-            )
+        _files.check_writable(
+            directory,
+            f"Cannot export to {base_dir}",
+            "Pass a directory path (versions are its sub-directories, models.config sits "
+            "beside it).",
+            why=", and the version and models.config are written there",
+            received=f"base_dir={str(base_dir)!r}",
+        )
 
 
 def _check_fitted(probed):

@@ -144,6 +144,14 @@ def test_csv_with_a_byte_order_mark_loads(tmp_path):
     assert kp.ProbeReport.from_csv(tmp_path / "bom.csv") == report
 
 
+def test_json_with_a_byte_order_mark_loads(tmp_path):
+    # An editor's "UTF-8 with BOM" (Notepad's default for years).
+    report = make_report()
+    report.to_json(tmp_path / "r.json")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "r.json").read_bytes())
+    assert kp.ProbeReport.from_json(tmp_path / "bom.json") == report
+
+
 def test_table_takes_one_split_or_metric_as_a_string():
     report = make_report()
     assert report.table(splits="val") == report.table(splits=["val"])
