@@ -68,6 +68,16 @@ def trained_convnet(x, y, epochs=1, optimizer="adam"):
     return base
 
 
+@pytest.fixture(scope="session")
+def digit_convnet(digits):
+    """The small convnet after one real epoch on `digits`, trained once for the session.
+
+    Shared: a test may probe it, save it or export it, never change it (probes never do,
+    invariant 1; the tests that check so compare its weights before and after)."""
+    x, y, _, _ = digits
+    return trained_convnet(x, y)
+
+
 @pytest.fixture
 def convnet():
     keras.utils.set_random_seed(0)

@@ -352,6 +352,7 @@ def test_cache_and_lbfgs_under_mirrored_strategy_equal_single_device(setup, tmp_
     np.testing.assert_allclose(np.load(str(mirrored) + ".objectives.npy"), objectives, rtol=1e-4)
 
 
+@pytest.mark.slow  # 15 s: subprocesses killed; the SIGKILL resume stays in the fast tier
 def test_kill_or_error_in_the_first_shard_resumes(setup, tmp_path):
     probed, x, y, *_ = setup
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(50)
@@ -374,6 +375,7 @@ def test_kill_or_error_in_the_first_shard_resumes(setup, tmp_path):
     assert files_of(tmp_path / "again") == whole
 
 
+@pytest.mark.slow  # 12 s: two writer processes
 def test_two_processes_write_two_splits_and_both_are_kept(setup, tmp_path):
     probed, x, y, *_ = setup
     shared = tmp_path / "shared"
@@ -395,6 +397,7 @@ def test_two_processes_write_two_splits_and_both_are_kept(setup, tmp_path):
             assert together["b/" + name[2:]] == data
 
 
+@pytest.mark.slow  # 11 s: two writer processes
 def test_a_second_writer_of_the_same_split_is_refused(setup, tmp_path):
     probed, x, y, *_ = setup
     shared = tmp_path / "shared"

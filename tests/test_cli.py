@@ -444,6 +444,7 @@ def open_size_mobilenet(tmp_path_factory):
     return path, base
 
 
+@pytest.mark.slow  # 6 s: four extractions
 def test_preprocessing_and_image_size_default_to_the_points_preset(
     files, open_size_mobilenet, tmp_path, capsys
 ):

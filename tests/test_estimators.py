@@ -196,6 +196,7 @@ def test_best_probe_weights_watches_regression_probes(digits):
         )  # fmt: skip
 
 
+@pytest.mark.slow  # 3 s: trains a convnet with ridge probes refitted
 def test_probe_monitor_watches_regression_probes(digits):
     x, _, xt, _ = digits
     ink = lambda a: np.stack([a.mean((1, 2, 3)), a.std((1, 2, 3))], 1)  # noqa: E731

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import small_convnet, trained_convnet
+from conftest import small_convnet
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
@@ -22,10 +22,10 @@ POINTS = ["pool1", "bn2", "gap", "predictions"]
 
 
 @pytest.fixture(scope="module")
-def probed(digits):
+def probed(digits, digit_convnet):
     """Probes fitted for real on a convnet trained for an epoch on real digits."""
     x, y, _, _ = digits
-    probed = kp.ProbedModel(trained_convnet(x, y), points=POINTS, num_classes=10)
+    probed = kp.ProbedModel(digit_convnet, points=POINTS, num_classes=10)
     probed.compile(keras.optimizers.Adam(1e-2))
     probed.fit(x[:512], y[:512], epochs=2, batch_size=64, verbose=0)
     return probed
@@ -95,6 +95,7 @@ def test_warmup_requests_parse_and_run(probed, digits, tmp_path):
     assert signatures[0] == "serving_default"
 
 
+@pytest.mark.slow  # 5 s: three exports
 def test_models_config_parses_and_lists_each_model_once(probed, tmp_path):
     kp.export_serving(probed, tmp_path / "probes")
     kp.export_serving(probed, tmp_path / "probes")  # version 2: the entry is updated, not repeated
@@ -138,6 +139,7 @@ def names_in(directory):
     return sorted(p.name for p in directory.iterdir())
 
 
+@pytest.mark.slow  # 8 s in all: exports that fail at publication
 @pytest.mark.parametrize(
     "make_bad, error",
     [
@@ -186,6 +188,7 @@ def test_a_version_taken_meanwhile_is_refused_and_left_alone(
     assert not (tmp_path / "models.config").exists()
 
 
+@pytest.mark.slow  # 7 s: racing processes
 def test_racing_exports_each_publish_their_own_version_or_are_refused(
     probed, tmp_path, monkeypatch
 ):

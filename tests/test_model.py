@@ -10,27 +10,24 @@ from conftest import (
     assert_weights_equal,
     counted_convs,
     small_convnet,
-    trained_convnet,
 )
 from sklearn.linear_model import LogisticRegression
 
 import keras_probes as kp
 
 
-def trained_base(digits):
+def trained_base(base):
     """The small convnet after one real epoch: BatchNorm statistics are non-trivial."""
-    x, y, _, _ = digits
-    base = trained_convnet(x, y)
     bn = base.get_layer("bn1")
     assert not np.allclose(bn.moving_mean.numpy(), 0)
     assert not np.allclose(bn.moving_variance.numpy(), 1)
     return base
 
 
-def test_probe_training_leaves_base_bit_for_bit_unchanged(digits):
+def test_probe_training_leaves_base_bit_for_bit_unchanged(digits, digit_convnet):
     """Invariant 1: weights and BatchNorm moving statistics never change."""
     x, y, xt, yt = digits
-    base = trained_base(digits)
+    base = trained_base(digit_convnet)
     before = [v.numpy().copy() for v in base.weights]
     probed = kp.ProbedModel(base, points="all", num_classes=10)
     probed.compile(keras.optimizers.Adam(1e-2))
@@ -48,10 +45,10 @@ def test_probe_training_leaves_base_bit_for_bit_unchanged(digits):
     assert not any(id(v) in base_ids for v in probed.optimizer.variables)
 
 
-def test_gradients_reach_only_probe_variables(digits):
+def test_gradients_reach_only_probe_variables(digits, digit_convnet):
     """Invariant 1: any probe loss has no gradient w.r.t. base variables."""
     x, y, _, _ = digits
-    base = trained_base(digits)
+    base = trained_base(digit_convnet)
     probed = kp.ProbedModel(base, points="all", num_classes=10)
     with tf.GradientTape(persistent=True) as tape:
         outputs = probed(x[:32], training=True)

@@ -40,6 +40,7 @@ def _monitor(digits, **kwargs):
     return kp.callbacks.ProbeMonitor((x, y), **kwargs)
 
 
+@pytest.mark.slow  # 17 s: two identical trainings compared
 @pytest.mark.numerics
 def test_monitor_leaves_training_bit_for_bit_unchanged(digits, tmp_path):
     plain = _train(digits)
@@ -78,6 +79,7 @@ def test_monitor_leaves_training_bit_for_bit_unchanged(digits, tmp_path):
     assert kp.ProbeHistory.from_json(tmp_path / "history.json") == history
 
 
+@pytest.mark.slow  # 7 s
 @pytest.mark.numerics
 def test_monitor_fits_probes_to_the_optimum_of_the_current_features(digits):
     monitor = _monitor(digits, unit="epoch", validation_data=None)
@@ -102,6 +104,7 @@ def test_monitor_fits_probes_to_the_optimum_of_the_current_features(digits):
         assert_error_rate(monitor.history.at(32, "train_error")[point], probabilities, y)
 
 
+@pytest.mark.slow  # 6 s
 def test_monitor_schedule_at_explicit_steps_and_across_fit_calls(digits):
     x, y, _, _ = digits
     monitor = _monitor(digits, unit="batch", at=[5, 40], validation_data=None)
@@ -115,6 +118,7 @@ def test_monitor_schedule_at_explicit_steps_and_across_fit_calls(digits):
     assert monitor.history.steps == [0, 5, 40]
 
 
+@pytest.mark.slow  # 6 s
 def test_history_round_trips_and_is_plotted(digits, tmp_path):
     monitor = _monitor(digits, unit="batch", every=16)
     _train(digits, monitor, epochs=1)

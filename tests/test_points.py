@@ -162,7 +162,12 @@ def test_unbuilt_sequential_says_how_to_build_it():
     "name, family, build",
     [
         ("resnet50", keras.applications.resnet50, keras.applications.ResNet50),
-        ("inception_v3", keras.applications.inception_v3, keras.applications.InceptionV3),
+        pytest.param(
+            "inception_v3",
+            keras.applications.inception_v3,
+            keras.applications.InceptionV3,
+            marks=pytest.mark.slow,
+        ),
         ("mobilenet", keras.applications.mobilenet, keras.applications.MobileNet),
         pytest.param(
             "vgg16", keras.applications.vgg16, keras.applications.VGG16, marks=pytest.mark.slow

@@ -86,11 +86,19 @@ def digit_task(mnist):
     return scale(x), (targets[0] - mean) / std, scale(xt), (targets[1] - mean) / std
 
 
+@pytest.fixture(scope="module")
+def shape_convnet(digit_task):
+    """The convnet after an epoch on one constant label: BatchNorm statistics are real,
+    the features know nothing of the classes. Shared by the tests below, never changed."""
+    x = digit_task[0]
+    return trained_convnet(x, np.zeros(len(x), "int64"))
+
+
 @pytest.mark.numerics
-def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task):
+def test_regression_probes_leave_the_base_bit_for_bit_unchanged(digit_task, shape_convnet):
     """Invariant 1 for regression: MSE training updates the heads only."""
     x, y, xt, yt = digit_task
-    base = trained_convnet(x, np.zeros(len(x), "int64"))
+    base = shape_convnet
     before = [v.numpy().copy() for v in base.weights]
     probed = kp.RegressionProbedModel(base, points=["relu1", "relu2", "gap"], targets=SHAPES)
     probed.compile(keras.optimizers.Adam(1e-2))
@@ -122,9 +130,9 @@ def test_regression_probes_run_the_base_once_per_batch(digit_task):
 
 
 @pytest.mark.numerics
-def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
+def test_regression_report_equals_numpy_and_round_trips(digit_task, shape_convnet, tmp_path):
     x, y, xt, yt = digit_task
-    base = trained_convnet(x, np.zeros(len(x), "int64"))
+    base = shape_convnet
     probed = kp.RegressionProbedModel(base, points=["relu1", "gap"], targets=SHAPES)
     probed.compile(keras.optimizers.Adam(1e-2))
     probed.fit(x, y, epochs=2, batch_size=100, verbose=0)
@@ -149,10 +157,12 @@ def test_regression_report_equals_numpy_and_round_trips(digit_task, tmp_path):
 
 
 @pytest.mark.numerics
-def test_ridge_on_the_cache_equals_scikit_learn_and_gives_unit_rcvs(digit_task, tmp_path):
+def test_ridge_on_the_cache_equals_scikit_learn_and_gives_unit_rcvs(
+    digit_task, shape_convnet, tmp_path
+):
     """Closed-form ridge on cached features: R^2 as RidgeCV's, RCVs along its coefficients."""
     x, y, xt, yt = digit_task
-    base = trained_convnet(x, np.zeros(len(x), "int64"))
+    base = shape_convnet
     labels = np.zeros(len(x), "int64")
     # A class-probe model of the same base, points and reducers writes the cache.
     classes = kp.ProbedModel(base, points=["relu1", "gap"], num_classes=10)

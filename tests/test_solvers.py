@@ -148,6 +148,7 @@ def test_lbfgs_refuses_bad_labels_and_features_up_front(width, standardize, tmp_
     assert np.isfinite(probe.loss_) and probe.coef_.shape == (width, 4)
 
 
+@pytest.mark.slow  # 10 s with the cache it shares with the slow L-BFGS test
 @pytest.mark.numerics
 def test_minibatch_solver_trains_the_probes_of_probed(cached):
     probed, cache, _ = cached

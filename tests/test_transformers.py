@@ -242,6 +242,7 @@ def test_control_task_gives_each_token_type_one_label_and_selectivity(bert, tmp_
         kp.controls.control_task_probes(pooled, cache)
 
 
+@pytest.mark.slow  # 8 s: a transformer saved and exported
 def test_probed_bert_round_trips_through_keras_file_and_serving_export(bert, tmp_path):
     x, y = token_batch(24)
     probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
@@ -305,6 +306,7 @@ def text_task(sequence_length=8):
     return classifier, texts, np.array(["a" in t for t in texts], "int32")
 
 
+@pytest.mark.slow  # 20 s: fits a keras-hub task on raw text
 def test_keras_hub_task_probed_on_raw_text_through_its_preprocessor(tmp_path):
     classifier, texts, labels = text_task()
     backbone, preprocessor = classifier.backbone, classifier.preprocessor
@@ -396,6 +398,7 @@ def test_bad_token_input_gets_errors_that_name_the_fix(bert):
         kp.ProbedModel(bert, points="pooled_dense", num_classes=3, reducers="tokens")
 
 
+@pytest.mark.slow  # 8 s: trains a transformer with probes refitted
 def test_probe_monitor_refits_per_token_probes_while_a_transformer_trains(bert):
     """ProbeMonitor on dict inputs, a row per kept token; training is untouched."""
     x, y = token_batch(48)
@@ -465,6 +468,7 @@ def test_sequences_that_keep_no_token_are_refused_naming_them(bert, reducers):
         probed.fit(x, labels, validation_data=(bad, labels), verbose=0)
 
 
+@pytest.mark.slow  # 13 s: XLA-compiled streams; arrays are refused in the fast tier
 def test_a_stream_whose_sequence_keeps_no_token_is_refused_in_one_line(bert):
     x, y = token_batch(8)
     stream = tf.data.Dataset.from_tensor_slices((without_kept_tokens(x, [5]), y[:, 0])).batch(4)
@@ -500,6 +504,7 @@ def test_a_decoder_refuses_sequences_that_keep_no_token_in_fit_and_the_cache(tmp
         kp.FeatureCache.write(probed, (bad, y[:, 0]), tmp_path, split="train", verbose=0)
 
 
+@pytest.mark.slow  # 9 s: two exports of a transformer
 def test_serving_refuses_a_sequence_that_keeps_no_token(bert, tmp_path):
     x, y = token_batch(8)
     probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="first")
@@ -565,6 +570,7 @@ def test_sequences_longer_than_the_backbone_takes_are_refused(bert):
         probed.predict(long, verbose=0)
 
 
+@pytest.mark.slow  # 12 s: trains a keras-hub task
 def test_probe_monitor_on_a_keras_hub_task_reads_raw_text_through_its_preprocessor():
     classifier, texts, labels = text_task()
     monitor = kp.callbacks.ProbeMonitor(
