@@ -7,8 +7,10 @@
 refitted while a model trains). For each point it fits a fresh copy of the
 solver on the train split (warm-started from, and written back into, the
 point's head when heads are given), scores every split with the task's
-metrics (`kp.metrics`, in float64), and adds the solver's diagnostics
-(L-BFGS's objective and gradient norm, ridge's penalty) to the train split.
+metrics (`kp.metrics`, in float64), keeps each held-out example's outcome
+(`kp.outcomes`, for intervals and paired tests), and adds the solver's
+diagnostics (L-BFGS's objective and gradient norm, ridge's penalty) to the
+train split.
 """
 
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from keras_probes._progress import Progbar
+from keras_probes.outcomes import Examples, fingerprint
 from keras_probes.report import ProbeReport
 from keras_probes.solvers import SETTINGS, ProbeEstimator, get
 from keras_probes.tasks import Task
@@ -38,6 +41,7 @@ def fit_each(
     validation: str | None = None,
     heads: list | None = None,
     model: str | None = None,
+    examples: dict[str, Examples] | None = None,
     diagnostics: bool = True,
     verbose: int = 1,
 ) -> ProbeReport:
@@ -60,6 +64,10 @@ def fit_each(
             starts from its head's weights and ends in them. Defaults to
             `None`: cold starts, nothing written.
         model: the model's name, recorded in the report. Defaults to `None`.
+        examples: `{split: kp.outcomes.Examples}`, which examples each
+            held-out split holds (its fingerprint; the sequence of each row
+            for per-token probes). A split left out is fingerprinted from its
+            targets and its first point's features. Defaults to `None`.
         diagnostics: add the solver's diagnostics to the train split.
             Defaults to `True`.
         verbose: `1` shows a progress bar over the points. Defaults to `1`.
@@ -67,7 +75,8 @@ def fit_each(
     Returns:
         A `ProbeReport` of the task's metrics on every split in `targets`;
         its train split also holds the solver's diagnostics per probe
-        (unless `diagnostics=False`).
+        (unless `diagnostics=False`); every other split keeps each example's
+        outcome (classification probes).
     """
     check_solver(solver, task)
     for split, role in ((train, "train"), (validation, "validation")):
@@ -83,6 +92,8 @@ def fit_each(
     targets = {split: task.check_targets(y) for split, y in targets.items()}
     fit_params = task.fit_params()
     results = {split: {} for split in targets}
+    held_out = [split for split in targets if split != train]
+    outcomes = {split: {} for split in held_out}
     progress = Progbar(len(points), counters=["iterations"], unit_name="probe") if verbose else None
     for i, point in enumerate(points):
         x = {split: features(split, point) for split in targets}
@@ -97,12 +108,22 @@ def fit_each(
                 [probe.coef_.astype(kernel.dtype), probe.intercept_.astype(bias.dtype)]
             )
         for split, y in targets.items():
-            results[split][point] = task.scores(y, probe.decision_function(x[split]))
+            outputs = probe.decision_function(x[split])
+            results[split][point] = task.scores(y, outputs)
+            kept = task.outcomes(y, outputs) if split != train else None
+            if kept is not None:
+                outcomes[split][point] = kept
         if diagnostics:
             results[train][point].update(task.diagnostic_row(probe.diagnostics()))
         if progress is not None:
             progress.update(i + 1, [("iterations", probe.n_iter_)])
-    return ProbeReport(list(points), results, task.num_classes, model)
+    outcomes = {split: kept for split, kept in outcomes.items() if kept}
+    examples = {
+        split: (examples or {}).get(split)
+        or Examples(fingerprint(targets[split], features(split, points[0])))
+        for split in outcomes
+    }
+    return ProbeReport(list(points), results, task.num_classes, model, outcomes, examples)
 
 
 def check_solver(solver: ProbeEstimator, task: Task) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 from keras_probes import _files, _params
+from keras_probes.outcomes import Examples, Outcomes
 
 __all__ = ["ProbeHistory", "ProbeReport", "log_key"]
 
@@ -70,6 +71,12 @@ class ProbeReport:
             (mean cross-entropy), `"error"` (top-1) and `"top5_error"`.
         num_classes: number of classes of the probes, if known.
         model: name of the probed model, if known.
+        outcomes: `{split: {point: kp.outcomes.Outcomes}}`, each example's
+            outcome on held-out splits: what `interval`, `compare` and
+            `monotonicity(level=...)` are computed from.
+        examples: `{split: kp.outcomes.Examples}` for the splits with
+            outcomes: their fingerprint, and each row's sequence for
+            per-token probes.
 
     Example:
 
@@ -86,6 +93,8 @@ class ProbeReport:
     results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     num_classes: int | None = None
     model: str | None = None
+    outcomes: dict[str, dict[str, Outcomes]] = field(default_factory=dict)
+    examples: dict[str, Examples] = field(default_factory=dict)
 
     @classmethod
     def from_logs(cls, logs, points, split, num_classes=None, model=None):

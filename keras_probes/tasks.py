@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_probes import _validation, metrics
 from keras_probes.heads import ProbeHead, RegressionHead
+from keras_probes.outcomes import Outcomes
 from keras_probes.report import classification_row, log_key
 
 __all__ = ["Classification", "Regression", "Task"]
@@ -107,6 +108,12 @@ class Task:
         values = metrics.measure(trackers, y, outputs, self.example_losses(y, outputs))
         return self.report_row({log_key("probe", k): v for k, v in values.items()}, "probe")
 
+    def outcomes(self, y, outputs) -> Outcomes | None:
+        """Each example's outcome from raw outputs `(n, units)` against checked targets
+        `y`, kept by a report for intervals and paired tests; `None` for a task that
+        keeps none."""
+        return None
+
     def scores_names(self) -> list[str]:
         """The names `scores` returns, in order."""
         raise NotImplementedError
@@ -173,6 +180,14 @@ class Classification(Task):
     def check_data(self, x, y, input_spec, *, labels=True, argument="x", tokens=False):
         return _validation.check_data(
             x, y, input_spec, self.num_classes, labels=labels, argument=argument, tokens=tokens
+        )
+
+    def outcomes(self, y, outputs):
+        logits = np.asarray(outputs, np.float64)
+        return Outcomes(
+            correct=np.argmax(logits, axis=1) == y,
+            top5=keras.ops.convert_to_numpy(metrics.top_k_hits(y, logits, min(5, logits.shape[1]))),
+            loss=keras.ops.convert_to_numpy(self.example_losses(y, logits)),
         )
 
     def scores_names(self):
