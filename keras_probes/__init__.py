@@ -25,12 +25,14 @@ _SUBMODULES = (
     "flawed",
     "metrics",
     "models",
+    "outcomes",
     "plots",
     "points",
     "reducers",
     "regression",
     "solvers",
     "tasks",
+    "uncertainty",
 )
 
 #: The names of the package itself, by the submodule that defines them.

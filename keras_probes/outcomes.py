@@ -170,7 +170,9 @@ class Examples:
         try:
             lengths = np.frombuffer(zlib.decompress(_b64(sequences, "sequences")), "<u4")
         except zlib.error:
-            raise ValueError("sequences text is not encoded sequences; write the report again.")
+            raise ValueError(
+                "sequences text is not encoded sequences; write the report again."
+            ) from None
         return cls(fingerprint, np.repeat(np.arange(len(lengths)), lengths))
 
 

@@ -2,7 +2,9 @@
 and `ProbeHistory` (per point over the training of a model)."""
 
 import csv
+import dataclasses
 import io
+import itertools
 import json
 import math
 import re
@@ -12,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from keras_probes import _files, _params
+from keras_probes import _files, _params, uncertainty
 from keras_probes.outcomes import Examples, Outcomes
+from keras_probes.uncertainty import Comparison
 
 __all__ = ["ProbeHistory", "ProbeReport", "log_key"]
 
@@ -23,6 +26,9 @@ _VERSION = 1
 _ORDER = ("loss", "error", "top5_error")  # columns come first in this order
 _CSV_KEYS = ("split", "depth", "point")
 _CSV_META = ("model", "num_classes")  # the report's, repeated on every row
+# Each example's outcomes (base64) and its split's examples, for reports that keep them.
+_CSV_OUTCOMES = ("outcomes", "fingerprint", "sequences")
+_LEVEL = _params.Real(0, 1, open_low=True, description="a confidence level in (0, 1)")
 _CSV_END = re.compile(r"# keras_probes\.ProbeReport end: (\d+) rows?")
 
 # What a metric may be, by its name or its suffix (`"top5_error"`, `"area_r2"`): a
@@ -77,6 +83,8 @@ class ProbeReport:
         examples: `{split: kp.outcomes.Examples}` for the splits with
             outcomes: their fingerprint, and each row's sequence for
             per-token probes.
+        runs: the `results` of each run a `combine`d report averages
+            (empty otherwise): what `spread` is computed from.
 
     Example:
 
@@ -86,6 +94,8 @@ class ProbeReport:
     print(report.table())
     report.to_json("report.json")
     kp.ProbeReport.from_json("report.json") == report   # True
+    report.interval("test", "conv5_block3_out")   # (low, high) of its error, 95%
+    report.compare("test", "conv4_block6_out", "conv5_block3_out").pvalue
     ```
     """
 
@@ -95,6 +105,7 @@ class ProbeReport:
     model: str | None = None
     outcomes: dict[str, dict[str, Outcomes]] = field(default_factory=dict)
     examples: dict[str, Examples] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_logs(cls, logs, points, split, num_classes=None, model=None):
@@ -148,18 +159,242 @@ class ProbeReport:
         """`{point: top-5 error rate}` on `split`."""
         return self.values(split, "top5_error")
 
-    def monotonicity(self, split: str, metric: str = "error") -> float:
+    def monotonicity(
+        self, split: str, metric: str = "error", level: float | None = None
+    ) -> float | tuple[float, float, float]:
         """How steadily `metric` falls with depth: minus Kendall's tau-b.
 
         `1.0` when every deeper probe does better than every shallower one
         (the paper's ResNet-50 finding), `-1.0` when every deeper probe does
         worse, about `0` when depth does not matter. NaN with fewer than two
         points or when all values are equal.
+
+        Args:
+            split: the split, e.g. `"test"`.
+            metric: the figure. Defaults to `"error"`.
+            level: a confidence level, e.g. `0.95`, for an interval too (a
+                percentile bootstrap over the split's examples, or sequences,
+                from their outcomes). Defaults to `None`: the figure alone.
+
+        Returns:
+            `tau`, or `(tau, low, high)` given `level`.
         """
         values = list(self.values(split, metric).values())
-        if len(values) < 2 or len(set(values)) == 1:
-            return math.nan
-        return float(-stats.kendalltau(range(len(values)), values).statistic)
+        tau = math.nan
+        if len(values) >= 2 and len(set(values)) > 1:
+            tau = float(-stats.kendalltau(range(len(values)), values).statistic)
+        if level is None:
+            return tau
+        outcomes, units = self._outcome_values(split, self._measured(split), metric, level)
+        _, low, high = uncertainty.kendall_interval(outcomes, units, level)
+        return tau, low, high
+
+    # -- uncertainty --------------------------------------------------------
+
+    def interval(
+        self, split: str, point: str, metric: str = "error", level: float = 0.95
+    ) -> tuple[float, float]:
+        """The confidence interval of one probe's figure, from its examples' outcomes.
+
+        Error rates (`"error"`, `"top5_error"`) get Wilson's score interval;
+        losses a percentile bootstrap (2000 resamples, seeded: the same report
+        gives the same interval). Per-token probes resample whole sequences.
+
+        Args:
+            split: a held-out split of the report, e.g. `"test"`.
+            point: the probe's point.
+            metric: `"error"`, `"top5_error"` or `"loss"`. Defaults to `"error"`.
+            level: the confidence level. Defaults to `0.95`.
+
+        Returns:
+            `(low, high)`.
+
+        Raises:
+            ValueError: the report keeps no outcomes for `split` (e.g. the
+                train split, or a report written before reports kept them).
+        """
+        values, units = self._outcome_values(split, [point], metric, level)
+        if metric == "loss":
+            return uncertainty.mean_interval(values[:, 0], units, level)
+        return uncertainty.rate_interval(values[:, 0], units, level)
+
+    def compare(
+        self,
+        split: str,
+        a: str,
+        b: str | None = None,
+        *,
+        other: "ProbeReport | None" = None,
+        metric: str = "error",
+        level: float = 0.95,
+    ) -> Comparison:
+        """A paired test of two figures on the same examples: `a - b`.
+
+        Either two points of this report (`b`), or one point against the same
+        point of `other`, a control report on the same examples (selectivity,
+        Hewitt & Liang 2019: e.g. `kp.controls.reinitialized_probes`). Error
+        rates: McNemar's exact test with the Agresti-Min interval; losses: the
+        paired bootstrap; per-token probes: whole sequences (see
+        `kp.uncertainty`).
+
+        Args:
+            split: a held-out split, e.g. `"test"`.
+            a: a point of this report.
+            b: another point of this report. Leave out with `other`.
+            other: a report of the same examples (same fingerprint). Defaults
+                to `None`.
+            metric: `"error"`, `"top5_error"` or `"loss"`. Defaults to `"error"`.
+            level: the confidence level of the interval. Defaults to `0.95`.
+
+        Returns:
+            A `kp.uncertainty.Comparison`: `difference`, `low`, `high`, `pvalue`.
+
+        Raises:
+            ValueError: not exactly one of `b` and `other`; no outcomes for the
+                split; `other` measured on other examples.
+        """
+        if (b is None) == (other is None):
+            raise ValueError(
+                "Compare two points of this report (`b`) or one point with the same point of "
+                f"a control report (`other=`), one or the other. Received: b={b!r}, "
+                f"other={'a report' if other is not None else None}"
+            )
+        if other is None:
+            values, units = self._outcome_values(split, [a, b], metric, level)
+            first, second, name = values[:, 0], values[:, 1], b
+        else:
+            if not isinstance(other, ProbeReport):
+                raise TypeError(f"`other` must be a kp.ProbeReport. Received: {other!r}")
+            first, units = self._outcome_values(split, [a], metric, level)
+            second, theirs = other._outcome_values(split, [a], metric, level, "`other` ")
+            if other.examples[split] != self.examples[split]:
+                raise ValueError(
+                    f"`other` was measured on other examples of split {split!r} (fingerprint "
+                    f"{other.examples[split].fingerprint} against this report's "
+                    f"{self.examples[split].fingerprint}): a paired comparison needs the same "
+                    "examples, in the same order. Measure both on the same data (cache)."
+                )
+            first, second, name = first[:, 0], second[:, 0], f"{a} (other)"
+        test = uncertainty.paired_means if metric == "loss" else uncertainty.paired_rates
+        result = test(first, second, units, level)
+        return dataclasses.replace(result, a=a, b=name, split=split, metric=metric)
+
+    def compare_adjacent(
+        self, split: str, metric: str = "error", level: float = 0.95
+    ) -> list[Comparison]:
+        """Which neighbouring points differ: each point against the next deeper one.
+
+        Every pair is tested as `compare` tests it; as they are tested
+        together, each `Comparison` also has Holm's `adjusted_pvalue` (the
+        family-wise error rate over all pairs at most `1 - level`), which its
+        `significant()` uses.
+
+        Returns:
+            `[compare(split, p[i], p[i + 1]) ...]` in depth order.
+        """
+        points = self._measured(split)
+        pairs = [
+            self.compare(split, a, b, metric=metric, level=level)
+            for a, b in itertools.pairwise(points)
+        ]
+        adjusted = uncertainty.holm([c.pvalue for c in pairs]) if pairs else []
+        return [
+            dataclasses.replace(c, adjusted_pvalue=float(p))
+            for c, p in zip(pairs, adjusted, strict=True)
+        ]
+
+    def _measured(self, split):
+        """The points with outcomes on `split`, in depth order."""
+        kept = self.outcomes.get(split, {})
+        return [point for point in self.points if point in kept]
+
+    def _outcome_values(self, split, points, metric, level, whose="This report "):
+        """`((n, len(points)) values of metric, units or None)` from the outcomes."""
+        _params.check({"level": _LEVEL}, level=level)
+        if level >= 1:
+            _params.refuse("level", level, _LEVEL.describe())
+        if split not in self.outcomes:
+            kept = f"it keeps them for {sorted(self.outcomes)}" if self.outcomes else "none kept"
+            raise ValueError(
+                f"{whose}keeps no outcomes for split {split!r} ({kept}): intervals and tests "
+                "need each example's outcome, which reports keep for held-out splits "
+                "(kp.fit_probes, evaluate_probes, ...). Measure the split again."
+            )
+        kept = self.outcomes[split]
+        missing = [p for p in points if p not in kept]
+        if missing:
+            raise ValueError(
+                f"{whose}has no outcomes of point {missing[0]!r} on split {split!r}; it has "
+                f"them for {[p for p in self.points if p in kept]}."
+            )
+        values = np.stack([kept[p].values(metric) for p in points], axis=1)
+        examples = self.examples[split]
+        return values, None if examples.sequences is None else examples.units(len(values))
+
+    # -- runs ---------------------------------------------------------------
+
+    @classmethod
+    def combine(cls, reports: list["ProbeReport"]) -> "ProbeReport":
+        """One report of several runs (seeds, retrained models): each figure's mean.
+
+        The runs' own figures are kept (`runs`), so that `spread` gives their
+        standard deviation and `table(intervals=True)` shows it. Outcomes are
+        not kept: runs need not share their examples.
+
+        Args:
+            reports: the runs' reports, of the same points; the splits and
+                metrics every run has are combined.
+
+        Returns:
+            A `ProbeReport` of the means over runs.
+        """
+        reports = list(reports)
+        if not reports or not all(isinstance(r, ProbeReport) for r in reports):
+            raise ValueError(
+                f"`reports` must be a non-empty list of kp.ProbeReport. Received: {reports!r}"
+            )
+        points = reports[0].points
+        for report in reports[1:]:
+            if report.points != points:
+                raise ValueError(
+                    "Reports of different probe points cannot be combined. "
+                    f"Received: {points} and {report.points}"
+                )
+        results = {}
+        for split in [s for s in reports[0].splits if all(s in r.results for r in reports)]:
+            metrics = [
+                m
+                for m in reports[0].metrics
+                if all(m in _metric_names({split: r.results[split]}) for r in reports)
+            ]
+            results[split] = {
+                point: {
+                    m: float(np.mean([r.results[split][point][m] for r in reports]))
+                    for m in metrics
+                }
+                for point in points
+                if all(point in r.results[split] for r in reports)
+            }
+        first = reports[0]
+        return cls(
+            list(points), results, first.num_classes, first.model, runs=[r.results for r in reports]
+        )
+
+    def spread(self, split: str, metric: str = "error") -> dict[str, float]:
+        """`{point: standard deviation over runs}` of a `combine`d report (ddof=1: NaN
+        for one run)."""
+        if not self.runs:
+            raise ValueError(
+                "This report is not a combination of runs: spread is over the runs of "
+                "kp.ProbeReport.combine([report_seed0, report_seed1, ...])."
+            )
+        self.values(split, metric)  # refuses an unknown split or metric
+        return {
+            point: float(np.std([run[split][point][metric] for run in self.runs], ddof=1))
+            if len(self.runs) > 1
+            else math.nan
+            for point in self.values(split, metric)
+        }
 
     def with_selectivity(self, control: "ProbeReport", split: str) -> "ProbeReport":
         """This report with a `selectivity` metric on `split`: each probe's accuracy
@@ -184,7 +419,7 @@ class ProbeReport:
         results = {s: {p: dict(m) for p, m in rows.items()} for s, rows in self.results.items()}
         for point in self.points:
             results[split][point]["selectivity"] = theirs[point] - mine[point]
-        return ProbeReport(list(self.points), results, self.num_classes, self.model)
+        return dataclasses.replace(self, points=list(self.points), results=results)
 
     def merge(self, other: "ProbeReport") -> "ProbeReport":
         """A report with the splits of both; `other` wins where a split is in both."""
@@ -193,17 +428,26 @@ class ProbeReport:
                 "Reports of different probe points cannot be merged. "
                 f"Received: {self.points} and {other.points}"
             )
+        # A split's outcomes go with its figures: those of the report it is taken from.
+        taken = {split: other if split in other.results else self for split in self.results}
+        taken.update({split: other for split in other.results})
         return ProbeReport(
             list(self.points),
             {**self.results, **other.results},
             self.num_classes if self.num_classes is not None else other.num_classes,
             self.model if self.model is not None else other.model,
+            {s: r.outcomes[s] for s, r in taken.items() if s in r.outcomes},
+            {s: r.examples[s] for s, r in taken.items() if s in r.examples},
         )
 
     # -- text --------------------------------------------------------------
 
     def table(
-        self, splits: str | list[str] | None = None, metrics: str | list[str] | None = None
+        self,
+        splits: str | list[str] | None = None,
+        metrics: str | list[str] | None = None,
+        intervals: bool = False,
+        level: float = 0.95,
     ) -> str:
         """A text table per split: one row per point, one column per metric.
 
@@ -215,6 +459,11 @@ class ProbeReport:
             metrics: the metric or metrics to show, in this order, e.g.
                 `"error"` or `["error", "loss"]`; a split shows those it has.
                 Defaults to all, loss, error and top-5 error first.
+            intervals: show each figure's interval, `value [low, high]`, where
+                the split keeps its examples' outcomes (and the monotonicity's),
+                or `mean ± sd` over the runs of a `combine`d report. Defaults
+                to `False`.
+            level: the intervals' confidence level. Defaults to `0.95`.
 
         Raises:
             ValueError: a split, or a metric, that none of `splits` has; the
@@ -230,8 +479,13 @@ class ProbeReport:
             if not columns:
                 continue  # e.g. the solver's diagnostics, on the train split only
             _check_complete(self.results, [split], columns, "This report's ")
+            bounds = self._bounds(split, columns, level) if intervals else {}
             cells = [
-                [str(depth), point, *(_cell(rows[point][m]) for m in columns)]
+                [
+                    str(depth),
+                    point,
+                    *(_cell(rows[point][m], bounds.get((point, m))) for m in columns),
+                ]
                 for depth, point in enumerate(self.points)
                 if point in rows
             ]
@@ -241,20 +495,56 @@ class ProbeReport:
             lines = [f"split {split}", header, "-" * len(header)]
             lines += [_table_line(row, widths) for row in cells]
             if "error" in columns:
-                lines.append(
+                line = (
                     f"monotonicity of {split} error with depth (-Kendall tau): "
                     f"{self.monotonicity(split):.3f}"
                 )
+                if intervals and len(self._measured(split)) == len(rows):
+                    _, low, high = self.monotonicity(split, level=level)
+                    line += f" [{low:.3f}, {high:.3f}] ({level:.0%}, bootstrap)"
+                lines.append(line)
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
     def __str__(self):
         return self.table()
 
+    def _bounds(self, split, metrics, level):
+        """`{(point, metric): (low, high)}` of a table's interval cells, or `(sd,)` for runs."""
+        if self.runs:
+            return {
+                (point, m): (sd,) for m in metrics for point, sd in self.spread(split, m).items()
+            }
+        points = self._measured(split)
+        bounds = {}
+        for m in [m for m in metrics if m in ("error", "top5_error", "loss")] if points else []:
+            if m == "loss":  # one bootstrap for every point at once
+                values, units = self._outcome_values(split, points, m, level)
+                found = uncertainty.mean_interval(values, units, level)
+            else:
+                found = [self.interval(split, point, m, level) for point in points]
+            bounds.update({(point, m): bound for point, bound in zip(points, found, strict=True)})
+        return bounds
+
     # -- files -------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {**_header(_FORMAT, self), "results": self.results}
+        """Plain data: the header, `results`, and when there are some, `outcomes`
+        (`{split: {"fingerprint", "sequences", "points": {point: base64}}}`, see
+        `kp.outcomes`) and the `runs` of a combined report."""
+        data = {**_header(_FORMAT, self), "results": self.results}
+        if self.outcomes:
+            data["outcomes"] = {
+                split: {
+                    "fingerprint": self.examples[split].fingerprint,
+                    "sequences": self.examples[split].encode_sequences(),
+                    "points": {point: kept.encode() for point, kept in by_point.items()},
+                }
+                for split, by_point in self.outcomes.items()
+            }
+        if self.runs:
+            data["runs"] = self.runs
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProbeReport":
@@ -279,12 +569,19 @@ class ProbeReport:
             )
         if model is not None and not isinstance(model, str):
             raise ValueError(f"'model' must be a string or null. Received: model={model!r}")
-        return cls(points, results, num_classes, model)
+        outcomes, examples = _checked_outcomes(data.get("outcomes", {}), points, results)
+        runs = data.get("runs", [])
+        if not isinstance(runs, list):
+            raise ValueError(f"'runs' must be a list of results. Received: {type(runs).__name__}")
+        runs = [_checked_results({"results": run}) for run in runs]
+        return cls(points, results, num_classes, model, outcomes, examples, runs)
 
     def to_json(self, path) -> None:
         """Writes the report as strict JSON: floats exactly, NaN as `null`."""
         data = self.to_dict()
         data["results"] = _map_floats(data["results"], _null_nan)
+        if "runs" in data:
+            data["runs"] = [_map_floats(run, _null_nan) for run in data["runs"]]
         _write_json(path, data)
 
     @classmethod
@@ -322,22 +619,33 @@ class ProbeReport:
             ValueError: a metric is named like one of the other columns.
         """
         metrics, rows = self.metrics, []
-        clash = [m for m in metrics if m in (*_CSV_KEYS, *_CSV_META)]
+        kept = _CSV_OUTCOMES if self.outcomes else ()
+        clash = [m for m in metrics if m in (*_CSV_KEYS, *_CSV_META, *_CSV_OUTCOMES)]
         if clash:
             raise ValueError(
                 f"This report's metric {clash[0]!r} has the name of a CSV column "
-                f"({', '.join((*_CSV_KEYS, *_CSV_META))}): rename the metric, or write JSON "
-                "(to_json)."
+                f"({', '.join((*_CSV_KEYS, *_CSV_META, *_CSV_OUTCOMES))}): rename the metric, "
+                "or write JSON (to_json)."
             )
         meta = ["" if v is None else str(v) for v in (self.model, self.num_classes)]
         for split, by_point in self.results.items():
+            examples = self.examples.get(split)
+            sequences = examples.encode_sequences() if examples is not None else None
             for depth, point in enumerate(self.points):
                 if point in by_point:
                     values = [by_point[point].get(m, "") for m in metrics]
-                    rows.append([split, depth, point, *map(_repr_or_blank, values), *meta])
+                    row = [split, depth, point, *map(_repr_or_blank, values), *meta]
+                    if kept:
+                        outcome = self.outcomes.get(split, {}).get(point)
+                        row += [
+                            "" if outcome is None else outcome.encode(),
+                            "" if examples is None else examples.fingerprint,
+                            sequences or "",
+                        ]
+                    rows.append(row)
         text = io.StringIO(newline="")
         writer = csv.writer(text)
-        writer.writerow([*_CSV_KEYS, *metrics, *_CSV_META])
+        writer.writerow([*_CSV_KEYS, *metrics, *_CSV_META, *kept])
         writer.writerows(rows)
         writer.writerow([_csv_end_line(len(rows))])
         _files.atomic_write(path, text.getvalue())
@@ -409,9 +717,20 @@ class ProbeReport:
                 f"{path} is truncated or altered: its end line says {end} rows, but it "
                 f"holds {len(rows)}."
             )
-        points, results, lines, meta = {}, {}, {}, {}
+        points, results, lines, meta, kept = {}, {}, {}, {}, {}
         for line, row in rows:
-            split, depth, point, values, row_meta = _csv_row(path, line, header, row)
+            split, depth, point, values, row_meta, row_kept = _csv_row(path, line, header, row)
+            if row_kept.get("fingerprint"):
+                split_kept = kept.setdefault(
+                    split, (line, row_kept["fingerprint"], row_kept.get("sequences") or None, {})
+                )
+                if split_kept[1:3] != (row_kept["fingerprint"], row_kept.get("sequences") or None):
+                    raise ValueError(
+                        f"{path}, line {line}: the fingerprint or sequences of split {split!r} "
+                        f"contradict line {split_kept[0]}'s; a split has one set of examples."
+                    )
+                if row_kept.get("outcomes"):
+                    split_kept[3][point] = row_kept["outcomes"]
             if points.setdefault(depth, point) != point or point in results.get(split, {}):
                 raise ValueError(
                     f"{path}, line {line}: point {point!r} at depth {depth} on split "
@@ -443,7 +762,16 @@ class ProbeReport:
                     f"pass the same. Received: {name}={value!r}"
                 )
             given[name] = said if said is not None else value
-        return cls([points[d] for d in sorted(points)], results, **given)
+        ordered = [points[d] for d in sorted(points)]
+        outcomes, examples = {}, {}
+        for split, (line, fingerprint, sequences, encoded) in kept.items():
+            try:
+                examples[split], outcomes[split] = _split_outcomes(
+                    split, fingerprint, sequences, encoded, ordered, results
+                )
+            except ValueError as error:
+                raise ValueError(f"{path}, line {line}: {error}") from None
+        return cls(ordered, results, **given, outcomes=outcomes, examples=examples)
 
 
 @dataclass
@@ -631,6 +959,49 @@ def _checked_results(data):
     return checked
 
 
+def _checked_outcomes(data, points, results):
+    """`({split: {point: Outcomes}}, {split: Examples})` from `to_dict`'s `outcomes`."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            "'outcomes' must be an object {split: {fingerprint, sequences, points}}. "
+            f"Received: {type(data).__name__}"
+        )
+    outcomes, examples = {}, {}
+    for split, kept in data.items():
+        if not isinstance(kept, dict) or not {"fingerprint", "points"} <= set(kept):
+            raise ValueError(
+                f"'outcomes' of split {split!r} must be an object with 'fingerprint', "
+                "'sequences' and 'points'."
+            )
+        examples[split], outcomes[split] = _split_outcomes(
+            split, kept["fingerprint"], kept.get("sequences"), kept["points"], points, results
+        )
+    return outcomes, examples
+
+
+def _split_outcomes(split, fingerprint, sequences, encoded, points, results):
+    """One split's `(Examples, {point: Outcomes})`, checked against the report's points."""
+    try:
+        examples = Examples.decode(fingerprint, sequences)
+        by_point = {point: Outcomes.decode(text) for point, text in encoded.items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"the outcomes of split {split!r} are unreadable: {error}") from None
+    unknown = [p for p in by_point if p not in results.get(split, {}) or p not in points]
+    if unknown:
+        raise ValueError(
+            f"'outcomes' holds point {unknown[0]!r} on split {split!r}, which has no figures there."
+        )
+    sizes = {len(kept) for kept in by_point.values()}
+    if examples.sequences is not None:
+        sizes.add(len(examples.sequences))
+    if len(sizes) > 1:
+        raise ValueError(
+            f"The outcomes of split {split!r} hold different numbers of examples {sorted(sizes)}: "
+            "the file was altered. Write the report again."
+        )
+    return examples, by_point
+
+
 def _csv_end_line(rows):
     return f"# {_FORMAT} end: {rows} {'row' if rows == 1 else 'rows'}"
 
@@ -644,8 +1015,8 @@ def _csv_end_count(record):
 
 
 def _csv_row(path, line, header, row):
-    """`(split, depth, point, {metric: value}, {model/num_classes: value})` of one
-    CSV row, checked."""
+    """`(split, depth, point, {metric: value}, {model/num_classes: value},
+    {outcomes/fingerprint/sequences: text})` of one CSV row, checked."""
     if len(row) != len(header):
         raise ValueError(
             f"{path}, line {line}: expected {len(header)} fields ({','.join(header)}), "
@@ -656,10 +1027,13 @@ def _csv_row(path, line, header, row):
         raise ValueError(
             f"{path}, line {line}: the depth must be an integer >= 0. Received: {depth!r}"
         )
-    metrics, meta = {}, {}
+    metrics, meta, kept = {}, {}, {}
     for metric, value in zip(header[len(_CSV_KEYS) :], values, strict=True):
         if metric in _CSV_META:
             meta[metric] = _csv_meta(path, line, metric, value)
+            continue
+        if metric in _CSV_OUTCOMES:
+            kept[metric] = value
             continue
         if value == "":
             continue
@@ -672,7 +1046,7 @@ def _csv_row(path, line, header, row):
         refusal = _out_of_range(metric, metrics[metric], point, split, "nan")
         if refusal:
             raise ValueError(f"{path}, line {line}: {refusal}")
-    return split, int(depth), point, metrics, meta
+    return split, int(depth), point, metrics, meta, kept
 
 
 def _csv_meta(path, line, name, value):
@@ -784,9 +1158,14 @@ def _out_of_range(metric, value, point, split, unknown):
     )
 
 
-def _cell(value):
+def _cell(value, bounds=None):
     # Small figures such as gradient norms keep their digits.
-    return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    text = f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    if bounds is None:
+        return text
+    if len(bounds) == 1:
+        return f"{text} ± {bounds[0]:.4f}"
+    return f"{text} [{bounds[0]:.4f}, {bounds[1]:.4f}]"
 
 
 def _table_line(cells, widths):
