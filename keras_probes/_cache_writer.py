@@ -327,9 +327,12 @@ class _Writer:
                     # Every batch is computed at exactly `batch_size` rows: the
                     # features of an example never depend on where its batch ends.
                     outputs = extract([_padded(x, batch_size) for x, _ in group])
+                    # The split's index of each batch's first example.
+                    sizes = [len(y) for _, y in group]
+                    starts = index * self.record.shard_size + np.cumsum([0, *sizes[:-1]])
                     rows = [
-                        self._rows(output, x, y)
-                        for output, (x, y) in zip(outputs, group, strict=True)
+                        self._rows(output, x, y, start)
+                        for output, (x, y), start in zip(outputs, group, starts, strict=True)
                     ]
                     columns = {
                         key: np.concatenate([row[key] for row in rows])
@@ -388,21 +391,25 @@ class _Writer:
             self._commit(forget=damaged)
         return intact
 
-    def _rows(self, output, x, y):
-        """One batch's rows: `{point: features, "labels": ..., "token_ids": ... or None}`.
+    def _rows(self, output, x, y, start):
+        """One batch's rows: `{point: features, "labels": ..., "token_ids": ... or None,
+        "sequences": ... or None}`; `start` is the split's index of its first example.
 
-        A row is an example, or for per-token probes a kept token (with its
-        token id when the model has a `token_ids` input).
+        A row is an example, or for per-token probes a kept token, with its
+        sequence (its example's index in the split) and, when the model has a
+        `token_ids` input, its token id.
         """
         columns = {
             point: keras.ops.convert_to_numpy(output[point])[: len(y)] for point in self.recorded
         }
-        columns["labels"], columns["token_ids"] = y, None
+        columns["labels"], columns["token_ids"], columns["sequences"] = y, None, None
         if self.probed.per_token:
             kept = np.asarray(self.probed.kept_tokens(x)).astype(bool)
             ids = self.probed.input_of(x, TOKEN_IDS)
             columns = {key: values[kept] for key, values in columns.items() if values is not None}
             columns["token_ids"] = None if ids is None else np.asarray(ids)[kept]
+            # Kept tokens in row-major order, as the columns above take them.
+            columns["sequences"] = start + np.nonzero(kept)[0]
         return columns
 
     def _write_shard(self, index, columns, input_sha256):
@@ -448,9 +455,7 @@ class _Writer:
                 record.add(*add)
             if shards is not None and len(record.shards) == shards and not record.pending:
                 record.num_examples = sum(shard.examples for shard in record.shards)
-                record.data_fingerprint = hashlib.sha256(
-                    "".join(shard.input_sha256 for shard in record.shards).encode()
-                ).hexdigest()
+                record.data_fingerprint = record.inputs_sha256()
                 record.complete = True
             manifest.save(self.directory)
         self.manifest, self.record = manifest, record

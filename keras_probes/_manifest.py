@@ -10,15 +10,18 @@ probes     fingerprint, points, reducers: {point: serialized reducer}
 points     {point: {dir, features}}
 splits     {split: {batch_size, shard_size, dtype, complete,
                     shards: [{examples, input_sha256,
-                              sha256: {point..., labels[, token_ids]}}],
+                              sha256: {point..., labels[, token_ids][, sequences]}}],
                     [pending: {index: shard}],       (while workers write out of order)
                     num_examples, data_fingerprint}}   (the last two once complete)
 ```
 
 A cache of per-token probes (`reducers="tokens"`) holds a row per kept token,
-and, when the model has a `token_ids` input, each row's token id
-(`token_ids`, e.g. for control tasks). Points are named as in the model the
-cache was written from. The dataclasses
+each row's sequence (`sequences`: the index of its example in the split, so
+that tokens of one sequence are resampled together) and, when the model has a
+`token_ids` input, each row's token id (`token_ids`, e.g. for control tasks).
+Per-token caches of keras-probes before the `sequences` column lack it; their
+manifests read as before. Points are named as in the model the cache was
+written from. The dataclasses
 below mirror that object field for field, so that a manifest read and saved
 again keeps its bytes. `Manifest.read` refuses a file that is not such an
 object with a `CacheError` naming the file, what is wrong and how to rebuild.
@@ -58,8 +61,9 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
-#: A shard's files beside its features: its labels and, in per-token caches, the token ids.
-COLUMNS = ("labels", "token_ids")
+#: A shard's files beside its features, int32 per row: its labels and, in per-token
+#: caches, the token ids and each row's sequence (its example's index in the split).
+COLUMNS = ("labels", "token_ids", "sequences")
 _FORMAT = "keras_probes.FeatureCache"
 _VERSION = 2
 # Splits and point directories are plain directory names: no path separators,
@@ -192,7 +196,7 @@ class Shard:
 
     examples: int
     input_sha256: str  # of the inputs and labels it was computed from
-    sha256: dict[str, str]  # {point: sha256 of its features file, "labels": ...}
+    sha256: dict[str, str]  # {point: sha256 of its features file, "labels": ..., columns}
 
     def to_dict(self) -> dict:
         return {"examples": self.examples, "input_sha256": self.input_sha256, "sha256": self.sha256}
@@ -227,6 +231,13 @@ class SplitRecord:
     def indices(self) -> list[int]:
         """The indices of every committed shard, in order."""
         return [*range(len(self.shards)), *sorted(self.pending)]
+
+    def inputs_sha256(self) -> str:
+        """The sha256 of the shards' `input_sha256`, in order: of the split's inputs and
+        labels, not of the model (`data_fingerprint`, once the split is complete)."""
+        return hashlib.sha256(
+            "".join(shard.input_sha256 for shard in self.shards).encode()
+        ).hexdigest()
 
     def add(self, index: int, shard: Shard) -> None:
         """Commits shard `index` (in memory), in whatever order shards arrive."""
@@ -475,6 +486,8 @@ _SPLIT_FIELDS = {
     "shards": list,
 }
 _SHARD_FIELDS = {"examples": int, "input_sha256": str, "sha256": dict}
+# Columns a shard may lack: those of per-token caches only.
+_OPTIONAL_COLUMNS = {"token_ids", "sequences"}
 
 
 def _shard(record: dict) -> Shard:
@@ -527,7 +540,7 @@ def _manifest_problem(manifest: dict) -> str | None:
             return f"a pending shard of split {split!r} without its index"
         for shard in [*record["shards"], *pending.values()]:
             checksums = shard.get("sha256") if isinstance(shard, dict) else None
-            if not isinstance(checksums, dict) or set(checksums) - {"token_ids"} != {
+            if not isinstance(checksums, dict) or set(checksums) - _OPTIONAL_COLUMNS != {
                 *points,
                 "labels",
             }:

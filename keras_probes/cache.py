@@ -10,8 +10,14 @@ cache/
   .lock, .write-<split>.lock           the manifest's lock, each split writer's lock
   train/labels/shard-00000.npy         (n,) int32
   train/features/000_conv1_relu/shard-00000.npy  (n, features), memory-mappable
+  train/sequences/shard-00000.npy      (n,) int32, per-token caches: each row's sequence
+  train/token_ids/shard-00000.npy      (n,) int32, per-token caches of models with token ids
   ...
 ```
+
+A row is an example, or, in a cache of per-token probes (`reducers="tokens"`),
+a kept token: the rows of one sequence are contiguous, and `sequences` holds
+each row's sequence, numbered by its example's index in the split.
 
 What its bytes depend on: the model (its computation: layer configs in graph
 order and weights, never Keras' auto-generated names or a compile state), the
@@ -51,6 +57,7 @@ from keras_probes import _cache_writer
 from keras_probes._manifest import CacheError, Manifest, ModelRecord
 from keras_probes._params import Boolean, Integer, check
 from keras_probes.model import ProbedModel
+from keras_probes.reducers import per_token
 
 __all__ = ["FeatureCache", "CacheError", "ShardedRows"]
 
@@ -409,6 +416,85 @@ class FeatureCache:
                 for i in range(len(shards))
             ]
         )
+
+    def sequences(self, split: str) -> np.ndarray | None:
+        """The sequence of every row of a per-token cache, or `None` when rows are examples.
+
+        A per-token cache (`reducers="tokens"`) holds a row per kept token;
+        the tokens of one sequence are not independent, so intervals and
+        paired tests resample whole sequences. A sequence is numbered by its
+        example's index in the split (from 0, across shards and batches):
+        the numbers are non-decreasing over the rows, and the rows of one
+        sequence are contiguous.
+
+        Args:
+            split: the split to read.
+
+        Returns:
+            int64 `(n,)`, the sequence of each of the split's `n` rows; `None`
+            for a cache of pooled probes, whose every row is an example.
+
+        Raises:
+            CacheError: the split is incomplete, or is a per-token split
+                written by a keras-probes that did not record sequences.
+
+        Example:
+
+        ```python
+        sequences = cache.sequences("test")   # e.g. [0 0 0 1 1 2 2 2 2 ...]
+        ```
+        """
+        self.require_split(split)
+        if not per_token(self.reducers):
+            return None
+        shards = self._split(split).shards
+        if any("sequences" not in shard.sha256 for shard in shards):
+            raise CacheError(
+                f"Split {split!r} of the feature cache at {self.directory} was written by an "
+                "older keras-probes, which did not record each token's sequence. Write it "
+                f"again: kp.FeatureCache.write(probed, data, {str(self.directory)!r}, "
+                f"split={split!r}, overwrite=True), or into a new directory."
+            )
+        return np.concatenate(
+            [
+                np.load(self._manifest.shard_path(self.directory, split, i, column="sequences"))
+                for i in range(len(shards))
+            ]
+        ).astype(np.int64)
+
+    def fingerprint(self, split: str) -> str:
+        """A short hex digest of the split's examples: their inputs and labels.
+
+        It identifies the data the split was written from, never the model:
+        two caches written from the same inputs and labels, in the same order,
+        with the same `batch_size` and `shard_size` (whose batches the inputs
+        are hashed in; sequences are padded per batch) have the same
+        fingerprint, whatever the model, its weights, points, reducers or
+        storage dtype (of a keras-hub task, the inputs are its preprocessor's
+        outputs). So reports of probes fitted on caches of one data
+        set, say a trained model's and its re-initialised control's, can be
+        told to be of the same examples and compared example by example;
+        another input, label or order gives another fingerprint. It is the
+        split's `data_fingerprint` in the manifest, cut to 16 hex characters
+        (the sha256 of every shard's `input_sha256`).
+
+        Args:
+            split: the split, written to the end.
+
+        Returns:
+            16 hex characters.
+
+        Raises:
+            CacheError: the split is missing or incomplete.
+
+        Example:
+
+        ```python
+        cache.fingerprint("test") == control_cache.fingerprint("test")  # same examples
+        ```
+        """
+        self.require_split(split)
+        return self._split(split).inputs_sha256()[:16]
 
     def dataset(
         self,

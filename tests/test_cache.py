@@ -717,3 +717,32 @@ def test_progress_shows_known_sizes_and_integer_counts(setup, tmp_path, capsys):
     # Resumed: the shards already there are said so.
     write(probed, dataset, tmp_path / "dataset", shard_size=50, verbose=1)
     assert re.search(r"\b2 already\b", capsys.readouterr().out)
+
+
+def test_pooled_rows_are_examples_and_have_no_sequences(setup, tmp_path):
+    probed, x, y, *_ = setup
+    cache = write(probed, (x[:100], y[:100]), tmp_path)
+    assert cache.sequences("train") is None
+    assert not (tmp_path / "train" / "sequences").exists()
+    shard = json.loads((tmp_path / "manifest.json").read_text())["splits"]["train"]["shards"][0]
+    assert set(shard["sha256"]) == {*POINTS, "labels"}
+
+
+def test_fingerprint_names_the_examples_not_the_model(setup, tmp_path):
+    probed, x, y, *_ = setup
+    x, y = x[:100], y[:100]
+    fingerprint = write(probed, (x, y), tmp_path / "trained").fingerprint("train")
+    assert re.fullmatch("[0-9a-f]{16}", fingerprint)
+    assert kp.FeatureCache.open(tmp_path / "trained").fingerprint("train") == fingerprint
+    # A re-initialised control probed at other points with other reducers: the same
+    # examples, so the same fingerprint; its reports are paired with the model's.
+    control = kp.ProbedModel(
+        kp.flawed.reinitialize(probed.base, seed=1), points=["relu2"], num_classes=10
+    )
+    assert write(control, (x, y), tmp_path / "control").fingerprint("train") == fingerprint
+    # One label changed, or the examples in another order: other examples.
+    relabelled = y.copy()
+    relabelled[7] = (relabelled[7] + 1) % 10
+    other = write(probed, (x, relabelled), tmp_path / "relabelled").fingerprint("train")
+    shuffled = write(probed, (x[::-1], y[::-1]), tmp_path / "shuffled").fingerprint("train")
+    assert len({fingerprint, other, shuffled}) == 3

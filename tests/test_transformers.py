@@ -5,7 +5,9 @@ download); their inputs are dicts with a `padding_mask`, and the sequences
 here are padded to different lengths so that the mask always matters.
 """
 
+import json
 import re
+import shutil
 
 import keras
 import keras_hub
@@ -605,3 +607,68 @@ def test_a_preprocessor_packing_more_tokens_than_the_backbone_takes_is_refused()
     )
     with pytest.raises(ValueError, match="`data` .*sequences of 16 tokens.*" + fix):
         classifier.fit(texts, labels, epochs=1, callbacks=[monitor], verbose=0)
+
+
+def files_of(directory):
+    """{relative path: bytes} of a cache's files, its lock files aside."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.suffix != ".lock"
+    }
+
+
+def test_a_per_token_cache_knows_each_rows_sequence_through_a_resume(bert, tmp_path):
+    """Each row (a kept token) carries its sequence: the example's index in the split,
+    across batches and shards; a resume rewrites a shard's sequences as they were."""
+    x, y = token_batch(20)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    settings = {"batch_size": 4, "shard_size": 8, "verbose": 0}  # shards of 8, 8 and 4
+    whole = tmp_path / "whole"
+    cache = kp.FeatureCache.write(probed, (x, y), whole, **settings)
+    sequences = cache.sequences("train")
+    assert sequences.dtype == np.int64
+    # The example of each kept token, in row order (the cache keeps them row-major).
+    np.testing.assert_array_equal(sequences, np.nonzero(x["padding_mask"])[0])
+    assert len(sequences) == cache.num_examples("train")
+    # Shards 1 and 2 damaged: a resume computes them again, to the same bytes.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    (resumed / "train" / "sequences" / "shard-00001.npy").unlink()
+    (resumed / "train" / "labels" / "shard-00002.npy").unlink()
+    kp.FeatureCache.write(probed, (x, y), resumed, **settings)
+    assert files_of(resumed) == files_of(whole)
+
+    # The column is checked as every other file of a shard.
+    path = resumed / "train" / "sequences" / "shard-00001.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(kp.CacheError, match=r"sequences.shard-00001\.npy is corrupt"):
+        kp.FeatureCache.open(resumed)
+
+
+def test_a_per_token_cache_written_without_sequences_says_how_to_get_them(bert, tmp_path):
+    x, y = token_batch(8)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    kp.FeatureCache.write(probed, (x, y), tmp_path, batch_size=4, shard_size=4, verbose=0)
+    # As an older keras-probes wrote it: no sequences column, in the manifest or on disk.
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for shard in manifest["splits"]["train"]["shards"]:
+        del shard["sha256"]["sequences"]
+    path.write_text(json.dumps(manifest, indent=1))
+    for file in (tmp_path / "train" / "sequences").iterdir():
+        file.unlink()
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    np.testing.assert_array_equal(cache.arrays("train")[1], y[x["padding_mask"]])
+    with pytest.raises(kp.CacheError) as caught:
+        cache.sequences("train")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.search(r"written by an older keras-probes.*overwrite=True.*new directory", message)
+    # Written again, it has them.
+    kp.FeatureCache.write(
+        probed, (x, y), tmp_path, batch_size=4, shard_size=4, overwrite=True, verbose=0
+    )
+    assert len(kp.FeatureCache.open(tmp_path).sequences("train")) == x["padding_mask"].sum()
