@@ -1,27 +1,38 @@
 """Each held-out example's outcome, kept so a report's figures carry their uncertainty.
 
 A probe's error on a split is the mean of one outcome per example: was it
-right. Kept per example (`Outcomes`), the figure gets an interval and two
-figures a paired test on the same examples (`kp.uncertainty`), from the
-report alone. `Examples` says which examples a split holds: a fingerprint of
-their inputs and labels (reports of other examples are never paired) and,
-for per-token probes, the sequence of each row (tokens of one sequence are
-not independent: they are resampled together).
+right. Kept per example (`Outcomes` for class probes, `RegressionOutcomes`
+for regression probes), the figure gets an interval and two figures a paired
+test on the same examples (`kp.uncertainty`), from the report alone.
+`Examples` says which examples a split holds: a fingerprint of their inputs
+and labels (reports of other examples are never paired) and, for per-token
+probes, the sequence of each row (tokens of one sequence are not
+independent: they are resampled together).
 
 Both are stored compactly in a report's JSON and CSV, as base64 text:
 `Outcomes` takes 2 bits (correct, top-5 hit) and 4 bytes (the loss, float32)
-per example, about 5.7 characters of base64; `Examples` keeps the sequences
-as their lengths (zlib-compressed), a few bytes per sequence.
+per example, about 5.7 characters of base64; `RegressionOutcomes` 8 bytes
+per example and target (target and prediction, float32), about 10.7
+characters; `Examples` keeps the sequences as their lengths
+(zlib-compressed), a few bytes per sequence.
+
+Every figure is a function of means over the examples (`columns`): an error
+or a loss is one mean, an R^2 is `1 - mean(r^2) / (mean(y^2) - mean(y)^2)`,
+so that resampling examples resamples the figure.
 """
 
 import base64
 import dataclasses
 import hashlib
+import json
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Examples", "Outcomes", "fingerprint"]
+__all__ = ["Examples", "Fingerprint", "Outcomes", "RegressionOutcomes", "decode", "fingerprint"]
+
+_REGRESSION = "r:"  # the text of RegressionOutcomes starts so (":" is not base64)
 
 # The metric each outcome is the per-example form of: the metric is its mean.
 _METRIC_OF = {"error": "correct", "top5_error": "top5", "loss": "loss"}
@@ -64,16 +75,25 @@ class Outcomes:
             np.array_equal(getattr(self, f), getattr(other, f)) for f in _METRIC_OF.values()
         )
 
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics these outcomes give."""
+        return list(_METRIC_OF)
+
+    def is_rate(self, metric: str) -> bool:
+        """Whether `metric` is a rate of 0/1 outcomes (an error), else a mean or ratio."""
+        return metric in ("error", "top5_error")
+
     def values(self, metric: str) -> np.ndarray:
         """Each example's share of `metric`: `"error"`, `"top5_error"` (0 or 1) or `"loss"`;
         the metric is their mean. float64 `(n,)`."""
-        if metric not in _METRIC_OF:
-            raise ValueError(
-                f"Outcomes are kept for {sorted(_METRIC_OF)}, not {metric!r}. "
-                f"Received: metric={metric!r}"
-            )
+        _check_metric(metric, self.metrics)
         value = getattr(self, _METRIC_OF[metric])
         return (~value if value.dtype == bool else value).astype(np.float64)
+
+    def columns(self, metric: str) -> tuple[np.ndarray, Callable]:
+        """`(columns (n, k), statistic)`: `metric` is `statistic(columns.mean(0))`."""
+        return self.values(metric)[:, None], _first
 
     def encode(self) -> str:
         """Base64 text: the bits of `correct` and `top5`, then `loss` (float32, little-endian)."""
@@ -105,6 +125,108 @@ class Outcomes:
         if not np.isfinite(loss).all() or (loss < 0).any():
             raise ValueError("outcomes text holds a loss that is negative or not finite.")
         return cls(correct, top5, loss)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RegressionOutcomes:
+    """One regression probe's targets and predictions on every example of a split.
+
+    Attributes:
+        targets: the target names, as the report's metrics name them
+            (`<target>_r2`, `<target>_mspe`).
+        y: float32 `(n, targets)`, each example's targets.
+        predictions: float32 `(n, targets)`, the probe's predictions.
+    """
+
+    targets: tuple[str, ...]
+    y: np.ndarray
+    predictions: np.ndarray
+
+    def __post_init__(self):
+        y = np.asarray(self.y, np.float32).reshape(len(self.y), -1)
+        predictions = np.asarray(self.predictions, np.float32).reshape(len(self.predictions), -1)
+        targets = tuple(self.targets)
+        if y.shape != predictions.shape or y.shape[1] != len(targets):
+            raise ValueError(
+                f"RegressionOutcomes need targets and predictions of shape (n, {len(targets)}). "
+                f"Received: {y.shape} and {predictions.shape}"
+            )
+        for name, value in (("targets", targets), ("y", y), ("predictions", predictions)):
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, RegressionOutcomes)
+            and other.targets == self.targets
+            and np.array_equal(other.y, self.y)
+            and np.array_equal(other.predictions, self.predictions)
+        )
+
+    @property
+    def metrics(self) -> list[str]:
+        return ["loss", *(f"{t}_{m}" for t in self.targets for m in ("r2", "mspe"))]
+
+    def is_rate(self, metric: str) -> bool:
+        return False
+
+    def columns(self, metric: str) -> tuple[np.ndarray, Callable]:
+        """`(columns (n, k), statistic)`: `metric` is `statistic(columns.mean(0))`; for
+        `<target>_r2` the columns are the squared residual, the target and its square."""
+        _check_metric(metric, self.metrics)
+        y, residual = self.y.astype(np.float64), (self.y - self.predictions).astype(np.float64)
+        if metric == "loss":
+            return (residual**2).mean(axis=1, keepdims=True), _first
+        target, kind = metric.rsplit("_", 1)
+        i = self.targets.index(target)
+        if kind == "mspe":
+            return residual[:, i : i + 1] ** 2, _first
+        return np.stack([residual[:, i] ** 2, y[:, i], y[:, i] ** 2], axis=1), _r2
+
+    def encode(self) -> str:
+        """`"r:"` and base64 text: the target names (JSON), then targets and predictions
+        (float32, little-endian)."""
+        names = json.dumps(list(self.targets)).encode()
+        blob = b"".join(
+            [
+                len(self).to_bytes(8, "little"),
+                len(names).to_bytes(4, "little"),
+                names,
+                self.y.astype("<f4").tobytes(),
+                self.predictions.astype("<f4").tobytes(),
+            ]
+        )
+        return _REGRESSION + base64.b64encode(blob).decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> "RegressionOutcomes":
+        """The `RegressionOutcomes` of `encode`'s text; a `ValueError` if it is not one."""
+        blob = _b64(text[len(_REGRESSION) :], "outcomes")
+        try:
+            n, size = int.from_bytes(blob[:8], "little"), int.from_bytes(blob[8:12], "little")
+            targets = tuple(json.loads(blob[12 : 12 + size]))
+            k, start = len(targets), 12 + size
+            if len(blob) != start + 8 * n * k:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                "outcomes text is not an encoded RegressionOutcomes (cut short or altered); "
+                "write the report again."
+            ) from None
+        y = np.frombuffer(blob, "<f4", n * k, start).reshape(n, k)
+        predictions = np.frombuffer(blob, "<f4", n * k, start + 4 * n * k).reshape(n, k)
+        return cls(targets, y, predictions)
+
+
+def decode(text: str) -> "Outcomes | RegressionOutcomes":
+    """Class or regression outcomes from their `encode`d text."""
+    if not isinstance(text, str):
+        raise ValueError(f"outcomes must be encoded text. Received: {type(text).__name__}")
+    if text.startswith(_REGRESSION):
+        return RegressionOutcomes.decode(text)
+    return Outcomes.decode(text)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -176,14 +298,86 @@ class Examples:
         return cls(fingerprint, np.repeat(np.arange(len(lengths)), lengths))
 
 
+class Fingerprint:
+    """`fingerprint` of arrays that arrive in batches of rows, whatever the batching.
+
+    Call `update(*batch)` with the next rows (along the first axis) of the
+    same arrays each time; `hexdigest()` is then `fingerprint` of the arrays
+    whole. Rows of another dtype or shape than the ones before (sequences
+    padded per batch, say) start a new run, recorded in the digest.
+
+    Example:
+
+    ```python
+    digest = kp.outcomes.Fingerprint()
+    for inputs, labels in batches:
+        digest.update(inputs, labels)
+    digest.hexdigest() == kp.outcomes.fingerprint(all_inputs, all_labels)
+    ```
+    """
+
+    def __init__(self):
+        # Per array: the sha256 of its bytes, and its runs [(dtype, row shape), rows].
+        self._streams = None
+
+    def update(self, *arrays) -> "Fingerprint":
+        """Adds the next rows of every array; returns this `Fingerprint`."""
+        if self._streams is None:
+            self._streams = [(hashlib.sha256(), []) for _ in arrays]
+        if len(arrays) != len(self._streams):
+            raise ValueError(
+                "Fingerprint.update takes the same number of arrays every time: "
+                f"{len(self._streams)}. Received: {len(arrays)}"
+            )
+        for (digest, runs), array in zip(self._streams, arrays, strict=True):
+            array = np.ascontiguousarray(array)
+            kind = (array.dtype.str, array.shape[1:] if array.ndim else None)
+            rows = len(array) if array.ndim else 1
+            if runs and runs[-1][0] == kind:
+                runs[-1][1] += rows
+            else:
+                runs.append([kind, rows])
+            digest.update(_bytes(array))
+        return self
+
+    def hexdigest(self) -> str:
+        """16 hex characters: the sha256 of every array's runs and bytes."""
+        total = hashlib.sha256()
+        for digest, runs in self._streams or []:
+            total.update(repr(runs).encode())
+            total.update(digest.digest())
+        return total.hexdigest()[:16]
+
+
 def fingerprint(*arrays) -> str:
-    """A hex digest (sha256, 16 characters) of arrays' shapes, dtypes and bytes, in order."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
+    """A hex digest (sha256, 16 characters) of arrays' shapes, dtypes and bytes, in order;
+    `Fingerprint` gives the same digest of the arrays streamed in batches."""
+    return Fingerprint().update(*arrays).hexdigest()
+
+
+def _bytes(array):
+    """An array's bytes; Python objects' (strings') by value, never their addresses."""
+    if array.dtype != object:
+        return array.reshape(-1).view(np.uint8)
+    items = [i if isinstance(i, bytes) else str(i).encode() for i in array.reshape(-1)]
+    return b"".join(len(i).to_bytes(8, "little") + i for i in items)
+
+
+def _first(means):
+    return means[..., 0]
+
+
+def _r2(means):
+    """R^2 from the means of the squared residual, the target and its square."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - means[..., 0] / (means[..., 2] - means[..., 1] ** 2)
+
+
+def _check_metric(metric, metrics):
+    if metric not in metrics:
+        raise ValueError(
+            f"Outcomes are kept for {metrics}, not {metric!r}. Received: metric={metric!r}"
+        )
 
 
 def _b64(text, what):

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats
 
 from keras_probes import _files, _params, uncertainty
-from keras_probes.outcomes import Examples, Outcomes
+from keras_probes.outcomes import Examples, Outcomes, RegressionOutcomes
+from keras_probes.outcomes import decode as decode_outcomes
 from keras_probes.uncertainty import Comparison
 
 __all__ = ["ProbeHistory", "ProbeReport", "log_key"]
@@ -77,9 +78,10 @@ class ProbeReport:
             (mean cross-entropy), `"error"` (top-1) and `"top5_error"`.
         num_classes: number of classes of the probes, if known.
         model: name of the probed model, if known.
-        outcomes: `{split: {point: kp.outcomes.Outcomes}}`, each example's
-            outcome on held-out splits: what `interval`, `compare` and
-            `monotonicity(level=...)` are computed from.
+        outcomes: `{split: {point: kp.outcomes.Outcomes}}` (or
+            `RegressionOutcomes`), each example's outcome on held-out
+            splits: what `interval`, `compare` and `monotonicity(level=...)`
+            are computed from.
         examples: `{split: kp.outcomes.Examples}` for the splits with
             outcomes: their fingerprint, and each row's sequence for
             per-token probes.
@@ -103,7 +105,7 @@ class ProbeReport:
     results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     num_classes: int | None = None
     model: str | None = None
-    outcomes: dict[str, dict[str, Outcomes]] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, Outcomes | RegressionOutcomes]] = field(default_factory=dict)
     examples: dict[str, Examples] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
 
@@ -185,8 +187,10 @@ class ProbeReport:
             tau = float(-stats.kendalltau(range(len(values)), values).statistic)
         if level is None:
             return tau
-        outcomes, units = self._outcome_values(split, self._measured(split), metric, level)
-        _, low, high = uncertainty.kendall_interval(outcomes, units, level)
+        kept, units = self._kept(split, self._measured(split), metric, level)
+        columns = [k.columns(metric) for k in kept]
+        values = np.stack([c for c, _ in columns], axis=1)  # (n, points, k)
+        _, low, high = uncertainty.kendall_interval(values, units, level, statistic=columns[0][1])
         return tau, low, high
 
     # -- uncertainty --------------------------------------------------------
@@ -197,13 +201,16 @@ class ProbeReport:
         """The confidence interval of one probe's figure, from its examples' outcomes.
 
         Error rates (`"error"`, `"top5_error"`) get Wilson's score interval;
-        losses a percentile bootstrap (2000 resamples, seeded: the same report
-        gives the same interval). Per-token probes resample whole sequences.
+        losses, and a regression probe's R^2 and MSPE, a percentile bootstrap
+        (2000 resamples, seeded: the same report gives the same interval).
+        Per-token probes resample whole sequences.
 
         Args:
             split: a held-out split of the report, e.g. `"test"`.
             point: the probe's point.
-            metric: `"error"`, `"top5_error"` or `"loss"`. Defaults to `"error"`.
+            metric: `"error"`, `"top5_error"` or `"loss"`; for regression
+                probes `"loss"`, `"<target>_r2"` or `"<target>_mspe"`.
+                Defaults to `"error"`.
             level: the confidence level. Defaults to `0.95`.
 
         Returns:
@@ -213,10 +220,10 @@ class ProbeReport:
             ValueError: the report keeps no outcomes for `split` (e.g. the
                 train split, or a report written before reports kept them).
         """
-        values, units = self._outcome_values(split, [point], metric, level)
-        if metric == "loss":
-            return uncertainty.mean_interval(values[:, 0], units, level)
-        return uncertainty.rate_interval(values[:, 0], units, level)
+        (kept,), units = self._kept(split, [point], metric, level)
+        if kept.is_rate(metric):
+            return uncertainty.rate_interval(kept.values(metric), units, level)
+        return uncertainty.statistic_interval(*kept.columns(metric), units, level)
 
     def compare(
         self,
@@ -233,9 +240,9 @@ class ProbeReport:
         Either two points of this report (`b`), or one point against the same
         point of `other`, a control report on the same examples (selectivity,
         Hewitt & Liang 2019: e.g. `kp.controls.reinitialized_probes`). Error
-        rates: McNemar's exact test with the Agresti-Min interval; losses: the
-        paired bootstrap; per-token probes: whole sequences (see
-        `kp.uncertainty`).
+        rates: McNemar's exact test with the Agresti-Min interval; losses (and
+        R^2, MSPE): the paired bootstrap; per-token probes: whole sequences
+        (see `kp.uncertainty`).
 
         Args:
             split: a held-out split, e.g. `"test"`.
@@ -243,7 +250,8 @@ class ProbeReport:
             b: another point of this report. Leave out with `other`.
             other: a report of the same examples (same fingerprint). Defaults
                 to `None`.
-            metric: `"error"`, `"top5_error"` or `"loss"`. Defaults to `"error"`.
+            metric: a metric with outcomes, as for `interval`. Defaults to
+                `"error"`.
             level: the confidence level of the interval. Defaults to `0.95`.
 
         Returns:
@@ -260,13 +268,13 @@ class ProbeReport:
                 f"other={'a report' if other is not None else None}"
             )
         if other is None:
-            values, units = self._outcome_values(split, [a, b], metric, level)
-            first, second, name = values[:, 0], values[:, 1], b
+            (first, second), units = self._kept(split, [a, b], metric, level)
+            name = b
         else:
             if not isinstance(other, ProbeReport):
                 raise TypeError(f"`other` must be a kp.ProbeReport. Received: {other!r}")
-            first, units = self._outcome_values(split, [a], metric, level)
-            second, theirs = other._outcome_values(split, [a], metric, level, "`other` ")
+            (first,), units = self._kept(split, [a], metric, level)
+            (second,), _ = other._kept(split, [a], metric, level, "`other` ")
             if other.examples[split] != self.examples[split]:
                 raise ValueError(
                     f"`other` was measured on other examples of split {split!r} (fingerprint "
@@ -274,9 +282,14 @@ class ProbeReport:
                     f"{self.examples[split].fingerprint}): a paired comparison needs the same "
                     "examples, in the same order. Measure both on the same data (cache)."
                 )
-            first, second, name = first[:, 0], second[:, 0], f"{a} (other)"
-        test = uncertainty.paired_means if metric == "loss" else uncertainty.paired_rates
-        result = test(first, second, units, level)
+            name = f"{a} (other)"
+        if first.is_rate(metric):
+            result = uncertainty.paired_rates(
+                first.values(metric), second.values(metric), units, level
+            )
+        else:
+            (columns, statistic), (theirs, _) = first.columns(metric), second.columns(metric)
+            result = uncertainty.paired_means(columns, theirs, units, level, statistic=statistic)
         return dataclasses.replace(result, a=a, b=name, split=split, metric=metric)
 
     def compare_adjacent(
@@ -308,8 +321,8 @@ class ProbeReport:
         kept = self.outcomes.get(split, {})
         return [point for point in self.points if point in kept]
 
-    def _outcome_values(self, split, points, metric, level, whose="This report "):
-        """`((n, len(points)) values of metric, units or None)` from the outcomes."""
+    def _kept(self, split, points, metric, level, whose="This report "):
+        """`([outcomes of each point], units or None)`, checked: they give `metric`."""
         _params.check({"level": _LEVEL}, level=level)
         if level >= 1:
             _params.refuse("level", level, _LEVEL.describe())
@@ -327,9 +340,14 @@ class ProbeReport:
                 f"{whose}has no outcomes of point {missing[0]!r} on split {split!r}; it has "
                 f"them for {[p for p in self.points if p in kept]}."
             )
-        values = np.stack([kept[p].values(metric) for p in points], axis=1)
-        examples = self.examples[split]
-        return values, None if examples.sequences is None else examples.units(len(values))
+        found = [kept[p] for p in points]
+        if metric not in found[0].metrics:
+            raise ValueError(
+                f"The outcomes of split {split!r} give {found[0].metrics}, not {metric!r}. "
+                f"Received: metric={metric!r}"
+            )
+        examples, n = self.examples[split], len(found[0])
+        return found, None if examples.sequences is None else examples.units(n)
 
     # -- runs ---------------------------------------------------------------
 
@@ -516,13 +534,18 @@ class ProbeReport:
                 (point, m): (sd,) for m in metrics for point, sd in self.spread(split, m).items()
             }
         points = self._measured(split)
+        if not points:
+            return {}
+        kept = self.outcomes[split][points[0]]
         bounds = {}
-        for m in [m for m in metrics if m in ("error", "top5_error", "loss")] if points else []:
-            if m == "loss":  # one bootstrap for every point at once
-                values, units = self._outcome_values(split, points, m, level)
-                found = uncertainty.mean_interval(values, units, level)
-            else:
+        for m in [m for m in metrics if m in kept.metrics]:
+            columns = [self.outcomes[split][p].columns(m) for p in points]
+            if kept.is_rate(m) or columns[0][0].shape[1] > 1:
                 found = [self.interval(split, point, m, level) for point in points]
+            else:  # means (losses): one bootstrap for every point at once
+                _, units = self._kept(split, points, m, level)
+                values = np.concatenate([c for c, _ in columns], axis=1)
+                found = uncertainty.mean_interval(values, units, level)
             bounds.update({(point, m): bound for point, bound in zip(points, found, strict=True)})
         return bounds
 
@@ -983,7 +1006,7 @@ def _split_outcomes(split, fingerprint, sequences, encoded, points, results):
     """One split's `(Examples, {point: Outcomes})`, checked against the report's points."""
     try:
         examples = Examples.decode(fingerprint, sequences)
-        by_point = {point: Outcomes.decode(text) for point, text in encoded.items()}
+        by_point = {point: decode_outcomes(text) for point, text in encoded.items()}
     except (ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"the outcomes of split {split!r} are unreadable: {error}") from None
     unknown = [p for p in by_point if p not in results.get(split, {}) or p not in points]

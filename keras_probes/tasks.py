@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_probes import _validation, metrics
 from keras_probes.heads import ProbeHead, RegressionHead
-from keras_probes.outcomes import Outcomes
+from keras_probes.outcomes import Outcomes, RegressionOutcomes
 from keras_probes.report import classification_row, log_key
 
 __all__ = ["Classification", "Regression", "Task"]
@@ -108,11 +108,10 @@ class Task:
         values = metrics.measure(trackers, y, outputs, self.example_losses(y, outputs))
         return self.report_row({log_key("probe", k): v for k, v in values.items()}, "probe")
 
-    def outcomes(self, y, outputs) -> Outcomes | None:
+    def outcomes(self, y, outputs) -> Outcomes | RegressionOutcomes:
         """Each example's outcome from raw outputs `(n, units)` against checked targets
-        `y`, kept by a report for intervals and paired tests; `None` for a task that
-        keeps none."""
-        return None
+        `y`, kept by a report for intervals and paired tests."""
+        raise NotImplementedError
 
     def scores_names(self) -> list[str]:
         """The names `scores` returns, in order."""
@@ -257,6 +256,9 @@ class Regression(Task):
             num_targets=len(self.targets),
             tokens=tokens,
         )
+
+    def outcomes(self, y, outputs):
+        return RegressionOutcomes(self.targets, metrics.columns(y), np.asarray(outputs))
 
     def scores_names(self):
         return [f"{t}_{m}" for t in self.targets for m in ("r2", "mspe")]

@@ -10,12 +10,14 @@ independent, and treating them as such gives intervals too narrow.
   `binomtest(...).proportion_ci(method="wilson")`); with sequences, the same
   interval at the effective sample size (Kish's design effect, from the
   between-sequence variance of the ratio estimate).
-- `mean_interval`: a loss's percentile bootstrap over examples (or sequences).
+- `mean_interval`: a loss's percentile bootstrap over examples (or sequences);
+  `statistic_interval` the same for a function of several means (an R^2).
 - `paired_rates`: two error rates on the same examples. McNemar's exact test
   (a binomial test on the discordant pairs) with the Agresti-Min interval of
   the difference; with sequences, a cluster-robust z test and interval
   (Obuchowski's clustered McNemar).
-- `paired_means`: two losses on the same examples: the paired bootstrap.
+- `paired_means`: two losses (or R^2s, given their `statistic`) on the same
+  examples: the paired bootstrap.
 - `kendall_interval`: the monotonicity with depth (minus Kendall's tau-b of
   the figure against depth) with its bootstrap interval.
 - `holm`: Holm's step-down adjustment of p-values tested together.
@@ -47,6 +49,7 @@ __all__ = [
     "paired_means",
     "paired_rates",
     "rate_interval",
+    "statistic_interval",
 ]
 
 #: Bootstrap resamples of every interval and test that resamples.
@@ -152,6 +155,29 @@ def mean_interval(
     return intervals if values.ndim == 2 else intervals[0]
 
 
+def statistic_interval(
+    values,
+    statistic,
+    units=None,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of a function of means, e.g. an R^2.
+
+    Args:
+        values: `(n, k)` each example's values of `k` columns.
+        statistic: the figure from the columns' means: `(..., k) -> (...)`
+            (`kp.outcomes` gives it with the columns).
+        units, level, resamples, seed: as in `mean_interval`.
+
+    Returns:
+        `(low, high)`.
+    """
+    means = _resampled_means(_checked(values, ndim=2), units, resamples, seed)
+    return _percentiles(_finite(statistic(means)), level)
+
+
 def paired_rates(a, b, units=None, level: float = 0.95) -> Comparison:
     """Two rates on the same examples: the difference `mean(a) - mean(b)`, tested.
 
@@ -186,7 +212,13 @@ def paired_rates(a, b, units=None, level: float = 0.95) -> Comparison:
 
 
 def paired_means(
-    a, b, units=None, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+    a,
+    b,
+    units=None,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    statistic=None,
 ) -> Comparison:
     """Two means on the same examples (e.g. losses): the paired bootstrap.
 
@@ -196,51 +228,70 @@ def paired_means(
     of zero.
 
     Args:
-        a, b: `(n,)` each example's values, in the same order.
+        a, b: `(n,)` each example's values, in the same order; or, with
+            `statistic`, `(n, k)` columns of each.
         units: `(n,)` each example's sequence, or `None`.
         level: the confidence level. Defaults to `0.95`.
         resamples: bootstrap resamples. Defaults to `RESAMPLES`.
         seed: the resampling's seed. Defaults to `0`.
+        statistic: the figure from the columns' means, `(..., k) -> (...)`
+            (e.g. an R^2). Defaults to `None`: the mean.
 
     Returns:
         A `Comparison`.
     """
-    a, b = _pair(a, b)
-    differences = _resampled_means((a - b)[:, None], units, resamples, seed)[:, 0]
+    if statistic is None:
+        a, b = _pair(a, b)
+        differences = _resampled_means((a - b)[:, None], units, resamples, seed)[:, 0]
+        difference = float(a.mean() - b.mean())
+    else:
+        a, b = _checked(a, ndim=2), _checked(b, ndim=2)
+        if a.shape != b.shape:
+            raise ValueError(f"Paired columns must match. Received: {a.shape} and {b.shape}")
+        k = a.shape[1]
+        means = _resampled_means(np.concatenate([a, b], axis=1), units, resamples, seed)
+        differences = _finite(statistic(means[:, :k]) - statistic(means[:, k:]))
+        difference = float(statistic(a.mean(axis=0)) - statistic(b.mean(axis=0)))
     low, high = _percentiles(differences, level)
     below, above = np.sum(differences <= 0), np.sum(differences >= 0)
-    pvalue = min(1.0, 2 * (min(below, above) + 1) / (resamples + 1))
-    return Comparison(float(a.mean() - b.mean()), low, high, pvalue, level, "paired bootstrap")
+    pvalue = min(1.0, 2 * (min(below, above) + 1) / (len(differences) + 1))
+    return Comparison(difference, low, high, pvalue, level, "paired bootstrap")
 
 
 def kendall_interval(
-    values, units=None, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+    values,
+    units=None,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    statistic=None,
 ) -> tuple[float, float, float]:
     """How steadily a figure falls with depth, with its bootstrap interval.
 
     Args:
         values: `(n, points)` each example's value at each point, points in
-            depth order.
+            depth order; with `statistic`, `(n, points, k)` columns.
         units: `(n,)` each example's sequence, or `None`.
         level: the confidence level. Defaults to `0.95`.
         resamples: bootstrap resamples. Defaults to `RESAMPLES`.
         seed: the resampling's seed. Defaults to `0`.
+        statistic: a point's figure from its columns' means, `(..., k) ->
+            (...)`. Defaults to `None`: the mean.
 
     Returns:
-        `(tau, low, high)`: minus Kendall's tau-b of the points' means against
-        depth, and its percentile interval over resampled examples.
+        `(tau, low, high)`: minus Kendall's tau-b of the points' figures
+        against depth, and its percentile interval over resampled examples.
     """
-    values = _checked(values, ndim=2)
-    tau = _minus_tau(values.mean(axis=0)[None, :])[0]
-    taus = _minus_tau(_resampled_means(values, units, resamples, seed))
-    low, high = (
-        _percentiles(taus[np.isfinite(taus)], level)
-        if np.isfinite(taus).any()
-        else (
-            math.nan,
-            math.nan,
-        )
-    )
+    values = np.asarray(values, np.float64)
+    if statistic is None:
+        values, statistic = values[..., None], _first
+    values = _checked(values, ndim=3)
+    n, points, k = values.shape
+    figures = statistic(values.mean(axis=0))[None, :]
+    resampled = _resampled_means(values.reshape(n, points * k), units, resamples, seed)
+    tau = _minus_tau(figures)[0]
+    taus = _minus_tau(statistic(resampled.reshape(-1, points, k)))
+    low, high = _percentiles(_finite(taus), level)
     return float(tau), low, high
 
 
@@ -344,7 +395,20 @@ def _resampled_means(values, units, resamples, seed):
     return np.concatenate(means)
 
 
+def _first(means):
+    return means[..., 0]
+
+
+def _finite(samples):
+    """The resamples where the figure is defined (an R^2 of a resample whose targets
+    are all equal is not)."""
+    samples = np.asarray(samples)
+    return samples[np.isfinite(samples)]
+
+
 def _percentiles(samples, level):
+    if len(samples) == 0:
+        return math.nan, math.nan
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 
