@@ -35,7 +35,7 @@ __all__ = ["Examples", "Fingerprint", "Outcomes", "RegressionOutcomes", "decode"
 _REGRESSION = "r:"  # the text of RegressionOutcomes starts so (":" is not base64)
 
 # The metric each outcome is the per-example form of: the metric is its mean.
-_METRIC_OF = {"error": "correct", "top5_error": "top5", "loss": "loss"}
+_METRIC_OF = {"loss": "loss", "error": "correct", "top5_error": "top5"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,9 +1,12 @@
 """ProbeReport: plain data with exact JSON and CSV round trips."""
 
+import functools
 import math
 
+import numpy as np
 import pytest
 from conftest import make_report
+from scipy import stats
 
 import keras_probes as kp
 
@@ -292,3 +295,198 @@ def test_history_files_that_are_not_histories_are_refused_naming_the_file(tmp_pa
     with pytest.raises(ValueError, match=r"report.json is not a readable ProbeHistory"):
         kp.ProbeHistory.from_json(tmp_path / "report.json")
     assert kp.ProbeHistory.from_json(tmp_path / "h.json") == history
+
+
+# -- each held-out example's outcome: intervals, paired tests, runs ---------------
+
+
+@functools.cache
+def _fitted(seed=0, n_test=400, tokens_per_sequence=None):
+    """A report of two probes fitted by fit_each on simulated features: the deeper one
+    ("noisy") sees the signal through noise. (Cached: tests only read it.)"""
+    from keras_probes.fitting import fit_each
+    from keras_probes.tasks import Classification
+
+    rng = np.random.default_rng(seed)
+    sizes = {"train": 300, "test": n_test}
+    x = {s: rng.normal(size=(n, 4)) for s, n in sizes.items()}
+    y = {s: (x[s][:, 0] + 0.5 * rng.normal(size=len(x[s])) > 0).astype(int) for s in x}
+    noise = {s: 2 * rng.normal(size=x[s].shape) for s in x}
+    features = {"clean": x, "noisy": {s: x[s] + noise[s] for s in x}}
+    examples = None
+    if tokens_per_sequence is not None:
+        sequences = np.arange(n_test) // tokens_per_sequence
+        examples = {"test": kp.outcomes.Examples("simulated", sequences)}
+    return fit_each(
+        kp.solvers.LBFGSProbe(),
+        Classification(2),
+        ["clean", "noisy"],
+        lambda split, point: features[point][split],
+        y,
+        examples=examples,
+        verbose=0,
+    )
+
+
+def test_held_out_splits_keep_each_examples_outcome_and_the_figures_are_their_means():
+    report = _fitted()
+    assert list(report.outcomes) == ["test"]  # not the train split
+    for point in report.points:
+        kept = report.outcomes["test"][point]
+        assert len(kept) == 400
+        # The report's error is 1 - accuracy: the count's mean up to one rounding.
+        assert report.errors("test")[point] == pytest.approx(np.mean(~kept.correct), abs=1e-15)
+        assert report.top5_errors("test")[point] == pytest.approx(np.mean(~kept.top5), abs=1e-15)
+        assert report.losses("test")[point] == pytest.approx(kept.loss.mean(), rel=1e-6)
+    assert report.examples["test"].fingerprint  # from the labels and the first point's rows
+
+
+def test_interval_compare_and_monotonicity_read_from_the_outcomes():
+    report = _fitted()
+    low, high = report.interval("test", "clean")
+    assert low < report.errors("test")["clean"] < high
+    errors = ~report.outcomes["test"]["clean"].correct
+    wilson = stats.binomtest(int(errors.sum()), len(errors)).proportion_ci(method="wilson")
+    assert (low, high) == pytest.approx((wilson.low, wilson.high), abs=1e-12)
+    c = report.compare("test", "clean", "noisy")
+    difference = report.errors("test")["clean"] - report.errors("test")["noisy"]
+    assert c.difference == pytest.approx(difference, abs=1e-15)
+    assert c.low < c.difference < c.high and c.pvalue < 1e-3 and c.significant()
+    assert c.test == "McNemar exact" and (c.a, c.b, c.split, c.metric) == (
+        "clean",
+        "noisy",
+        "test",
+        "error",
+    )
+    loss = report.compare("test", "clean", "noisy", metric="loss")
+    assert loss.test == "paired bootstrap" and loss.high < 0
+    tau, low, high = report.monotonicity("test", level=0.95)
+    assert tau == report.monotonicity("test") == -1.0 and low <= tau <= high
+    (pair,) = report.compare_adjacent("test")
+    assert pair.adjusted_pvalue == pair.pvalue  # one pair: Holm changes nothing
+    # The same report gives the same bootstrap interval (seeded).
+    assert report.interval("test", "noisy", "loss") == _fitted().interval("test", "noisy", "loss")
+
+
+def test_compare_with_a_control_needs_the_same_examples():
+    report, control = _fitted(seed=0), _fitted(seed=0)
+    c = report.compare("test", "clean", other=control)
+    assert (c.difference, c.pvalue) == (0.0, 1.0) and c.b == "clean (other)"
+    with pytest.raises(ValueError, match="other examples of split 'test'.*same data"):
+        report.compare("test", "clean", other=_fitted(seed=1))
+    with pytest.raises(ValueError, match="one or the other"):
+        report.compare("test", "clean", "noisy", other=control)
+    with pytest.raises(ValueError, match="one or the other"):
+        report.compare("test", "clean")
+
+
+def test_figures_without_outcomes_are_refused_in_one_line():
+    report = _fitted()
+    with pytest.raises(ValueError, match="keeps no outcomes for split 'train'.*held-out"):
+        report.interval("train", "clean")
+    with pytest.raises(ValueError, match="keeps no outcomes for split 'val' \\(none kept\\)"):
+        make_report().interval("val", "conv1")
+    with pytest.raises(ValueError, match="give \\['loss', 'error', 'top5_error'\\], not 'r2'"):
+        report.interval("test", "clean", metric="r2")
+    with pytest.raises(ValueError, match="no outcomes of point 'dense'"):
+        report.interval("test", "dense")
+    with pytest.raises(ValueError, match="`level` must be a confidence level in \\(0, 1\\)"):
+        report.interval("test", "clean", level=95)
+
+
+def test_per_token_outcomes_resample_whole_sequences():
+    # 100 sequences of 4 tokens: the interval of a sequence-level figure is wider
+    # than one that takes the 400 tokens as independent.
+    report = _fitted(tokens_per_sequence=4)
+    tokens = _fitted()
+    assert report.outcomes["test"] == tokens.outcomes["test"]
+    low, high = report.interval("test", "noisy", "loss")
+    token_low, token_high = tokens.interval("test", "noisy", "loss")
+    assert (low, high) != (token_low, token_high)
+    assert report.compare("test", "clean", "noisy").test == "clustered z"
+
+
+def test_outcomes_round_trip_through_json_and_csv(tmp_path):
+    report = _fitted(tokens_per_sequence=5)
+    report.to_json(tmp_path / "r.json")
+    report.to_csv(tmp_path / "r.csv")
+    for back in (
+        kp.ProbeReport.from_json(tmp_path / "r.json"),
+        kp.ProbeReport.from_csv(tmp_path / "r.csv"),
+    ):
+        assert back == report
+        assert back.interval("test", "noisy") == report.interval("test", "noisy")
+        assert back.compare("test", "clean", "noisy") == report.compare("test", "clean", "noisy")
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header.endswith("model,num_classes,outcomes,fingerprint,sequences")
+
+
+def test_altered_outcomes_are_refused_on_load(tmp_path):
+    report = _fitted()
+    data = report.to_dict()
+    text = data["outcomes"]["test"]["points"]["clean"]
+    data["outcomes"]["test"]["points"]["clean"] = text[:-8]
+    with pytest.raises(ValueError, match="outcomes of split 'test' are unreadable"):
+        kp.ProbeReport.from_dict(data)
+    data["outcomes"]["test"]["points"]["clean"] = "not base64!"
+    with pytest.raises(ValueError, match="not base64"):
+        kp.ProbeReport.from_dict(data)
+
+
+def test_merge_and_selectivity_keep_the_outcomes():
+    report = _fitted()
+    bare = kp.ProbeReport(report.points, {"val": report.results["test"]})
+    merged = bare.merge(report)
+    assert merged.outcomes == report.outcomes and merged.examples == report.examples
+    assert report.merge(bare).outcomes == report.outcomes
+    replaced = kp.ProbeReport(report.points, {"test": report.results["test"]})
+    assert report.merge(replaced).outcomes == {}  # the split's figures come from `replaced`
+    assert report.with_selectivity(report, "test").outcomes == report.outcomes
+
+
+def test_combine_gives_the_mean_and_spread_over_runs(tmp_path):
+    runs = [_fitted(seed=s) for s in range(3)]
+    combined = kp.ProbeReport.combine(runs)
+    for point in combined.points:
+        values = [r.errors("test")[point] for r in runs]
+        assert combined.errors("test")[point] == pytest.approx(np.mean(values), abs=1e-15)
+        assert combined.spread("test")[point] == pytest.approx(np.std(values, ddof=1))
+    assert "±" in combined.table(intervals=True)
+    combined.to_json(tmp_path / "c.json")
+    assert kp.ProbeReport.from_json(tmp_path / "c.json") == combined
+    assert math.isnan(kp.ProbeReport.combine(runs[:1]).spread("test")["clean"])
+    with pytest.raises(ValueError, match="not a combination of runs"):
+        runs[0].spread("test")
+    with pytest.raises(ValueError, match="different probe points"):
+        kp.ProbeReport.combine([runs[0], make_report()])
+
+
+def test_table_shows_the_intervals_where_outcomes_are_kept():
+    report = _fitted()
+    low, high = report.interval("test", "clean")
+    table = report.table(intervals=True)
+    assert f"{report.errors('test')['clean']:.4f} [{low:.4f}, {high:.4f}]" in table
+    assert "(95%, bootstrap)" in table
+    assert "[" not in report.table(splits="train", intervals=True)  # no outcomes there
+
+
+def test_regression_reports_keep_targets_and_predictions():
+    from keras_probes.fitting import fit_each
+    from keras_probes.tasks import Regression
+
+    rng = np.random.default_rng(0)
+    x = {s: rng.normal(size=(n, 3)) for s, n in (("train", 200), ("test", 150))}
+    y = {s: x[s][:, 0] + rng.normal(size=len(x[s])) for s in x}
+    report = fit_each(
+        kp.solvers.RidgeProbe(1.0),
+        Regression(["area"]),
+        ["a"],
+        lambda split, point: x[split],
+        y,
+        verbose=0,
+    )
+    kept = report.outcomes["test"]["a"]
+    columns, statistic = kept.columns("area_r2")
+    assert statistic(columns.mean(0)) == pytest.approx(report.values("test", "area_r2")["a"])
+    low, high = report.interval("test", "a", "area_r2")
+    assert low < report.values("test", "area_r2")["a"] < high
