@@ -33,8 +33,17 @@ def plot_errors(
     chance: bool = True,
     title: str | None = None,
     yscale: str = "linear",
+    intervals: bool | str = "auto",
+    level: float = 0.95,
 ) -> Figure:
     """Probe error against depth, one line per split (Alain & Bengio, Fig. 3/4b).
+
+    Each line has its band of uncertainty where the report has one: the
+    interval of each figure (`report.interval`: Wilson's for error rates, a
+    bootstrap for losses) on the held-out splits that keep their examples'
+    outcomes, or the mean plus and minus one standard deviation over the runs
+    of a `kp.ProbeReport.combine`d report (`report.spread`). The legend says
+    which ("95% interval", "± sd over 3 runs").
 
     Args:
         report: the measurements.
@@ -51,20 +60,32 @@ def plot_errors(
             has no place on a log scale: it is drawn at a floor, a power of ten
             one decade below the decade of the smallest positive value, marked
             by an open triangle and named in the legend ("0 (drawn at 0.001)").
-            A negative value is refused. Defaults to `"linear"`.
+            A negative value is refused. A band's end at 0 or below is drawn
+            at the floor too. Defaults to `"linear"`.
+        intervals: `"auto"` draws a band wherever the report has one, `True`
+            refuses a split without one, `False` draws none. Defaults to
+            `"auto"`.
+        level: the intervals' confidence level. Defaults to `0.95`.
 
     Returns:
-        The figure; save it with `fig.savefig("errors.png")`.
+        The figure; save it with `fig.savefig("errors.png")`. Each band is a
+        `fill_between` collection of `fig.axes[0]`, labelled with what it is.
 
     Raises:
-        ValueError: an unknown split or metric (listing the known ones), or
-            a negative value on a log scale.
+        ValueError: an unknown split or metric (listing the known ones), a
+            negative value on a log scale, or, with `intervals=True`, a split
+            without intervals.
     """
-    _params.check({"yscale": _params.Options("linear", "log")}, yscale=yscale)
+    _check_bands(intervals, level, yscale=yscale)
     splits = report.splits if splits is None else [splits] if isinstance(splits, str) else splits
     points = report.points
     curves = {split: report.values(split, metric) for split in splits}
-    floor = _log_floor(curves, metric) if yscale == "log" else None
+    bands = {
+        split: _bands(report, split, metric, values, intervals, level)
+        for split, values in curves.items()
+    }
+    ends = [end for band, _ in bands.values() for bounds in band.values() for end in bounds]
+    floor = _log_floor(curves, metric, ends) if yscale == "log" else None
     width = min(16.0, max(6.0, 0.45 * len(points) + 2))
     fig = Figure(figsize=(width, 4.8), layout="constrained")
     ax = fig.add_subplot()
@@ -75,7 +96,21 @@ def plot_errors(
         if floor is not None:
             zeros += [depth for depth, h in zip(depths, heights, strict=True) if h == 0]
             heights = [floor if h == 0 else h for h in heights]
-        ax.plot(depths, heights, marker="o", label=f"{split} {metric}")
+        (line,) = ax.plot(depths, heights, marker="o", label=f"{split} {metric}")
+        band, what = bands[split]
+        if band:
+            lows, highs = zip(*band.values(), strict=True)
+            if floor is not None:
+                lows, highs = ([max(end, floor) for end in edge] for edge in (lows, highs))
+            ax.fill_between(
+                [points.index(p) for p in band],
+                lows,
+                highs,
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+                label=f"{split}: {what}" if len(curves) > 1 else what,
+            )
     if zeros:
         ax.scatter(
             zeros,
@@ -108,10 +143,11 @@ def plot_errors(
     return fig
 
 
-def _log_floor(curves, metric):
-    """Where a log scale draws the zeros of `curves` ({split: {point: value}}):
-    one decade below the decade of the smallest positive value. Refuses negatives."""
-    positive = []
+def _log_floor(curves, metric, ends=()):
+    """Where a log scale draws the zeros of `curves` ({split: {point: value}}): one
+    decade below the decade of the smallest positive value, of the curves or of the
+    bands' `ends`. Refuses negative values (a band's end below 0 goes to the floor)."""
+    positive = [end for end in ends if end > 0]
     for split, values in curves.items():
         for point, value in values.items():
             if value < 0:
@@ -124,6 +160,67 @@ def _log_floor(curves, metric):
                 positive.append(value)
     decade = math.floor(math.log10(min(positive))) if positive else -2
     return 10.0 ** (decade - 1)
+
+
+#: The metrics whose per-example outcomes a report keeps: those with an interval.
+_OUTCOME_METRICS = ("error", "top5_error", "loss")
+_LEVEL = _params.Real(0, 1, open_low=True, description="a confidence level in (0, 1)")
+
+
+def _check_bands(intervals, level, **more):
+    _params.check(
+        {
+            "intervals": _params.Options("auto", True, False),
+            "level": _LEVEL,
+            "yscale": _params.Options("linear", "log"),
+        },
+        intervals=intervals,
+        level=level,
+        **more,
+    )
+    if level >= 1:
+        _params.refuse("level", level, _LEVEL.describe())
+
+
+def _uncertainty(report, split, metric, points, intervals, level):
+    """`({point: bounds}, what)`: each point's `(low, high)` interval from the
+    split's outcomes, or `(sd,)` over a combined report's runs; `({}, None)` where
+    the report has none (refused if `intervals` is `True`)."""
+    if intervals is False:
+        return {}, None
+    if report.runs:
+        if len(report.runs) > 1:
+            spread = report.spread(split, metric)
+            return {p: (spread[p],) for p in points}, f"± sd over {len(report.runs)} runs"
+        why, fix = "a combination of 1 run has no spread", "Pass"
+    else:
+        kept = report.outcomes.get(split, {})
+        measured = [p for p in points if p in kept] if metric in _OUTCOME_METRICS else []
+        if measured:
+            bounds = {p: report.interval(split, p, metric, level) for p in measured}
+            return bounds, f"{level * 100:g}% interval"
+        where = sorted(report.outcomes)
+        why = (
+            f"intervals come from the examples' outcomes (of {', '.join(_OUTCOME_METRICS)}), "
+            f"which this report keeps for {where}, or from the runs of "
+            "kp.ProbeReport.combine"
+        )
+        fix = f"Pass splits={where}, or" if where and metric in _OUTCOME_METRICS else "Pass"
+    if intervals is True:
+        raise ValueError(
+            f"No interval of {metric!r} on split {split!r}: {why}. {fix} intervals='auto' to "
+            "draw them only where there are some."
+        )
+    return {}, None
+
+
+def _bands(report, split, metric, values, intervals, level):
+    """`({point: (low, high)}, what)` of the band around `values` ({point: value})."""
+    bounds, what = _uncertainty(report, split, metric, list(values), intervals, level)
+    band = {
+        p: (values[p] - b[0], values[p] + b[0]) if len(b) == 1 else b for p, b in bounds.items()
+    }
+    return band, what
 
 
 def plot_r2(
@@ -182,6 +279,8 @@ def plot_error_colors(
     split: str = "val",
     references: Mapping[str, float | None] | None = None,
     title: str | None = None,
+    intervals: bool | str = "auto",
+    level: float = 0.95,
 ) -> Figure:
     """Probe errors as a row of coloured boxes along depth (Alain & Bengio, Fig. 5).
 
@@ -190,7 +289,9 @@ def plot_error_colors(
     the error written in it and the point's name below. References, such as
     the network's own classifier (the paper's "main head"), follow as boxes
     with a heavier dashed outline. A smooth gradient from red to green is the
-    paper's finding: linear separability grows steadily with depth.
+    paper's finding: linear separability grows steadily with depth. Under each
+    error, its interval where the split keeps its examples' outcomes, or its
+    standard deviation over the runs of a combined report, as in `plot_errors`.
 
     Args:
         report: the measurements.
@@ -199,6 +300,10 @@ def plot_error_colors(
             `{"main head": 0.22}`; an error of `None` or NaN (unknown) is
             drawn grey, marked "n/a". Defaults to none.
         title: figure title. Defaults to the split and the model's name.
+        intervals: `"auto"` writes the intervals where the report has them,
+            `True` refuses a split without them, `False` writes none.
+            Defaults to `"auto"`.
+        level: the intervals' confidence level. Defaults to `0.95`.
 
     Returns:
         The figure. Its first axes holds one `matplotlib.patches.Rectangle`
@@ -212,7 +317,9 @@ def plot_error_colors(
     fig.savefig("error_colors.png")
     ```
     """
+    _check_bands(intervals, level)
     errors = report.errors(split)
+    bounds, what = _uncertainty(report, split, "error", list(errors), intervals, level)
     boxes = [*errors.items(), *(references or {}).items()]
     cmap, norm = colormaps["RdYlGn_r"], Normalize(vmin=0.0, vmax=1.0)
     gap = 0.5 if references else 0.0  # sets the references apart from the probes
@@ -238,10 +345,16 @@ def plot_error_colors(
             )
         )
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        text = f"{value:.3f}" if known else "n/a"
+        bound = None if reference else bounds.get(name)
+        if bound is not None:
+            text += (
+                f"\n± {bound[0]:.3f}" if len(bound) == 1 else f"\n[{bound[0]:.3f}, {bound[1]:.3f}]"
+            )
         ax.text(
             left + 0.5,
             0.5,
-            f"{value:.3f}" if known else "n/a",
+            text,
             ha="center",
             va="center",
             rotation=90,
@@ -256,7 +369,8 @@ def plot_error_colors(
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_xlabel("probe point, input side first" + (" (dashed: references)" if references else ""))
+    label = "probe point, input side first" + (" (dashed: references)" if references else "")
+    ax.set_xlabel(label + (f"\nin each box: the error and its {what}" if bounds else ""))
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"probe error ({split})")
     model = report.model or "the model"
     ax.set_title(title if title is not None else f"Probe {split} error along the depth of {model}")

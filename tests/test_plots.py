@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import make_report
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 import keras_probes as kp
@@ -144,3 +145,151 @@ def test_log_scale_refuses_negative_values_naming_the_fix():
 def test_plot_errors_takes_one_split_as_a_string():
     ax = kp.plots.plot_errors(make_report(), splits="test").axes[0]
     assert [line.get_label() for line in ax.get_lines()][0] == "test error"
+
+
+def _measured_report(n=120, seed=0, all_right=None):
+    """A report whose test split keeps each example's outcome (train: figures only)."""
+    points = ["conv1", "block/relu", "dense"]
+    rng = np.random.default_rng(seed)
+    outcomes, rows = {}, {}
+    for i, point in enumerate(points):
+        correct = rng.random(n) > 0.6 - 0.2 * i
+        if point == all_right:
+            correct[:] = True
+        top5 = correct | (rng.random(n) > 0.3)
+        loss = rng.gamma(2.0, 0.6 - 0.15 * i, n).astype(np.float32)
+        outcomes[point] = kp.outcomes.Outcomes(correct, top5, loss)
+        rows[point] = {
+            "loss": float(loss.astype(np.float64).mean()),
+            "error": float(1 - correct.mean()),
+            "top5_error": float(1 - top5.mean()),
+        }
+    results = {"train": {p: {"loss": 0.1, "error": 0.05, "top5_error": 0.0} for p in points}}
+    results["test"] = rows
+    return kp.ProbeReport(
+        points,
+        results,
+        num_classes=10,
+        model="convnet",
+        outcomes={"test": outcomes},
+        examples={"test": kp.outcomes.Examples("f" * 16)},
+    )
+
+
+def _bands(ax):
+    from matplotlib.collections import PolyCollection
+
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def _band_edges(band):
+    """`{x: (low, high)}` of a fill_between band."""
+    edges = {}
+    for x, y in band.get_paths()[0].vertices:
+        low, high = edges.get(float(x), (np.inf, -np.inf))
+        edges[float(x)] = (min(low, float(y)), max(high, float(y)))
+    return edges
+
+
+@pytest.mark.parametrize("metric, level", [("error", 0.95), ("loss", 0.9), ("top5_error", 0.99)])
+def test_plot_errors_draws_the_interval_of_each_split_with_outcomes_as_a_band(
+    tmp_path, metric, level
+):
+    report = _measured_report()
+    fig = kp.plots.plot_errors(report, metric=metric, level=level)
+    ax = fig.axes[0]
+    (band,) = _bands(ax)  # the test split's; train keeps no outcomes
+    what = f"{level * 100:g}% interval"
+    assert band.get_label() == f"test: {what}"
+    assert f"test: {what}" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # The band is the report's interval at each point, in the colour of the split's line.
+    expected = {
+        float(depth): report.interval("test", point, metric, level)
+        for depth, point in enumerate(report.points)
+    }
+    assert _band_edges(band) == expected
+    (test_line,) = [line for line in ax.get_lines() if line.get_label() == f"test {metric}"]
+    np.testing.assert_allclose(band.get_facecolor()[0][:3], to_rgb(test_line.get_color()))
+    fig.savefig(tmp_path / "bands.png")
+    # One split drawn: the legend says what the band is, without the split's name.
+    (band,) = _bands(
+        kp.plots.plot_errors(report, splits="test", metric=metric, level=level).axes[0]
+    )
+    assert band.get_label() == what
+
+
+def test_plot_errors_draws_no_band_without_outcomes_or_when_asked_not_to():
+    assert not _bands(kp.plots.plot_errors(make_report()).axes[0])
+    assert not _bands(kp.plots.plot_errors(_measured_report(), intervals=False).axes[0])
+    # ... nor for a metric that outcomes do not give.
+    report = _measured_report()
+    report = report.with_selectivity(report, "test")
+    assert not _bands(kp.plots.plot_errors(report, splits="test", metric="selectivity").axes[0])
+
+
+def test_plot_errors_with_intervals_true_refuses_a_split_without_them():
+    report = _measured_report()
+    (band,) = _bands(kp.plots.plot_errors(report, splits="test", intervals=True).axes[0])
+    with pytest.raises(ValueError, match=r"No interval of 'error' on split 'train'.*"
+                       r"keeps for \['test'\].*splits=\['test'\].*intervals='auto'"):  # fmt: skip
+        kp.plots.plot_errors(report, intervals=True)
+    with pytest.raises(ValueError, match=r"`intervals` must be one of 'auto', True, False"):
+        kp.plots.plot_errors(report, intervals="yes")
+    with pytest.raises(ValueError, match=r"`level` must be a confidence level in \(0, 1\)"):
+        kp.plots.plot_errors(report, level=1.0)
+
+
+def test_plot_errors_of_combined_runs_draws_mean_plus_minus_sd():
+    runs = [_measured_report(seed=seed) for seed in range(3)]
+    combined = kp.ProbeReport.combine(runs)
+    ax = kp.plots.plot_errors(combined, splits="test").axes[0]
+    (band,) = _bands(ax)
+    assert band.get_label() == "± sd over 3 runs"
+    means, sds = combined.errors("test"), combined.spread("test")
+    expected = {
+        float(depth): (means[p] - sds[p], means[p] + sds[p])
+        for depth, p in enumerate(combined.points)
+    }
+    for depth, (low, high) in _band_edges(band).items():
+        assert (low, high) == pytest.approx(expected[depth], abs=1e-15)
+    # Both splits of a combination have their spread.
+    assert len(_bands(kp.plots.plot_errors(combined).axes[0])) == 2
+    # One run has no spread: no band, or a refusal when asked for one.
+    one = kp.ProbeReport.combine(runs[:1])
+    assert not _bands(kp.plots.plot_errors(one).axes[0])
+    with pytest.raises(ValueError, match="a combination of 1 run has no spread"):
+        kp.plots.plot_errors(one, intervals=True)
+
+
+def test_log_scale_bands_reach_down_to_the_floor_at_zero():
+    report = _measured_report(all_right="dense")  # error 0 at "dense": its interval is [0, x]
+    ax = kp.plots.plot_errors(report, splits="test", yscale="log").axes[0]
+    (band,) = _bands(ax)
+    heights = ax.get_lines()[0].get_ydata()
+    floor = heights[2]
+    (zeros,) = [c for c in ax.collections if c.get_label().startswith("0 (")]
+    assert zeros.get_label() == f"0 (drawn at {floor:g})"
+    low, high = report.interval("test", "dense")
+    assert low == 0.0 and high > 0
+    edges = _band_edges(band)
+    assert edges[2.0] == (floor, high)  # the zero end of the band at the floor
+    # Every other edge is the interval itself, above the floor.
+    assert edges[0.0] == report.interval("test", "conv1") and min(edges[0.0]) > floor
+
+
+def test_plot_error_colors_writes_each_boxes_interval():
+    report = _measured_report()
+    ax = kp.plots.plot_error_colors(report, split="test", references={"main head": 0.1}).axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    for text, point in zip(texts, report.points, strict=False):
+        low, high = report.interval("test", point)
+        assert text == f"{report.errors('test')[point]:.3f}\n[{low:.3f}, {high:.3f}]"
+    assert texts[-1] == "0.100"  # a reference has no interval
+    assert "95% interval" in ax.get_xlabel()
+    plain = kp.plots.plot_error_colors(report, split="test", intervals=False).axes[0]
+    assert "\n" not in "".join(t.get_text() for t in plain.texts)
+    runs = kp.ProbeReport.combine([_measured_report(seed=s) for s in range(3)])
+    ax = kp.plots.plot_error_colors(runs, split="test").axes[0]
+    sd = runs.spread("test")["conv1"]
+    assert ax.texts[0].get_text() == f"{runs.errors('test')['conv1']:.3f}\n± {sd:.3f}"
+    assert "± sd over 3 runs" in ax.get_xlabel()
