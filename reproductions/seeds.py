@@ -8,6 +8,15 @@ value per seed with its mean, standard deviation and range, and every claim
 holds. The toy study needs no rerun: one run already holds 100 independent
 datasets and networks, its replicates.
 
+Per-point probe figures (a probe's error, accuracy or R^2 at a point, or its
+loss between two networks) are each replicate's `kp.ProbeReport`, combined by
+`kp.ProbeReport.combine`: its mean and `spread` (the standard deviation over
+replicates) are the figure's. Each claim is also tested over the replicates:
+a one-sample t-test of its margins (the paired t-test of the two figures,
+paired by seed), with the margin's 95% t-interval, and the sign test (the
+binomial test of the count where it holds; with 3 seeds it cannot go below
+p = 0.25). A claim is "significant" where the t-test's p < 0.05.
+
 Runs resume: a seed whose JSON is in `<out>/seeds/<script>/seed<s>/` from the
 same command (`--out` and `--seed` aside) is read, not rerun, and so is the
 committed `<out>/<script>.json` of that seed. Each run writes its own JSON,
@@ -31,6 +40,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from _mnist_mlp import SHAPES, first_epoch  # noqa: E402  (imports no TensorFlow)
 
+#: A claim is significant over the replicates where its t-test's p-value is below this.
+ALPHA = 0.05
+
 
 @dataclass
 class Claim:
@@ -42,6 +54,15 @@ class Claim:
     higher: str | float
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A per-point probe figure of a replicate's report: `report.results[split][point][metric]`."""
+
+    split: str
+    point: str
+    metric: str
+
+
 @dataclass
 class Study:
     """One reproduction run at several seeds, and the figures its claims compare.
@@ -49,8 +70,10 @@ class Study:
     Args:
         title: what the claims are about.
         args: the reproduction's options besides `--seed`, `--out` and `--quick`.
-        figures: results JSON -> one `{figure: value}` per replicate (a run is one
-            replicate, unless it holds several, as the toy's datasets).
+        figures: results JSON -> one `(report, {figure: value})` per replicate (a
+            run is one replicate, unless it holds several, as the toy's datasets);
+            a value is a number, a label (str), or a `Probe` of the replicate's
+            `kp.ProbeReport` (figures combined by `kp.ProbeReport.combine`).
         claims: the comparisons.
         seeded: False where one run's replicates are the spread (the first seed only).
         also_accept: other option lists whose runs hold the same figures.
@@ -58,32 +81,39 @@ class Study:
 
     title: str
     args: list[str]
-    figures: Callable[[dict], list[dict]]
+    figures: Callable[[dict], list[tuple]]
     claims: list[Claim]
     seeded: bool = True
     also_accept: list[list[str]] = field(default_factory=list)
 
 
 def toy_figures(results):
-    depth = len(results["points"]) - 1
-    return [
-        {
-            "share of layers where the error rises": float(np.mean(np.diff(errors) >= 0)),
-            "error at the input": errors[0],
-            "error at a quarter of the depth": errors[depth // 4],
-            "error at half the depth": errors[depth // 2],
-            "error at the last layer": errors[-1],
-        }
-        for errors in results["test_error_per_dataset"]
-    ]
+    points = results["points"]
+    depth = len(points) - 1
+    at = {"the input": 0, "a quarter of the depth": depth // 4, "half the depth": depth // 2}
+    at["the last layer"] = depth
+    replicates = []
+    for errors in results["test_error_per_dataset"]:
+        report = kp.ProbeReport(
+            points, {"test": {p: {"error": e} for p, e in zip(points, errors, strict=True)}}
+        )
+        figures = {"share of layers where the error rises": float(np.mean(np.diff(errors) >= 0))}
+        figures.update(
+            {f"error at {name}": Probe("test", points[i], "error") for name, i in at.items()}
+        )
+        replicates.append((report, figures))
+    return replicates
 
 
 def pathological_figures(results):
     return [
-        {
-            f"{variant}: main output's train error": curve["train_error"][-1]
-            for variant, curve in results["best"].items()
-        }
+        (
+            None,
+            {
+                f"{variant}: main output's train error": curve["train_error"][-1]
+                for variant, curve in results["best"].items()
+            },
+        )
     ]
 
 
@@ -98,45 +128,64 @@ def true_vs_corrupted_figures(results):
             figures[f"epoch at {level:.0%}, {part} part"] = never if reached is None else reached
     for part, curve in parts.items():
         figures[f"accuracy at epoch 5, {part} part"] = curve[min(5, len(curve) - 1)]
-    return [figures]
+    return [(None, figures)]
 
 
 def rcv_figures(results):
     r2 = results["r2_block1"]
+    report = kp.ProbeReport(
+        ["block1"],
+        {fit: {"block1": {f"{c}_r2": v for c, v in row.items()}} for fit, row in r2.items()},
+    )
     figures = {
-        f"{concept} R^2 block1, {fit}": r2[fit][concept]
+        f"{concept} R^2 block1, {fit}": Probe(fit, "block1", f"{concept}_r2")
         for concept in ("orange", "dissimilarity", "green", "energy")
         for fit in ("1-memorizing", "generalizing")
     }
     for fit in ("1-memorizing", "generalizing"):
         gains = [r2[fit][c] - r2["random"][c] for c in results["concepts"]]
         figures[f"mean R^2 gain over random, {fit}"] = float(np.mean(gains))
-    return [figures]
+    return [(report, figures)]
 
 
 def flawed_figures(results):
-    r2, probes = results["val_r2"], results["probe_accuracy"]
+    points, r2, probes = results["points"], results["val_r2"], results["probe_accuracy"]
     top = str(results["fractions"][-1])  # N = 1: every label corrupted
+    lost = {  # each point's R^2 lost from N = 0 to N = 1
+        p: {f"{c}_r2_loss": r2["0.0"][c][p] - r2[top][c][p] for c in SHAPES} for p in points
+    }
+    accuracies = {  # each point's class-probe accuracy at the end, per network
+        f"probes, {fit}": {
+            p: {"accuracy": curve[-1]}
+            for p, curve in zip(points, probes[fit]["val_accuracy"], strict=True)
+        }
+        for fit in probes
+    }
+    report = kp.ProbeReport(points, {"N=0 -> 1": lost, **accuracies})
     figures = {
-        f"{concept} R^2 loss {point}, N=0 -> 1": r2["0.0"][concept][point] - r2[top][concept][point]
+        f"{concept} R^2 loss {point}, N=0 -> 1": Probe("N=0 -> 1", point, f"{concept}_r2_loss")
         for concept in SHAPES
         for point in ("hidden1", "hidden6")
     }
-    last = results["points"].index("hidden6")
     for fit in probes:
-        figures[f"hidden6 probe accuracy, {fit}"] = probes[fit]["val_accuracy"][last][-1]
-    return [figures]
+        figures[f"hidden6 probe accuracy, {fit}"] = Probe(f"probes, {fit}", "hidden6", "accuracy")
+    return [(report, figures)]
 
 
 def first_layer_figures(results):
-    figures = {}
+    figures, lost = {}, {}
     for name in ("adam", "sgd"):
         config = next(c for c in results["results"] if c.startswith(f"{name}:"))
         row = results["results"][config]
-        figures[f"{name}: area R^2 loss hidden1, N=0 -> 0.2"] = row["first_layer_loss"]["area"]
+        clean, noisy = row["0.0"]["r2"], row["0.2"]["r2"]
+        points = list(clean["area"])
+        lost[name] = {p: {"area_r2_loss": clean["area"][p] - noisy["area"][p]} for p in points}
+        figures[f"{name}: area R^2 loss hidden1, N=0 -> 0.2"] = Probe(
+            name, "hidden1", "area_r2_loss"
+        )
         figures[f"{name}: hidden1 kernel moved, N=0.2"] = row["0.2"]["first_layer_moved"]
         figures[f"{name}: configuration"] = config
-    return [figures]
+    return [(kp.ProbeReport(points, lost), figures)]
 
 
 # fmt: off
@@ -221,6 +270,9 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from scipy import stats  # noqa: E402
+
+import keras_probes as kp  # noqa: E402
 
 
 def options(command: str) -> list[str]:
@@ -278,14 +330,64 @@ def spread(values) -> dict:
     }
 
 
+def combined_spread(combined, probe: Probe) -> dict:
+    """`spread`'s summary of a per-point figure, from `kp.ProbeReport.combine`'s report."""
+    values = [run[probe.split][probe.point][probe.metric] for run in combined.runs]
+    deviation = combined.spread(probe.split, probe.metric)[probe.point]
+    return {
+        "values": [float(v) for v in values],
+        "mean": combined.values(probe.split, probe.metric)[probe.point],
+        "std": deviation if len(values) > 1 else 0.0,
+        "min": float(min(values)),
+        "max": float(max(values)),
+    }
+
+
+def tested(margins) -> dict:
+    """Is a claim's margin above 0 over the replicates: a one-sample t-test (two-sided;
+    the paired t-test of its two figures) with the mean margin's 95% interval, and the
+    sign test of the count where it holds."""
+    margins = np.asarray(margins, dtype=float)
+    holds, fails = int(np.sum(margins > 0)), int(np.sum(margins < 0))
+    sign = stats.binomtest(holds, holds + fails).pvalue if holds + fails else 1.0
+    mean = float(margins.mean())
+    if len(margins) < 2:
+        statistic = pvalue = low = high = None
+    elif np.all(margins == margins[0]):  # no spread: the t statistic is infinite (or 0/0)
+        statistic, pvalue, low, high = None, 0.0 if mean else 1.0, mean, mean
+    else:
+        result = stats.ttest_1samp(margins, 0.0)
+        interval = result.confidence_interval(1 - ALPHA)
+        statistic, pvalue = float(result.statistic), float(result.pvalue)
+        low, high = float(interval.low), float(interval.high)
+    return {
+        "test": "one-sample t-test of the margins (two-sided)",
+        "statistic": statistic,
+        "pvalue": pvalue,
+        "low": low,
+        "high": high,
+        "sign_pvalue": float(sign),
+        "significant": pvalue is not None and pvalue < ALPHA,
+    }
+
+
 def summarize(study: Study, payloads: dict[int, dict]) -> dict:
     """Every figure and claim of the study over its replicates."""
     replicates = [row for p in payloads.values() for row in study.figures(p["results"])]
-    names = [n for n, v in replicates[0].items() if not isinstance(v, str)]
-    value = lambda row, f: f if isinstance(f, float) else row[f]  # noqa: E731
+    reports = [report for report, _ in replicates if report is not None]
+    combined = kp.ProbeReport.combine(reports) if reports else None
+    rows = [figures for _, figures in replicates]
+    figures = {
+        name: combined_spread(combined, value)
+        if isinstance(value, Probe)
+        else spread([row[name] for row in rows])
+        for name, value in rows[0].items()
+        if not isinstance(value, str)
+    }
+    values = lambda f: [f] * len(rows) if isinstance(f, float) else figures[f]["values"]  # noqa: E731
     claims = []
     for claim in study.claims:
-        margins = [value(row, claim.higher) - value(row, claim.lower) for row in replicates]
+        margins = np.subtract(values(claim.higher), values(claim.lower))
         claims.append(
             {
                 "claim": claim.text,
@@ -295,15 +397,16 @@ def summarize(study: Study, payloads: dict[int, dict]) -> dict:
                 "holds": int(sum(m > 0 for m in margins)),
                 "of": len(margins),
                 "margin": spread(margins),
+                "over_replicates": tested(margins),
             }
         )
     return {
         "title": study.title,
         "seeds": list(payloads),
         "commands": [p["command"] for p in payloads.values()],
-        "replicates": len(replicates),
-        "labels": {n: v for n, v in replicates[0].items() if isinstance(v, str)},
-        "figures": {n: spread([row[n] for row in replicates]) for n in names},
+        "replicates": len(rows),
+        "labels": {n: v for n, v in rows[0].items() if isinstance(v, str)},
+        "figures": figures,
         "claims": claims,
     }
 
@@ -321,18 +424,32 @@ def plot(summaries: dict) -> plt.Figure:
             jitter = rng.uniform(-0.15, 0.15, len(margins)) if len(margins) > 5 else 0 * margins
             ax.scatter(margins, row + jitter, s=18, alpha=0.6 if len(margins) > 5 else 1)
             ax.plot([claim["margin"]["mean"]] * 2, [row - 0.3, row + 0.3], color="black")
+            test = claim["over_replicates"]
+            if test["low"] is not None:  # the mean margin's 95% t-interval
+                ax.plot([test["low"], test["high"]], [row] * 2, color="black", lw=2.5)
         ax.axvline(0, color="red", lw=0.8)
         ax.set_yticks(range(len(summary["claims"])))
         ax.set_yticklabels(
-            [f"{c['claim']} ({c['holds']}/{c['of']})" for c in summary["claims"]], fontsize=8
+            [
+                f"{c['claim']} ({c['holds']}/{c['of']}{_stars(c['over_replicates'])})"
+                for c in summary["claims"]
+            ],
+            fontsize=8,
         )
         ax.set_ylim(-0.6, len(summary["claims"]) - 0.4)
         ax.invert_yaxis()
         ax.set_title(f"{summary['title']}: seeds {summary['seeds']}", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("margin of the claim (higher - lower): > 0 where it holds")
+    axes[-1, 0].set_xlabel(
+        "margin of the claim (higher - lower): > 0 where it holds\n"
+        f"bar: the mean margin's 95% t-interval; *: t-test over the replicates p < {ALPHA}"
+    )
     figure.tight_layout()
     return figure
+
+
+def _stars(test):
+    return ", *" if test["significant"] else ""
 
 
 def earlier(path: Path, quick: bool) -> dict:
@@ -354,14 +471,20 @@ def main(argv=None):
         payloads = {seed: run_study(script, study, seed, args) for seed in seeds}
         summaries[script] = summarize(study, payloads)
     summaries = {script: summaries[script] for script in STUDIES if script in summaries}
+    for summary in summaries.values():  # kept from a seeds.json written before the tests
+        for claim in summary["claims"]:
+            claim.setdefault("over_replicates", tested(claim["margin"]["values"]))
     for script, summary in summaries.items():
         for claim in summary["claims"]:
-            margin = claim["margin"]
+            margin, test = claim["margin"], claim["over_replicates"]
+            verdict = "significant" if test["significant"] else "not significant"
+            pvalue = "n/a" if test["pvalue"] is None else f"{test['pvalue']:.2g}"
             run.compare(
                 f"{script}: {claim['claim']}",
                 claim["paper"],
                 f"{claim['holds']}/{claim['of']}, margin {margin['mean']:.3g} "
-                f"+- {margin['std']:.2g}",
+                f"+- {margin['std']:.2g}, t-test p={pvalue} ({verdict}), sign test "
+                f"p={test['sign_pvalue']:.2g}",
             )
     run.save({"studies": summaries}, figure=plot(summaries))
 

@@ -2,11 +2,62 @@
 second run reads what the first wrote instead of training again, and a run of one
 study keeps the other studies' summaries."""
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
-from conftest import run_reproduction
+from conftest import ROOT, run_reproduction
+from scipy import stats
+
+import keras_probes as kp
+
+
+def load_seeds():
+    """reproductions/seeds.py as a module (its main not run)."""
+    sys.path.insert(0, str(ROOT / "reproductions"))
+    spec = importlib.util.spec_from_file_location(
+        "reproduction_seeds", ROOT / "reproductions" / "seeds.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_figures_are_combined_reports_and_claims_are_tested():
+    seeds = load_seeds()
+    rng = np.random.default_rng(0)
+    # Four toy datasets of 9 points: the error rises with depth, noisily.
+    errors = np.clip(np.linspace(0.02, 0.45, 9) + rng.normal(0, 0.03, (4, 9)), 0, 1)
+    points = ["x", *(f"layer_{i}" for i in range(1, 9))]
+    results = {"points": points, "test_error_per_dataset": errors.tolist()}
+    summary = seeds.summarize(seeds.STUDIES["toy"], {0: {"command": "toy", "results": results}})
+
+    reports = [
+        kp.ProbeReport(
+            points, {"test": {p: {"error": e} for p, e in zip(points, row, strict=True)}}
+        )
+        for row in errors.tolist()
+    ]
+    combined = kp.ProbeReport.combine(reports)
+    for name, point in (("error at the input", "x"), ("error at the last layer", "layer_8")):
+        figure = summary["figures"][name]
+        assert figure["mean"] == combined.errors("test")[point]
+        assert figure["std"] == combined.spread("test")[point]
+        assert figure["values"] == [row[points.index(point)] for row in errors.tolist()]
+
+    # Each claim: the paired t-test of its two figures over the replicates, and the sign test.
+    claim = summary["claims"][0]  # the input's error below a quarter of the depth's
+    test = claim["over_replicates"]
+    lower, higher = errors[:, 0], errors[:, 2]
+    expected = stats.ttest_rel(higher, lower)
+    assert test["pvalue"] == pytest.approx(expected.pvalue)
+    assert test["statistic"] == pytest.approx(expected.statistic)
+    interval = expected.confidence_interval(0.95)
+    assert (test["low"], test["high"]) == pytest.approx((interval.low, interval.high))
+    assert test["sign_pvalue"] == pytest.approx(stats.binomtest(4, 4).pvalue)  # 0.125
+    assert test["significant"] == (expected.pvalue < 0.05)
 
 
 @pytest.mark.slow
