@@ -1,7 +1,9 @@
 """The `keras-probes` command line: a thin layer over the public API.
 
     keras-probes probe MODEL --data DATA [--val-data DATA] --out DIR [--points ...]
-    keras-probes report REPORT [--metrics error] [--splits val]
+    keras-probes report REPORT [--metrics error] [--splits val] [--intervals [--level 0.95]]
+    keras-probes compare REPORT A B | A --other CONTROL | --adjacent [--metric error]
+        [--split test] [--level 0.95]
     keras-probes plot REPORT --out FIGURE.png [--metric error]
     keras-probes export PROBED.keras --out BASE_DIR [--version N] [--heads-only]
         [--allow-unfitted] [--allow-new-signatures]
@@ -20,8 +22,8 @@ option is checked when parsed, before anything is read: numbers against their
 range, output files against their suffix and directory. Errors are one line on
 stderr and exit status 2, in the options' spelling; `probe` prints each step
 it starts on stdout; `--help` on each command tells the rest. Only the
-commands that run a model import TensorFlow: `--help`, `report` and `plot`
-start at once.
+commands that run a model import TensorFlow: `--help`, `report`, `compare` and
+`plot` start at once.
 
 On several machines, run the same command on every worker with its own
 `TF_CONFIG` (`{"cluster": {"worker": [...]}, "task": {"type": "worker",
@@ -217,7 +219,23 @@ _COMMANDS = {
     ),
     "report": (
         "print a saved report as a table",
-        "Prints a report written by `probe` or `fit` (JSON or CSV) as a table.",
+        (
+            "Prints a report written by `probe` or `fit` (JSON or CSV) as a table; with "
+            "--intervals, each held-out figure with its confidence interval (Wilson's for "
+            "error rates, a bootstrap for losses, from each example's outcome), or the "
+            "standard deviation over the runs of a combined report."
+        ),
+    ),
+    "compare": (
+        "test whether two probes' figures differ, on the same examples",
+        (
+            "A paired test on the held-out examples of a report: two points of it (A B), one "
+            "point against the same point of a control report of the same examples (A "
+            "--other CONTROL: selectivity), or every point against the next deeper one "
+            "(--adjacent, p-values with Holm's adjustment). Prints the difference A - B, its "
+            "confidence interval, the two-sided p-value and the test (McNemar's exact test "
+            "for error rates, the paired bootstrap for losses), and whether it is significant."
+        ),
     ),
     "plot": (
         "plot a saved report: a metric against depth, one line per split",
@@ -285,6 +303,43 @@ def _parser():
     report.add_argument("report", help="a report file, .json or .csv")
     report.add_argument("--splits", nargs="+", help="splits to show (default: all)")
     report.add_argument("--metrics", nargs="+", help="metrics to show, e.g. error (default: all)")
+    report.add_argument(
+        "--intervals",
+        action="store_true",
+        help="each figure with its interval, value [low, high], where the report keeps its "
+        "examples' outcomes (held-out splits), or mean ± sd over a combined report's runs",
+    )
+    report.add_argument(
+        "--level", type=_CONFIDENCE, help="the intervals' confidence level (default: 0.95)"
+    )
+
+    compare = commands["compare"]
+    compare.add_argument("report", help="a report file, .json or .csv")
+    compare.add_argument("a", nargs="?", metavar="A", help="a probe point")
+    compare.add_argument("b", nargs="?", metavar="B", help="another probe point (A - B)")
+    compare.add_argument(
+        "--other",
+        metavar="CONTROL",
+        help="a control report of the same examples: A here minus A there",
+    )
+    compare.add_argument(
+        "--adjacent",
+        action="store_true",
+        help="every point against the next deeper one, p-values adjusted together (Holm)",
+    )
+    compare.add_argument(
+        "--metric", default="error", choices=["error", "top5_error", "loss"], help="default: error"
+    )
+    compare.add_argument(
+        "--split", help="a held-out split (default: the report's only one with outcomes)"
+    )
+    compare.add_argument(
+        "--level",
+        type=_CONFIDENCE,
+        default=0.95,
+        help="the interval's confidence level (default: %(default)s); significant: p below "
+        "1 - level",
+    )
 
     plot = commands["plot"]
     plot.add_argument("report", help="a report file, .json or .csv")
@@ -640,7 +695,89 @@ def _report(args):
         unknown = [a for a in asked or [] if a not in known]
         if unknown:
             raise ValueError(f"No {kind} {unknown[0]!r} in {args.report}; it has {known}.")
-    print(report.table(splits=args.splits, metrics=args.metrics))
+    if args.level is not None and not args.intervals:
+        raise ValueError("--level is the confidence level of the intervals: pass --intervals too.")
+    shown = args.splits or report.splits
+    if args.intervals and not report.runs and not set(shown) & set(report.outcomes):
+        raise ValueError(_no_outcomes(args.report, f" on splits {shown}", "its figures have"))
+    level = 0.95 if args.level is None else args.level
+    print(report.table(args.splits, args.metrics, intervals=args.intervals, level=level))
+
+
+#: `--level`: a confidence level.
+_CONFIDENCE = _checked(float, "a confidence level in (0, 1)", lambda v: 0 < v < 1)
+
+
+def _no_outcomes(path, where, what):
+    return (
+        f"{path} keeps no examples' outcomes{where}, so {what} no intervals: reports of "
+        "`keras-probes fit` and `probe` keep each held-out example's outcome (reports of "
+        "older versions do not). Fit the probes again."
+    )
+
+
+def _compare(args):
+    asked = [*filter(None, (args.a, args.b))]
+    asked += [f"--other {args.other}"] * bool(args.other) + ["--adjacent"] * args.adjacent
+    wanted = [bool(args.a), bool(args.b), bool(args.other), args.adjacent]
+    if wanted not in ([True, True, False, False], [True, False, True, False], [False] * 3 + [True]):
+        raise ValueError(
+            "Name two points (A B), one point and --other CONTROL, or --adjacent. "
+            f"Received: {' '.join(asked) or 'nothing'}"
+        )
+    report = _read_report(args.report)
+    other = _read_report(args.other) if args.other else None
+    for point in filter(None, (args.a, args.b)):
+        if point not in report.points:
+            raise ValueError(f"No point {point!r} in {args.report}; it has {report.points}.")
+    split = args.split or _held_out_split(report, args.report)
+    alpha = f"{(1 - args.level) * 100:.3g}% level"
+    if args.adjacent:
+        pairs = report.compare_adjacent(split, args.metric, args.level)
+        if not pairs:
+            raise ValueError(
+                f"{args.report} keeps the outcomes of fewer than two points on split {split!r}: "
+                "nothing is adjacent."
+            )
+        print(
+            f"{split} {args.metric}, each point against the next deeper one (Holm's adjustment "
+            f"over {len(pairs)} pairs):"
+        )
+        for pair in pairs:
+            print(f"{pair}: {'significant' if pair.significant() else 'not significant'}")
+        differ = [f"{pair.a} and {pair.b}" for pair in pairs if pair.significant()]
+        print(
+            f"differ at the {alpha}: {'; '.join(differ)}"
+            if differ
+            else f"no adjacent points differ at the {alpha}"
+        )
+        return
+    comparison = report.compare(
+        split, args.a, args.b, other=other, metric=args.metric, level=args.level
+    )
+    values = report.values(split, args.metric)
+    if other is None:
+        figures = f"{args.a} {values[args.a]:.4f}, {args.b} {values[args.b]:.4f}"
+    else:
+        theirs = other.values(split, args.metric)[args.a]
+        figures = f"{args.a} {values[args.a]:.4f} in {args.report}, {theirs:.4f} in {args.other}"
+    verdict = (
+        f"the difference is significant at the {alpha}"
+        if comparison.significant()
+        else f"no significant difference at the {alpha}"
+    )
+    print(comparison)
+    print(f"{split} {args.metric}: {figures}; {verdict}")
+
+
+def _held_out_split(report, path):
+    """The report's only split with outcomes: what `compare` tests without --split."""
+    kept = [split for split in report.splits if split in report.outcomes]
+    if not kept:
+        raise ValueError(_no_outcomes(path, "", "its figures have"))
+    if len(kept) > 1:
+        raise ValueError(f"{path} keeps outcomes for splits {kept}: pass --split, one of them.")
+    return kept[0]
 
 
 def _plot(args):
@@ -689,7 +826,7 @@ def _export(args):
 
 
 #: The commands that read no model: they never import TensorFlow, so they start at once.
-_TEXT_COMMANDS = ("report", "plot")
+_TEXT_COMMANDS = ("report", "compare", "plot")
 
 
 def main(argv=None) -> int:
@@ -704,7 +841,7 @@ def main(argv=None) -> int:
     # Before TensorFlow is imported (by the commands that need it): its C++ logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
-    commands.update(cache=_cache, fit=_fit)
+    commands.update(cache=_cache, fit=_fit, compare=_compare)
     try:
         if args.command in _TEXT_COMMANDS:
             commands[args.command](args)

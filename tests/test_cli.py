@@ -643,3 +643,211 @@ def test_probe_says_which_step_it_is_in(files, few_images, tmp_path, capsys):
         f"[5/5] writing report.json, report.csv, errors.png and probed.keras to {out}",
     ], printed.out
     assert printed.err == ""
+
+
+# -- intervals and paired comparisons (issue 27) --------------------------------------
+
+
+def _outcomes_of(right, n=200):
+    """Outcomes of `n` examples, right where `right(i)` holds."""
+    correct = np.array([right(i) for i in range(n)])
+    loss = np.where(correct, 0.2, 2.0).astype(np.float32)
+    return kp.outcomes.Outcomes(correct, correct, loss)
+
+
+def _measured_report(path, rights, fingerprint="f" * 16, splits=("test",)):
+    """A report file whose held-out splits keep each example's outcome; train has figures
+    only. `rights` is `{point: right(i)}`."""
+    outcomes = {p: _outcomes_of(right) for p, right in rights.items()}
+    rows = {
+        p: {"loss": float(o.loss.mean()), "error": float(1 - o.correct.mean()),
+            "top5_error": float(1 - o.top5.mean())}
+        for p, o in outcomes.items()
+    }  # fmt: skip
+    results = {"train": {p: {"loss": 0.1, "error": 0.0, "top5_error": 0.0} for p in rights}}
+    results.update({split: rows for split in splits})
+    report = kp.ProbeReport(
+        list(rights), results, num_classes=3, model="convnet",
+        outcomes={split: outcomes for split in splits},
+        examples={split: kp.outcomes.Examples(fingerprint) for split in splits},
+    )  # fmt: skip
+    report.to_json(path)
+    return report
+
+
+# conv1 errs on half; block/relu on 60 of them (40 discordant pairs, all one way: a
+# difference); dense on 60 others (20 discordant pairs each way: none).
+_RIGHTS = {
+    "conv1": lambda i: i < 100,
+    "block/relu": lambda i: i < 140,
+    "dense": lambda i: i < 120 or 140 <= i < 160,
+}
+
+
+def test_report_intervals_prints_each_figure_with_its_interval(tmp_path, capsys):
+    report = _measured_report(tmp_path / "r.json", _RIGHTS)
+    assert main(["report", str(tmp_path / "r.json"), "--intervals"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == report.table(intervals=True)
+    low, high = report.interval("test", "conv1")
+    assert f"0.5000 [{low:.4f}, {high:.4f}]" in printed
+    argv = ["report", str(tmp_path / "r.json"), "--intervals", "--level", "0.9", "--splits",
+            "test", "--metrics", "error"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == report.table("test", "error", intervals=True, level=0.9)
+    assert "(90%, bootstrap)" in printed  # the monotonicity's interval too
+    # Without --intervals, the bare table, as before.
+    assert main(["report", str(tmp_path / "r.json")]) == 0
+    assert "[" not in capsys.readouterr().out
+
+
+def test_report_intervals_of_combined_runs_print_the_spread(tmp_path, capsys):
+    runs = [_measured_report(tmp_path / f"r{i}.json", _RIGHTS) for i in range(2)]
+    runs[1].results["test"]["conv1"]["error"] = 0.4
+    combined = kp.ProbeReport.combine(runs)
+    combined.to_json(tmp_path / "combined.json")
+    assert main(["report", str(tmp_path / "combined.json"), "--intervals"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == combined.table(intervals=True)
+    assert f"0.4500 ± {combined.spread('test')['conv1']:.4f}" in printed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--intervals"], r"r\.json keeps no examples' outcomes on splits \['val', 'test'\], so "
+         r"its figures have no intervals: .*Fit the probes again"),
+        (["--level", "0.9"], r"--level is the confidence level of the intervals: pass "
+         r"--intervals too"),
+        (["--intervals", "--level", "95"], r"argument --level: must be a confidence level in "
+         r"\(0, 1\)\. Received: 95"),
+    ],
+)  # fmt: skip
+def test_report_intervals_refusals_are_one_line(tmp_path, capsys, argv, message):
+    make_report().to_json(tmp_path / "r.json")  # figures only: no outcomes
+    assert main(["report", str(tmp_path / "r.json"), *argv]) == 2
+    error = _one_error_line(capsys, "report")
+    assert re.search(message, error), error
+
+
+def test_compare_two_points_prints_the_paired_test(tmp_path, capsys):
+    report = _measured_report(tmp_path / "r.json", _RIGHTS)
+    assert main(["compare", str(tmp_path / "r.json"), "conv1", "block/relu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    comparison = report.compare("test", "conv1", "block/relu")
+    assert comparison.significant() and comparison.test == "McNemar exact"
+    assert lines == [
+        str(comparison),
+        "test error: conv1 0.5000, block/relu 0.3000; the difference is significant at the "
+        "5% level",
+    ]
+    # A CSV report keeps the outcomes too: the same test.
+    report.to_csv(tmp_path / "r.csv")
+    assert main(["compare", str(tmp_path / "r.csv"), "conv1", "block/relu"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines
+    argv = ["compare", str(tmp_path / "r.json"), "block/relu", "dense", "--metric", "loss",
+            "--level", "0.9", "--split", "test"]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    comparison = report.compare("test", "block/relu", "dense", metric="loss", level=0.9)
+    assert comparison.test == "paired bootstrap" and not comparison.significant()
+    assert lines == [
+        str(comparison),
+        "test loss: block/relu 0.7400, dense 0.7400; no significant difference at the 10% level",
+    ]
+
+
+def test_compare_with_a_control_report_of_the_same_examples(tmp_path, capsys):
+    report = _measured_report(tmp_path / "r.json", _RIGHTS)
+    control = _measured_report(tmp_path / "control.json", {p: lambda i: i < 20 for p in _RIGHTS})
+    argv = ["compare", str(tmp_path / "r.json"), "dense", "--other", str(tmp_path / "control.json")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    comparison = report.compare("test", "dense", other=control)
+    assert lines == [
+        str(comparison),
+        f"test error: dense 0.3000 in {tmp_path / 'r.json'}, 0.9000 in "
+        f"{tmp_path / 'control.json'}; the difference is significant at the 5% level",
+    ]
+
+
+def test_compare_adjacent_points_with_holm_adjusted_pvalues(tmp_path, capsys):
+    report = _measured_report(tmp_path / "r.json", _RIGHTS)
+    assert main(["compare", str(tmp_path / "r.json"), "--adjacent"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    first, second = report.compare_adjacent("test")
+    assert first.adjusted_pvalue is not None and "(Holm)" in str(first)
+    assert lines == [
+        "test error, each point against the next deeper one (Holm's adjustment over 2 pairs):",
+        f"{first}: significant",
+        f"{second}: not significant",
+        "differ at the 5% level: conv1 and block/relu",
+    ]
+    # Nothing differs: said so.
+    _measured_report(tmp_path / "same.json", {p: _RIGHTS["conv1"] for p in _RIGHTS})
+    assert main(["compare", str(tmp_path / "same.json"), "--adjacent", "--level", "0.99"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "no adjacent points differ at the 1% level"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{r}", "conv1"], r"Name two points \(A B\), one point and --other CONTROL, or "
+         r"--adjacent\. Received: conv1"),
+        (["{r}"], r"Name two points \(A B\).*Received: nothing"),
+        (["{r}", "conv1", "dense", "--other", "{control}"], r"Received: conv1 dense --other"),
+        (["{r}", "conv1", "--adjacent"], r"Received: conv1 --adjacent"),
+        (["{r}", "conv9", "dense"], r"No point 'conv9' in .*r\.json; it has \['conv1', "
+         r"'block/relu', 'dense'\]"),
+        (["{r}", "conv1", "dense", "--split", "train"], r"keeps no outcomes for split 'train' "
+         r"\(it keeps them for \['test'\]\)"),
+        (["{r}", "conv1", "--other", "{elsewhere}"], r"--other was measured on other examples "
+         r"of split 'test'.*Measure both on the same data"),
+        (["{plain}", "conv1", "dense"], r"plain\.json keeps no examples' outcomes, so .*Fit the "
+         r"probes again"),
+        (["{two}", "conv1", "dense"], r"two\.json keeps outcomes for splits \['val', 'test'\]: "
+         r"pass --split, one of them"),
+        (["{r}", "conv1", "dense", "--metric", "accuracy"], r"argument --metric: invalid choice"),
+        (["{r}", "conv1", "--other", "{tmp}/missing.json"], r"No report at .*missing\.json"),
+    ],
+)  # fmt: skip
+def test_compare_refusals_are_one_line(tmp_path, capsys, argv, message):
+    files = {name: tmp_path / f"{name}.json" for name in ("r", "control", "elsewhere", "two")}
+    _measured_report(files["r"], _RIGHTS)
+    _measured_report(files["control"], _RIGHTS)
+    _measured_report(files["elsewhere"], _RIGHTS, fingerprint="e" * 16)
+    _measured_report(files["two"], _RIGHTS, splits=("val", "test"))
+    make_report().to_json(tmp_path / "plain.json")
+    names = {**files, "plain": tmp_path / "plain.json", "tmp": tmp_path}
+    assert main(["compare", *[a.format(**names) for a in argv]]) == 2
+    error = _one_error_line(capsys, "compare")
+    assert re.search(message, error), error
+
+
+def test_compare_runs_outside_any_distribution_strategy(tmp_path, monkeypatch, capsys):
+    # A text command, as `report` and `plot`: it never reaches kp.distribute (which imports
+    # TensorFlow), here made unimportable.
+    _measured_report(tmp_path / "r.json", _RIGHTS)
+    monkeypatch.setitem(sys.modules, "keras_probes.distribute", None)
+    monkeypatch.delattr(kp, "distribute")
+    assert main(["compare", str(tmp_path / "r.json"), "conv1", "dense"]) == 0
+    assert capsys.readouterr().out.startswith("error conv1 - dense: ")
+
+
+@pytest.mark.slow  # 3 s: a fresh process importing SciPy
+def test_compare_imports_no_tensorflow(tmp_path):
+    # A text command: it starts at once, as `report` and `plot` do.
+    _measured_report(tmp_path / "r.json", _RIGHTS)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_probes.cli", "compare", "r.json",
+         "conv1", "dense"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("error conv1 - dense: ")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "keras_probes.report" in imported
+    assert not imported & {"tensorflow", "keras", "tensorflow_datasets", "matplotlib"}
