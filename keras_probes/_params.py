@@ -35,10 +35,20 @@ class Integer:
 
 
 class Real:
-    """A finite number (not a bool) `>= low` (`> low` if `open_low`) and `<= high`."""
+    """A finite number (not a bool) `>= low` (`> low` if `open_low`) and `<= high`
+    (`< high` if `open_high`)."""
 
-    def __init__(self, low=None, high=None, *, open_low: bool = False, description=None):
-        self.low, self.high, self.open_low, self.description = low, high, open_low, description
+    def __init__(
+        self,
+        low=None,
+        high=None,
+        *,
+        open_low: bool = False,
+        open_high: bool = False,
+        description=None,
+    ):
+        self.low, self.high, self.description = low, high, description
+        self.open_low, self.open_high = open_low, open_high
 
     def accepts(self, value) -> bool:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -47,10 +57,11 @@ class Real:
             return False
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
             return False
-        return self.high is None or value <= self.high
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
 
     def describe(self) -> str:
-        return self.description or "a finite number" + _bounds(self.low, self.high, self.open_low)
+        bounds = _bounds(self.low, self.high, self.open_low, self.open_high)
+        return self.description or "a finite number" + bounds
 
 
 class Options:
@@ -94,12 +105,12 @@ def _same_kind(value, option) -> bool:
     return isinstance(value, str) and isinstance(option, str) or type(value) is type(option)
 
 
-def _bounds(low, high, open_low) -> str:
+def _bounds(low, high, open_low, open_high=False) -> str:
     parts = []
     if low is not None:
         parts.append(f"{'>' if open_low else '>='} {low}")
     if high is not None:
-        parts.append(f"<= {high}")
+        parts.append(f"{'<' if open_high else '<='} {high}")
     return (" " + " and ".join(parts)) if parts else ""
 
 

@@ -29,7 +29,9 @@ _CSV_KEYS = ("split", "depth", "point")
 _CSV_META = ("model", "num_classes")  # the report's, repeated on every row
 # Each example's outcomes (base64) and its split's examples, for reports that keep them.
 _CSV_OUTCOMES = ("outcomes", "fingerprint", "sequences")
-_LEVEL = _params.Real(0, 1, open_low=True, description="a confidence level in (0, 1)")
+_LEVEL = _params.Real(
+    0, 1, open_low=True, open_high=True, description="a confidence level in (0, 1)"
+)
 _CSV_END = re.compile(r"# keras_probes\.ProbeReport end: (\d+) rows?")
 
 # What a metric may be, by its name or its suffix (`"top5_error"`, `"area_r2"`): a
@@ -324,8 +326,6 @@ class ProbeReport:
     def _kept(self, split, points, metric, level, whose="This report "):
         """`([outcomes of each point], units or None)`, checked: they give `metric`."""
         _params.check({"level": _LEVEL}, level=level)
-        if level >= 1:
-            _params.refuse("level", level, _LEVEL.describe())
         if split not in self.outcomes:
             kept = f"it keeps them for {sorted(self.outcomes)}" if self.outcomes else "none kept"
             raise ValueError(
