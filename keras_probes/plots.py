@@ -162,8 +162,6 @@ def _log_floor(curves, metric, ends=()):
     return 10.0 ** (decade - 1)
 
 
-#: The metrics whose per-example outcomes a report keeps: those with an interval.
-_OUTCOME_METRICS = ("error", "top5_error", "loss")
 _LEVEL = _params.Real(0, 1, open_low=True, description="a confidence level in (0, 1)")
 
 
@@ -195,17 +193,17 @@ def _uncertainty(report, split, metric, points, intervals, level):
         why, fix = "a combination of 1 run has no spread", "Pass"
     else:
         kept = report.outcomes.get(split, {})
-        measured = [p for p in points if p in kept] if metric in _OUTCOME_METRICS else []
+        measured = [p for p in points if p in kept and metric in kept[p].metrics]
         if measured:
             bounds = {p: report.interval(split, p, metric, level) for p in measured}
             return bounds, f"{level * 100:g}% interval"
         where = sorted(report.outcomes)
         why = (
-            f"intervals come from the examples' outcomes (of {', '.join(_OUTCOME_METRICS)}), "
-            f"which this report keeps for {where}, or from the runs of "
-            "kp.ProbeReport.combine"
+            "intervals come from the examples' outcomes, which this report "
+            + (f"keeps for {where} (of the metrics they give)" if where else "does not keep")
+            + ", or from the runs of kp.ProbeReport.combine"
         )
-        fix = f"Pass splits={where}, or" if where and metric in _OUTCOME_METRICS else "Pass"
+        fix = f"Pass splits={where}, or" if where and not kept else "Pass"
     if intervals is True:
         raise ValueError(
             f"No interval of {metric!r} on split {split!r}: {why}. {fix} intervals='auto' to "
@@ -232,9 +230,16 @@ def plot_r2(
     xlabel: str = "",
     title: str | None = None,
     ax=None,
+    intervals: bool | str = "auto",
+    level: float = 0.95,
 ) -> Figure:
     """Regression probes' R^2 of one target against a condition, one line per
     point (Graziani et al., Fig. 3 and 4).
+
+    Each line has a band, each report's interval of the point's R^2 (a
+    bootstrap over the split's examples, `report.interval`), where every
+    report keeps its examples' outcomes; or the standard deviation over runs
+    of `kp.ProbeReport.combine`d reports, as `plot_errors` draws it.
 
     Args:
         reports: `{x: report}` of `kp.fit_regression_probes` or
@@ -249,10 +254,15 @@ def plot_r2(
         xlabel: the condition's name on the axis. Defaults to none.
         title: the axes' title. Defaults to `"R^2 of <target> (<split>)"`.
         ax: a Matplotlib axes to draw in. Defaults to a new figure's.
+        intervals: `"auto"` draws a point's band where every report has its
+            interval, `True` refuses a report without one, `False` draws none.
+            Defaults to `"auto"`.
+        level: the intervals' confidence level. Defaults to `0.95`.
 
     Returns:
         The figure.
     """
+    _check_bands(intervals, level)
     if not reports:
         raise ValueError("`reports` is empty: pass {x: ProbeReport}, e.g. one per epoch.")
     xs = list(reports)
@@ -260,9 +270,22 @@ def plot_r2(
     if ax is None:
         ax = Figure(figsize=(6.0, 4.2), layout="constrained").add_subplot()
     colors = colormaps["viridis"](np.linspace(0, 0.9, len(points)))
+    metric = f"{target}_r2"
+    bands, shaded = [], set()
+    for report in reports.values():
+        values = report.values(split, metric)
+        band, what = _bands(report, split, metric, {p: values[p] for p in points}, intervals, level)
+        bands.append(band)
+        shaded |= {what} if what else set()
+    drawn = False
     for point, color in zip(points, colors, strict=True):
-        values = [reports[x].values(split, f"{target}_r2")[point] for x in xs]
+        values = [reports[x].values(split, metric)[point] for x in xs]
         ax.plot(xs, values, "o-", color=color, label=point)
+        if all(point in band for band in bands):
+            lows, highs = zip(*(band[point] for band in bands), strict=True)
+            label = f"_{point}: {' / '.join(sorted(shaded))}"  # "_": not in the legend
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.15, linewidth=0, label=label)
+            drawn = True
         if reference is not None:
             level = reference.values(split, f"{target}_r2")[point]
             ax.axhline(level, color=color, linewidth=0.8, linestyle=":")
@@ -270,7 +293,9 @@ def plot_r2(
     ax.set_ylabel("R$^2$")
     ax.set_title(title if title is not None else f"R$^2$ of {target} ({split})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="dotted: reference" if reference is not None else None)
+    notes = ["dotted: reference"] if reference is not None else []
+    notes += [f"shaded: {' / '.join(sorted(shaded))}"] if drawn else []
+    ax.legend(fontsize=8, title="; ".join(notes) or None, title_fontsize=8)
     return ax.figure
 
 

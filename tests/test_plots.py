@@ -293,3 +293,54 @@ def test_plot_error_colors_writes_each_boxes_interval():
     sd = runs.spread("test")["conv1"]
     assert ax.texts[0].get_text() == f"{runs.errors('test')['conv1']:.3f}\n± {sd:.3f}"
     assert "± sd over 3 runs" in ax.get_xlabel()
+
+
+def _regression_report(noise, n=80, seed=0):
+    """A regression report whose val split keeps each example's target and prediction."""
+    points = ["hidden1", "hidden2"]
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, 1)).astype(np.float32)
+    outcomes, rows = {}, {}
+    for i, point in enumerate(points):
+        predictions = (y + (noise + 0.2 * i) * rng.normal(size=(n, 1))).astype(np.float32)
+        outcomes[point] = kp.outcomes.RegressionOutcomes(("area",), y, predictions)
+        mspe = float(np.mean((predictions - y) ** 2))
+        rows[point] = {"loss": mspe, "area_r2": 1 - mspe / float(np.var(y)), "area_mspe": mspe}
+    return kp.ProbeReport(
+        points,
+        {"val": rows},
+        outcomes={"val": outcomes},
+        examples={"val": kp.outcomes.Examples("r" * 16)},
+    )
+
+
+def test_plot_r2_draws_each_points_interval_as_a_band():
+    reports = {
+        0.0: _regression_report(0.2),
+        0.5: _regression_report(0.5),
+        1.0: _regression_report(0.9),
+    }
+    ax = kp.plots.plot_r2(reports, "area", level=0.9).axes[0]
+    bands = _bands(ax)
+    assert [band.get_label() for band in bands] == [
+        "_hidden1: 90% interval",
+        "_hidden2: 90% interval",
+    ]
+    for band, point in zip(bands, ["hidden1", "hidden2"], strict=True):
+        expected = {x: r.interval("val", point, "area_r2", 0.9) for x, r in reports.items()}
+        assert _band_edges(band) == expected
+    assert "shaded: 90% interval" in ax.get_legend().get_title().get_text()
+    assert not _bands(kp.plots.plot_r2(reports, "area", intervals=False).axes[0])
+    # Reports without outcomes: no band, or a refusal when asked for one.
+    plain = {x: kp.ProbeReport(r.points, r.results) for x, r in reports.items()}
+    assert not _bands(kp.plots.plot_r2(plain, "area").axes[0])
+    with pytest.raises(ValueError, match="No interval of 'area_r2' on split 'val'"):
+        kp.plots.plot_r2(plain, "area", intervals=True)
+
+
+def test_plot_errors_draws_bands_of_regression_figures():
+    report = _regression_report(0.3)
+    (band,) = _bands(kp.plots.plot_errors(report, metric="area_mspe").axes[0])
+    assert _band_edges(band) == {
+        float(i): report.interval("val", p, "area_mspe") for i, p in enumerate(report.points)
+    }
