@@ -392,6 +392,8 @@ def test_figures_without_outcomes_are_refused_in_one_line():
         report.interval("test", "dense")
     with pytest.raises(ValueError, match="`level` must be a confidence level in \\(0, 1\\)"):
         report.interval("test", "clean", level=95)
+    with pytest.raises(ValueError, match="Received: level=1.0"):
+        report.interval("test", "clean", level=1.0)
 
 
 def test_per_token_outcomes_resample_whole_sequences():
