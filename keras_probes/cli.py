@@ -328,7 +328,10 @@ def _parser():
         help="every point against the next deeper one, p-values adjusted together (Holm)",
     )
     compare.add_argument(
-        "--metric", default="error", choices=["error", "top5_error", "loss"], help="default: error"
+        "--metric",
+        default="error",
+        help="error, top5_error or loss; a regression probe's <target>_r2 or <target>_mspe "
+        "(default: %(default)s)",
     )
     compare.add_argument(
         "--split", help="a held-out split (default: the report's only one with outcomes)"

@@ -758,6 +758,27 @@ def test_compare_two_points_prints_the_paired_test(tmp_path, capsys):
     ]
 
 
+def test_compare_regression_probes_on_a_target(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(60, 1))
+    outcomes = {
+        p: kp.outcomes.RegressionOutcomes(("area",), y, y + noise * rng.normal(size=(60, 1)))
+        for p, noise in (("hidden1", 0.2), ("hidden2", 1.0))
+    }
+    rows = {p: {"loss": 0.0, "area_r2": 0.0, "area_mspe": 0.0} for p in outcomes}
+    report = kp.ProbeReport(
+        list(outcomes), {"val": rows}, outcomes={"val": outcomes},
+        examples={"val": kp.outcomes.Examples("r" * 16)},
+    )  # fmt: skip
+    report.to_json(tmp_path / "r.json")
+    argv = ["compare", str(tmp_path / "r.json"), "hidden1", "hidden2", "--metric", "area_r2"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    comparison = report.compare("val", "hidden1", "hidden2", metric="area_r2")
+    assert comparison.significant() and lines[0] == str(comparison)
+    assert lines[1].endswith("the difference is significant at the 5% level")
+
+
 def test_compare_with_a_control_report_of_the_same_examples(tmp_path, capsys):
     report = _measured_report(tmp_path / "r.json", _RIGHTS)
     control = _measured_report(tmp_path / "control.json", {p: lambda i: i < 20 for p in _RIGHTS})
@@ -810,7 +831,8 @@ def test_compare_adjacent_points_with_holm_adjusted_pvalues(tmp_path, capsys):
          r"probes again"),
         (["{two}", "conv1", "dense"], r"two\.json keeps outcomes for splits \['val', 'test'\]: "
          r"pass --split, one of them"),
-        (["{r}", "conv1", "dense", "--metric", "accuracy"], r"argument --metric: invalid choice"),
+        (["{r}", "conv1", "dense", "--metric", "accuracy"], r"The outcomes of split 'test' give "
+         r"\['loss', 'error', 'top5_error'\], not 'accuracy'\. Received: --metric accuracy"),
         (["{r}", "conv1", "--other", "{tmp}/missing.json"], r"No report at .*missing\.json"),
     ],
 )  # fmt: skip
