@@ -162,7 +162,9 @@ def _log_floor(curves, metric, ends=()):
     return 10.0 ** (decade - 1)
 
 
-_LEVEL = _params.Real(0, 1, open_low=True, description="a confidence level in (0, 1)")
+_LEVEL = _params.Real(
+    0, 1, open_low=True, open_high=True, description="a confidence level in (0, 1)"
+)
 
 
 def _check_bands(intervals, level, **more):
@@ -176,8 +178,6 @@ def _check_bands(intervals, level, **more):
         level=level,
         **more,
     )
-    if level >= 1:
-        _params.refuse("level", level, _LEVEL.describe())
 
 
 def _uncertainty(report, split, metric, points, intervals, level):
