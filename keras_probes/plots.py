@@ -195,7 +195,8 @@ def _uncertainty(report, split, metric, points, intervals, level):
         kept = report.outcomes.get(split, {})
         measured = [p for p in points if p in kept and metric in kept[p].metrics]
         if measured:
-            bounds = {p: report.interval(split, p, metric, level) for p in measured}
+            found = report.intervals(split, metric, level)  # one bootstrap for all points
+            bounds = {p: found[p] for p in measured}
             return bounds, f"{level * 100:g}% interval"
         where = sorted(report.outcomes)
         why = (

@@ -166,16 +166,22 @@ def statistic_interval(
     """The percentile bootstrap interval of a function of means, e.g. an R^2.
 
     Args:
-        values: `(n, k)` each example's values of `k` columns.
+        values: `(n, k)` each example's values of `k` columns; or `(n, p, k)`
+            for `p` figures at once (e.g. probes), resampled together.
         statistic: the figure from the columns' means: `(..., k) -> (...)`
             (`kp.outcomes` gives it with the columns).
         units, level, resamples, seed: as in `mean_interval`.
 
     Returns:
-        `(low, high)`.
+        `(low, high)`, or a list of them, one per figure.
     """
-    means = _resampled_means(_checked(values, ndim=2), units, resamples, seed)
-    return _percentiles(_finite(statistic(means)), level)
+    values = np.asarray(values, np.float64)
+    grouped = _checked(values if values.ndim == 3 else values[:, None, :], ndim=3)
+    n, p, k = grouped.shape
+    means = _resampled_means(grouped.reshape(n, p * k), units, resamples, seed)
+    figures = statistic(means.reshape(-1, p, k))
+    intervals = [_percentiles(_finite(figures[:, i]), level) for i in range(p)]
+    return intervals if values.ndim == 3 else intervals[0]
 
 
 def paired_rates(a, b, units=None, level: float = 0.95) -> Comparison:

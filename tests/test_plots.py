@@ -203,10 +203,8 @@ def test_plot_errors_draws_the_interval_of_each_split_with_outcomes_as_a_band(
     assert band.get_label() == f"test: {what}"
     assert f"test: {what}" in [t.get_text() for t in ax.get_legend().get_texts()]
     # The band is the report's interval at each point, in the colour of the split's line.
-    expected = {
-        float(depth): report.interval("test", point, metric, level)
-        for depth, point in enumerate(report.points)
-    }
+    intervals = report.intervals("test", metric, level)
+    expected = {float(depth): intervals[point] for depth, point in enumerate(report.points)}
     assert _band_edges(band) == expected
     (test_line,) = [line for line in ax.get_lines() if line.get_label() == f"test {metric}"]
     np.testing.assert_allclose(band.get_facecolor()[0][:3], to_rgb(test_line.get_color()))
@@ -341,6 +339,8 @@ def test_plot_r2_draws_each_points_interval_as_a_band():
 def test_plot_errors_draws_bands_of_regression_figures():
     report = _regression_report(0.3)
     (band,) = _bands(kp.plots.plot_errors(report, metric="area_mspe").axes[0])
-    assert _band_edges(band) == {
-        float(i): report.interval("val", p, "area_mspe") for i, p in enumerate(report.points)
-    }
+    # One bootstrap for every point (report.intervals): interval's within float rounding.
+    intervals = report.intervals("val", "area_mspe")
+    assert _band_edges(band) == {float(i): intervals[p] for i, p in enumerate(report.points)}
+    for point in report.points:
+        assert intervals[point] == pytest.approx(report.interval("val", point, "area_mspe"))

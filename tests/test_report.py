@@ -368,6 +368,16 @@ def test_interval_compare_and_monotonicity_read_from_the_outcomes():
     assert report.interval("test", "noisy", "loss") == _fitted().interval("test", "noisy", "loss")
 
 
+def test_intervals_of_every_point_at_once_equal_each_points_interval():
+    report = _fitted(tokens_per_sequence=4)
+    for metric in ("error", "loss"):
+        intervals = report.intervals("test", metric)
+        assert list(intervals) == report.points
+        for point in report.points:
+            expected = report.interval("test", point, metric)
+            assert intervals[point] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
 def test_compare_with_a_control_needs_the_same_examples():
     report, control = _fitted(seed=0), _fitted(seed=0)
     c = report.compare("test", "clean", other=control)
