@@ -25,6 +25,9 @@ setup(
         "importlib_resources",
         "numpy>=1.26",
         "scipy>=1.11",
+        # The solvers are scikit-learn estimators (estimator tags, check_estimator's
+        # expected_failed_checks: 1.6).
+        "scikit-learn>=1.6",
         "matplotlib>=3.8",
         "scikit-image>=0.22",
         "tensorflow-serving-api>=2.16",
@@ -38,7 +41,6 @@ setup(
         "hub": ["keras-hub>=0.21"],
         "dev": [
             "pytest>=8",
-            "scikit-learn>=1.4",
             "ruff>=0.5",
             "tensorboard",
             "pandas",

@@ -12,7 +12,7 @@ from keras_probes import _files, _params, _validation, plots
 from keras_probes.fitting import check_solver, fit_each
 from keras_probes.model import ProbedModel
 from keras_probes.reducers import TokenFeatures
-from keras_probes.regression import ALPHAS, RegressionProbedModel
+from keras_probes.regression import RegressionProbedModel
 from keras_probes.report import ProbeHistory, log_key
 from keras_probes.solvers import LBFGSProbe, ProbeEstimator, RidgeProbe
 from keras_probes.tasks import Classification, Regression
@@ -219,7 +219,8 @@ class ProbeMonitor(keras.callbacks.Callback):
             examples of `data` and of `validation_data` (seeded). Defaults
             to `None`: all of them.
         l2, max_iter, tol: the default solver's L-BFGS settings, as
-            `kp.solvers.LBFGSProbe`. Default to `1e-4`, `500` and `1e-4`.
+            `kp.solvers.LBFGSProbe`. Default to `None`: that estimator's
+            defaults (`1e-4`, `1000` and `1e-4`).
         standardize: fit each probe on its features standardised with the
             probe-training set's statistics of the moment, as
             `kp.solvers.LBFGSProbe(standardize=True)`: activations grow or
@@ -231,8 +232,8 @@ class ProbeMonitor(keras.callbacks.Callback):
             names (or their number), as `kp.RegressionProbedModel` takes them.
         solver: the solver estimator fitted at every point and measurement.
             Defaults to `None`: `kp.solvers.LBFGSProbe` with the settings
-            above for class probes, `kp.solvers.RidgeProbe(kp.regression.ALPHAS)`
-            for regression probes. A solver given carries its own settings:
+            above for class probes, `kp.solvers.RidgeProbe()` (its penalties
+            `kp.regression.ALPHAS`) for regression probes. A solver given carries its own settings:
             `l2`, `max_iter`, `tol` and `standardize` are then refused.
         batch_size: batch size of the feature extraction. Defaults to `256`.
         path: a JSON file the history is written to after every measurement
@@ -252,10 +253,11 @@ class ProbeMonitor(keras.callbacks.Callback):
     Attributes:
         history: the `kp.ProbeHistory`; for class probes its metrics are
             `train_error`, `train_loss`, `objective` (loss plus penalty),
-            `grad_norm` (the fits' optimality certificates) and, with
-            validation data, `val_error` and `val_loss`; for regression
-            probes `train_<target>_r2`, `train_<target>_mspe`,
-            `<target>_alpha` and the same with `val_`.
+            `grad_norm` (the fits' optimality certificates), `converged`
+            (1.0, or 0.0 for a fit stopped short of its optimum), `l2` and,
+            with validation data, `val_error` and `val_loss`; for regression
+            probes `train_<target>_r2`, `train_<target>_mspe` (and the same
+            with `val_`), `<target>_alpha` and `converged`.
         probed: the `kp.ProbedModel` whose heads hold the latest fit.
 
     Example:
@@ -325,11 +327,10 @@ class ProbeMonitor(keras.callbacks.Callback):
                 )
             )
         if solver is None and targets is None:
-            defaults = {"l2": 1e-4, "max_iter": 500, "tol": 1e-4, "standardize": True}
-            solver = LBFGSProbe(
-                **{k: v if v is not None else defaults[k] for k, v in lbfgs.items()}
-            )
-        self.solver = solver if solver is not None else RidgeProbe(ALPHAS)
+            # LBFGSProbe's own defaults, but the monitor standardises (see `standardize`).
+            given = {k: v for k, v in lbfgs.items() if v is not None}
+            solver = LBFGSProbe(**{"standardize": True, **given})
+        self.solver = solver if solver is not None else RidgeProbe()
         self.num_classes, self.targets = num_classes, targets
         task = Classification(num_classes) if targets is None else Regression(targets)
         check_solver(self.solver, task)

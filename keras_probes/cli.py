@@ -8,7 +8,7 @@
     keras-probes export PROBED.keras --out BASE_DIR [--version N] [--heads-only]
         [--allow-unfitted] [--allow-new-signatures]
     keras-probes cache MODEL --data DATA --out CACHE [--split train] [--points ...]
-    keras-probes fit MODEL --cache CACHE [--solver lbfgs] [--l2 1e-4] [--report report.json]
+    keras-probes fit MODEL --cache CACHE [--solver lbfgs] [--l2 1e-4|auto] [--report r.json]
 
 MODEL is a `.keras` file (a saved `kp.ProbedModel`, or any Keras model to be
 probed: then `--points` chooses where) or a SavedModel directory (opaque: its
@@ -35,11 +35,12 @@ first worker writes reports, figures and models.
 
 import argparse
 import ast
-import math
 import os
 import re
 import sys
 from pathlib import Path
+
+from keras_probes import _params, _solver_settings
 
 __all__ = ["main"]
 
@@ -72,10 +73,7 @@ def _checked(cast, accepted, accept):
 
 
 _AT_LEAST_1 = _checked(int, "an integer >= 1", lambda v: v >= 1)
-_AT_LEAST_0 = _checked(int, "an integer >= 0", lambda v: v >= 0)
 _AT_LEAST_2 = _checked(int, "an integer >= 2", lambda v: v >= 2)
-_FINITE_AT_LEAST_0 = _checked(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
-_FINITE_ABOVE_0 = _checked(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 def _output_file(*suffixes, why=""):
@@ -175,33 +173,49 @@ def _add_image_options(command):
     command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
 
 
-#: The options of some solvers only, by argparse name: given with another --solver, they
-#: are refused; left out, `kp.fit_probes` keeps its default.
+#: The options of some solvers only, by argparse name, and the solvers that take them (as
+#: the solvers declare their settings): given with another --solver, they are refused;
+#: left out, `kp.fit_probes` keeps the solver's default.
 _SOLVER_OPTIONS = {
-    "max_iter": ("lbfgs",),
-    "epochs": ("rmsprop", "adam"),
-    "patience": ("rmsprop", "adam"),
-    "learning_rate": ("rmsprop", "adam"),
+    name: tuple(solver for solver, settings in _solver_settings.NAMED.items() if name in settings)
+    for name in ("max_iter", "epochs", "patience", "learning_rate")
 }
 
 
+def _declared(setting):
+    """An argparse `type` for a solver setting: its declared constraint, in the options'
+    message shape ("must be an integer >= 1. Received: 0")."""
+    c = setting.constraint
+    if isinstance(c, _params.Integer):
+        return _checked(int, _params.Integer(c.low, c.high).describe(), c.accepts)
+    return _checked(float, _params.Real(c.low, c.high, open_low=c.open_low).describe(), c.accepts)
+
+
+def _penalty(text):
+    """`--l2`: a penalty, or `auto` (chosen on the validation split)."""
+    return text if text == "auto" else _declared(_solver_settings.LBFGS["l2"])(text)
+
+
 def _add_fit_options(command):
-    """Options of commands that fit probes on a cache."""
-    command.add_argument("--solver", default="lbfgs", choices=["lbfgs", "rmsprop", "adam"])
+    """Options of commands that fit probes on a cache; defaults and checks are the solvers'
+    declared ones."""
+    command.add_argument("--solver", default="lbfgs", choices=list(_solver_settings.NAMED))
+    paths = _solver_settings.L2S
     command.add_argument(
-        "--l2", type=_FINITE_AT_LEAST_0, default=1e-4, help="L2 penalty (default: %(default)s)"
+        "--l2",
+        type=_penalty,
+        default=_solver_settings.LBFGS["l2"].default,
+        help=f"L2 penalty, or 'auto': chosen at every point on the validation split among "
+        f"{len(paths)} from {min(paths):g} to {max(paths):g} (kp.solvers.LBFGSProbeCV, "
+        "--solver lbfgs only) (default: %(default)s)",
     )
-    for option, kind, what in (
-        ("--max-iter", _AT_LEAST_1, "L-BFGS iterations"),
-        ("--epochs", _AT_LEAST_1, "minibatch epochs"),
-        ("--patience", _AT_LEAST_0, "minibatch early-stopping patience"),
-        ("--learning-rate", _FINITE_ABOVE_0, "minibatch learning rate"),
-    ):
-        solvers = "/".join(_SOLVER_OPTIONS[option[2:].replace("-", "_")])
+    for name, solvers in _SOLVER_OPTIONS.items():
+        setting = _solver_settings.NAMED[solvers[0]][name]
         command.add_argument(
-            option,
-            type=kind,
-            help=f"{what}, --solver {solvers} only (default: that of kp.fit_probes)",
+            "--" + name.replace("_", "-"),
+            type=_declared(setting),
+            help=f"{setting.help}, --solver {'/'.join(solvers)} only "
+            f"(default: {setting.default:g})",
         )
 
 
@@ -431,7 +445,8 @@ def _parser():
     fit.add_argument(
         "--validation",
         default="auto",
-        help="split for early stopping, or 'none' (default: val or validation if any)",
+        help="held-out split for early stopping and --l2 auto, or 'none' (default: val, "
+        "validation or valid if any)",
     )
     _add_fit_options(fit)
     fit.add_argument(
@@ -470,6 +485,11 @@ def _check_across(args):
             f"of --batch-size {batch_size}, so that every shard holds whole batches."
         )
     solver = getattr(args, "solver", None)
+    if solver not in (None, "lbfgs") and args.l2 == "auto":
+        raise _UsageError(
+            f"keras-probes {args.command}: error: --l2 auto chooses the penalty of --solver "
+            f"lbfgs only; --solver {solver} takes a number, e.g. --l2 1e-4."
+        )
     for name, solvers in _SOLVER_OPTIONS.items():
         if solver is not None and getattr(args, name) is not None and solver not in solvers:
             raise _UsageError(

@@ -73,12 +73,12 @@ def shuffled_labels(y, seed: int = 0) -> np.ndarray:
 def shuffled_label_probes(
     probed: ProbedModel,
     cache: FeatureCache,
-    l2: float = 1e-4,
+    l2: float | None = None,
     *,
     seed: int = 0,
     train: str = "train",
-    max_iter: int = 1000,
-    tol: float = 1e-4,
+    max_iter: int | None = None,
+    tol: float | None = None,
     verbose: int = 1,
 ) -> ProbeReport:
     """Probes fitted on shuffled labels, on the same cached features.
@@ -90,10 +90,12 @@ def shuffled_label_probes(
     Args:
         probed: the `kp.ProbedModel` the cache was written from.
         cache: its `kp.FeatureCache`.
-        l2: the L2 penalty, as in `kp.fit_probes`. Defaults to `1e-4`.
+        l2: the L2 penalty, as in `kp.fit_probes`. Defaults to `None`:
+            `kp.solvers.LBFGSProbe`'s default (`1e-4`).
         seed: seed of the shuffles. Defaults to `0`.
         train: the split the probes are fitted on. Defaults to `"train"`.
-        max_iter, tol: L-BFGS settings, as in `LBFGSProbe`.
+        max_iter, tol: L-BFGS settings, as in `LBFGSProbe`. Default to
+            `None`: its defaults.
         verbose: `1` shows a progress bar. Defaults to `1`.
 
     Returns:
@@ -162,12 +164,12 @@ def control_task_labels(token_ids, labels, seed: int = 0, num_classes: int | Non
 def control_task_probes(
     probed: ProbedModel,
     cache: FeatureCache,
-    l2: float = 1e-4,
+    l2: float | None = None,
     *,
     seed: int = 0,
     train: str = "train",
-    max_iter: int = 1000,
-    tol: float = 1e-4,
+    max_iter: int | None = None,
+    tol: float | None = None,
     verbose: int = 1,
 ) -> ProbeReport:
     """Per-token probes fitted on Hewitt & Liang's control task, on the same cached features.
@@ -183,10 +185,12 @@ def control_task_probes(
         probed: the per-token `kp.ProbedModel` (`reducers="tokens"`) the cache
             was written from; its base has a `token_ids` input.
         cache: its `kp.FeatureCache` (which holds each row's token id).
-        l2: the L2 penalty, as in `kp.fit_probes`. Defaults to `1e-4`.
+        l2: the L2 penalty, as in `kp.fit_probes`. Defaults to `None`:
+            `kp.solvers.LBFGSProbe`'s default (`1e-4`).
         seed: seed of the label table. Defaults to `0`.
         train: the split the probes are fitted on. Defaults to `"train"`.
-        max_iter, tol: L-BFGS settings, as in `LBFGSProbe`.
+        max_iter, tol: L-BFGS settings, as in `LBFGSProbe`. Default to
+            `None`: its defaults.
         verbose: `1` shows a progress bar. Defaults to `1`.
 
     Returns:
@@ -221,9 +225,11 @@ def control_task_probes(
 
 
 def _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose):
-    """L-BFGS probes on the cache's features against control `labels` `{split: (n,)}`."""
+    """L-BFGS probes on the cache's features against control `labels` `{split: (n,)}`;
+    settings left at `None` take `LBFGSProbe`'s defaults."""
+    settings = {"l2": l2, "max_iter": max_iter, "tol": tol}
     return fit_each(
-        LBFGSProbe(l2=l2, max_iter=max_iter, tol=tol),
+        LBFGSProbe(**{name: value for name, value in settings.items() if value is not None}),
         probed.task,
         probed.points,
         cache.features,
@@ -238,7 +244,7 @@ def _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose):
 def reinitialized_probes(
     probed: ProbedModel,
     data: dict,
-    l2: float = 1e-4,
+    l2: float | str | None = None,
     *,
     seed: int = 0,
     directory=None,
@@ -254,7 +260,9 @@ def reinitialized_probes(
     Args:
         probed: the `kp.ProbedModel` to control.
         data: `{split: (x, y) or tf.data.Dataset}`, with a `"train"` split.
-        l2: the L2 penalty. Defaults to `1e-4`.
+        l2: the L2 penalty, as in `kp.fit_probes` (`"auto"` too, given a
+            validation split in `data`). Defaults to `None`:
+            `kp.solvers.LBFGSProbe`'s default (`1e-4`).
         seed: seed of the new weights. Defaults to `0`.
         directory: where to write the control's feature cache. Defaults to
             `None`: a temporary directory, deleted afterwards.

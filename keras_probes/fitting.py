@@ -26,8 +26,9 @@ from keras_probes.tasks import Task
 __all__ = ["check_solver", "fit_each", "fit_probes"]
 
 _VALIDATION_NAMES = ("val", "validation", "valid")
-#: `fit_probes`'s arguments that are settings of a named solver.
-_SOLVER_SETTINGS = frozenset().union(*SETTINGS.values())
+#: `fit_probes`'s arguments that are settings of a named solver (its own `verbose` shows
+#: its progress).
+_SOLVER_SETTINGS = frozenset().union(*SETTINGS.values()) - {"verbose"}
 
 
 def fit_each(
@@ -58,8 +59,9 @@ def fit_each(
         targets: `{split: (n,) or (n, targets)}`, every split to score; must
             hold `train`.
         train: the split the probes are fitted on. Defaults to `"train"`.
-        validation: a split the solver early-stops on (minibatch solvers).
-            Defaults to `None`.
+        validation: a held-out split the solver takes (`solver.takes_validation`):
+            `kp.solvers.Minibatch` early-stops on it, `kp.solvers.LBFGSProbeCV`
+            chooses its penalty on it. Defaults to `None`.
         heads: the points' head layers, in the order of `points`: each fit
             starts from its head's weights and ends in them. Defaults to
             `None`: cold starts, nothing written.
@@ -84,10 +86,16 @@ def fit_each(
             raise ValueError(
                 f"No targets for the {role} split {split!r}; `targets` holds {list(targets)}."
             )
-    if validation is not None and not solver.early_stops:
+    if validation is not None and solver.takes_validation is None:
         raise ValueError(
-            f"{type(solver).__name__} does not early-stop: it has no use for validation="
-            f"{validation!r}. Leave it out, or use kp.solvers.Minibatch."
+            f"{type(solver).__name__} takes no held-out split: it has no use for validation="
+            f"{validation!r}. Leave it out, or use kp.solvers.Minibatch (early stopping) or "
+            "kp.solvers.LBFGSProbeCV (the penalty chosen on it)."
+        )
+    if validation is None and solver.takes_validation == "required":
+        raise ValueError(
+            f"{solver!r} chooses on a held-out split: pass validation=<split>, or hold out "
+            "folds of train instead (e.g. kp.solvers.LBFGSProbeCV(cv=5))."
         )
     targets = {split: task.check_targets(y) for split, y in targets.items()}
     fit_params = task.fit_params()
@@ -98,7 +106,7 @@ def fit_each(
     for i, point in enumerate(points):
         x = {split: features(split, point) for split in targets}
         if validation is not None:
-            fit_params["validation_data"] = (x[validation], targets[validation])
+            fit_params.update(solver.held_out_params(x[validation], targets[validation]))
         if heads is not None:
             kernel, bias = heads[i].get_weights()
             fit_params.update(coef_init=kernel, intercept_init=bias)
@@ -145,7 +153,7 @@ def fit_probes(
     probed,
     cache,
     solver="lbfgs",
-    l2: float | None = None,
+    l2: float | str | None = None,
     *,
     train: str = "train",
     validation: str | None = "auto",
@@ -176,16 +184,21 @@ def fit_probes(
             all the settings. Defaults to `"lbfgs"`.
         l2: L2 penalty on every kernel, `l2 / 2 * ||kernel||^2`; for three
             classes or more, scikit-learn's `LogisticRegression(C=1 / (l2 *
-            n_train))`. Defaults to `1e-4`.
+            n_train))`. `"auto"` (with `"lbfgs"`) chooses it at every point
+            on the validation split: `kp.solvers.LBFGSProbeCV()`, its default
+            path `np.logspace(-6, 0, 13)`. Defaults to `None`: the solver
+            estimator's default (`1e-4`).
         train: the split to train on. Defaults to `"train"`.
-        validation: the split for early stopping (minibatch solvers):
-            `"auto"` takes `"val"`, `"validation"` or `"valid"` if the cache
-            has one; `None` trains for `epochs` without stopping.
-        max_iter, tol, dtype: L-BFGS settings, as in `kp.solvers.LBFGSProbe`
-            (`1000`, `1e-4`, `"float32"` when not given).
+        validation: the held-out split of solvers that take one (minibatch
+            solvers stop early on it, `l2="auto"` chooses the penalty on
+            it): `"auto"` takes `"val"`, `"validation"` or `"valid"` if the
+            cache has one; `None` trains minibatch solvers for `epochs`
+            without stopping.
+        max_iter, tol, dtype: L-BFGS settings, as in `kp.solvers.LBFGSProbe`;
+            when not given, its defaults (`1000`, `1e-4`, `"float32"`).
         epochs, batch_size, patience, learning_rate, seed, callbacks: the
-            minibatch settings, as in `kp.solvers.Minibatch` (`50`, `256`,
-            `3`, `1e-3`, `0`, none when not given).
+            minibatch settings, as in `kp.solvers.Minibatch`; when not given,
+            its defaults (`50`, `256`, `3`, `1e-3`, `0`, none).
         verbose: `1` shows progress. Defaults to `1`.
 
     A setting that the chosen solver does not use (say `learning_rate` with
@@ -194,9 +207,12 @@ def fit_probes(
     Returns:
         A `ProbeReport` with loss, error and top-5 error on every complete
         split of the cache. Its `train` split also holds, per probe,
-        `objective` (cross-entropy plus penalty) and `grad_norm`, the largest
-        gradient entry of the objective in magnitude: how far from the
-        optimum each probe ended (0 at the optimum).
+        `objective` (cross-entropy plus penalty), `grad_norm`, the largest
+        gradient entry of the objective in magnitude (how far from the
+        optimum each probe ended, 0 at the optimum), `converged` (1.0, or
+        0.0 for a fit stopped short of its optimum, which also warns with
+        scikit-learn's `ConvergenceWarning`) and `l2`, the penalty used
+        (chosen, with `l2="auto"`).
 
     Example:
 
@@ -204,6 +220,8 @@ def fit_probes(
     cache = kp.FeatureCache.open("cache/", model=probed)
     report = kp.fit_probes(probed, cache, solver="lbfgs", l2=1e-4)
     print(report.table(metrics=["error", "grad_norm"]))
+    chosen = kp.fit_probes(probed, cache, l2="auto")   # penalties chosen on "val"
+    chosen.values("train", "l2")
     ```
     """
     settings = {name: value for name, value in locals().items() if name in _SOLVER_SETTINGS}
@@ -233,15 +251,29 @@ def fit_probes(
 
 
 def _validation_split(cache, train, validation, solver):
-    """The split `solver` early-stops on: `None` for solvers that do not early-stop."""
+    """The held-out split `solver` takes: `None` for solvers that take none."""
+    asked = validation
     if validation == "auto":
         found = (s for s in _VALIDATION_NAMES if s in cache.complete_splits and s != train)
-        return next(found, None) if solver.early_stops else None
-    if validation is not None:
+        validation = next(found, None) if solver.takes_validation else None
+    elif validation is not None:
         cache.require_split(validation)
         if validation == train:
             raise ValueError(
-                f"validation={validation!r} is the train split: early stopping needs held-out "
-                "examples. Choose another split, or None."
+                f"validation={validation!r} is the train split: early stopping and the "
+                "choice of a penalty need held-out examples. Choose another split, or None."
             )
+    if validation is None and solver.takes_validation == "required":
+        which = (
+            "validation=None leaves it none"
+            if asked is None
+            else f"the cache has none named {' or '.join(map(repr, _VALIDATION_NAMES))}: its "
+            f"splits are {cache.complete_splits}. Write one (FeatureCache.write(..., "
+            "split='val'))"
+        )
+        raise ValueError(
+            f"{solver!r} (what l2='auto' fits) chooses the penalty on a validation split, and "
+            f"{which}; or hold out 5 folds of train instead with the estimator "
+            "kp.solvers.LBFGSProbeCV(cv=5)."
+        )
     return validation

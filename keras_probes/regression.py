@@ -38,8 +38,8 @@ __all__ = [
     "r2",
 ]
 
-#: The default ridge penalties searched by `fit_regression_probes`.
-ALPHAS = tuple(float(a) for a in np.logspace(-3, 6, 19))
+#: The ridge penalties `RidgeProbe` (and so `fit_regression_probes`) chooses from by default.
+ALPHAS = RidgeProbe.settings["alpha"].default
 
 
 @keras.saving.register_keras_serializable(package="keras_probes")
@@ -101,7 +101,7 @@ def fit_regression_probes(
     probed: RegressionProbedModel,
     cache,
     targets: dict,
-    alpha: float | Sequence[float] = ALPHAS,
+    alpha: float | Sequence[float] | None = None,
     *,
     train: str = "train",
     verbose: int = 1,
@@ -123,7 +123,8 @@ def fit_regression_probes(
             the cache was written from). Must hold `train`; every other split
             given is evaluated on.
         alpha: a penalty, or the penalties to choose from per target.
-            Defaults to `ALPHAS`, 1e-3 to 1e6 in half decades.
+            Defaults to `None`: `RidgeProbe`'s default, `ALPHAS`, 1e-3 to 1e6
+            in half decades.
         train: the split the probes are fitted on. Defaults to `"train"`.
         verbose: `1` shows a progress bar. Defaults to `1`.
 
@@ -158,7 +159,7 @@ def fit_regression_probes(
         cache.require_split(split)
         values[split] = probed.task.check_targets(y, num_examples=cache.num_examples(split))
     return fit_each(
-        RidgeProbe(alpha),
+        RidgeProbe() if alpha is None else RidgeProbe(alpha),
         probed.task,
         probed.points,
         cache.features,

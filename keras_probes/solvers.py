@@ -1,10 +1,18 @@
-"""Probe solvers: estimators that fit one linear probe on features, scikit-learn style.
+"""Probe solvers: scikit-learn estimators that fit one linear probe on features.
 
-Every solver follows scikit-learn's conventions: the constructor stores the
-settings (`get_params`, `set_params`, `clone`), `fit(X, y)` returns `self`,
-what was learned ends in `_` (`coef_`, `intercept_`, `n_iter_`,
-`converged_`), then `decision_function`, `predict` and `score`; using a
-solver before `fit` is a "not fitted yet" error.
+Every solver is a scikit-learn estimator (`sklearn.base.BaseEstimator` with
+`ClassifierMixin` or `RegressorMixin`): the constructor stores the settings
+(`get_params`, `set_params`, `sklearn.base.clone`), `fit(X, y)` returns
+`self`, what was learned ends in `_` (`coef_`, `intercept_`, `n_iter_`,
+`converged_`, `classes_`, `n_features_in_`), then `decision_function`,
+`predict` and `score`; using a solver before `fit` raises scikit-learn's
+`NotFittedError`. `GridSearchCV` and `cross_val_score` take them. Each
+solver's settings (names, defaults, constraints) are declared once, in its
+class's table (`LBFGSProbe.settings`, ...): `kp.fit_probes`, the command
+line, `kp.callbacks.ProbeMonitor` and the controls take their defaults from
+there, and a bad setting is refused when the estimator is made (or by
+`set_params`), before any work. A fit that stops short of its optimum warns
+with scikit-learn's `ConvergenceWarning`, and says so in `converged_`.
 
 - `LBFGSProbe`: a softmax probe at its convex optimum, full-batch L-BFGS.
   Its objective is
@@ -22,6 +30,9 @@ solver before `fit` is a "not fitted yet" error.
   scikit-learn's multinomial `LogisticRegression(C=1 / (l2 * n_train))`; for
   two, scikit-learn fits a single weight vector, the same model with half the
   penalty: `C=2 / (l2 * n_train)`.
+- `LBFGSProbeCV`: `LBFGSProbe` along a regularisation path, warm-started,
+  its penalty chosen on held-out examples (a validation split or folds of
+  train), as scikit-learn's `LogisticRegressionCV`.
 - `Minibatch`: the same objective by RMSProp or Adam in minibatches, early
   stopped on a validation set: the paper's setting.
 - `RidgeProbe`: a linear regression probe in closed form (ridge), its
@@ -30,24 +41,33 @@ solver before `fit` is a "not fitted yet" error.
 `kp.fit_probes` fits one at every point of a feature cache.
 """
 
-import inspect
+import functools
+import warnings
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+import scipy.sparse
 import scipy.special
 import tensorflow as tf
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import ThreadpoolController
 
-from keras_probes import _params, _validation, distribute, metrics
+from keras_probes import _params, _solver_settings, _validation, distribute, metrics
 from keras_probes.model import ProbeTrainer
 from keras_probes.tasks import Classification
 
 __all__ = [
     "CHUNK_BYTES",
     "HELD_BYTES",
+    "L2S",
     "LBFGSProbe",
+    "LBFGSProbeCV",
     "Minibatch",
     "NotFittedError",
     "ProbeEstimator",
@@ -66,110 +86,108 @@ CHUNK_BYTES = 1 << 25
 #: whole fit; larger ones (a cache's memory-mapped shards) are streamed: read again,
 #: a chunk at a time, at every evaluation of the objective.
 HELD_BYTES = 1 << 28
-_MINIBATCH = ("rmsprop", "adam")
+#: The penalties `LBFGSProbeCV` tries by default: `np.logspace(-6, 0, 13)`.
+L2S = _solver_settings.L2S
 _INFER = "infer"  # `num_classes` left out of `fit`: the largest label plus one
+_NOT_FITTED = "This %(name)s instance is not fitted yet. Call 'fit' first."
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A solver used before `fit`, as scikit-learn's `NotFittedError`."""
+class ProbeEstimator(BaseEstimator):
+    """What every probe solver shares: a scikit-learn estimator whose settings are
+    declared once, in `settings`, and checked when it is made.
 
-
-class ProbeEstimator:
-    """What every probe solver shares, after scikit-learn's `BaseEstimator`.
-
-    A subclass stores its constructor arguments as attributes of the same
-    names and sets `coef_` and `intercept_` in `fit`.
+    A subclass declares `settings` (`{name: kp._solver_settings.Setting}`),
+    takes them as keyword arguments of `__init__` with their declared
+    defaults, calls `self._store(locals())`, and sets `coef_` and
+    `intercept_` in `fit`.
     """
 
-    #: `"classifier"` or `"regressor"`, as scikit-learn's `_estimator_type`.
+    #: `"classifier"` or `"regressor"`, as scikit-learn's `is_classifier`.
     kind = "classifier"
-    #: Whether `fit` takes `validation_data` and stops early on it.
-    early_stops = False
-    #: `{setting: constraint}`, checked by `_store` (see `keras_probes._params`).
-    _constraints = {}
+    #: The settings, `{name: Setting(default, constraint, help)}`: the one declaration
+    #: that the signature's defaults, the checks, `kp.fit_probes` and the CLI read.
+    settings = {}
+    #: Whether `fit` takes held-out examples: `None` (never), `"optional"` (e.g. for
+    #: early stopping) or `"required"` (e.g. to choose the penalty on them).
+    takes_validation = None
 
     def _store(self, arguments: dict) -> None:
-        """Checks a constructor's arguments (its `locals()`) and stores each as an attribute."""
-        settings = {name: arguments[name] for name in self._param_names()}
-        checked = {k: v for k, v in settings.items() if k in self._constraints}
-        _params.check(self._constraints, **checked)
-        vars(self).update(settings)
+        """Checks a constructor's arguments (its `locals()`) and stores each as an attribute,
+        as given (scikit-learn's `clone` relies on it)."""
+        values = {name: arguments[name] for name in self._get_param_names()}
+        self._check_settings(values)
+        vars(self).update(values)
 
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        parameters = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in parameters if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor arguments, as scikit-learn's `get_params`."""
-        return {name: getattr(self, name) for name in self._param_names()}
+    def _check_settings(self, values: dict) -> None:
+        constraints = {name: setting.constraint for name, setting in self.settings.items()}
+        _params.check(constraints, **{k: v for k, v in values.items() if k in constraints})
 
     def set_params(self, **params) -> "ProbeEstimator":
-        """Changes settings in place, checked as the constructor checks them; an unknown
-        setting is refused. Returns `self`, as scikit-learn's `set_params`."""
-        unknown = sorted(set(params) - set(self._param_names()))
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} has no setting {unknown}; its settings are "
-                f"{self._param_names()}."
-            )
-        fresh = type(self)(**{**self.get_params(), **params})
-        self.__dict__.update(fresh.__dict__)
-        return self
+        """Changes settings in place, checked as the constructor checks them (nothing is
+        changed if one is refused); an unknown setting is refused. Returns `self`."""
+        self._check_settings(params)
+        return super().set_params(**params)
 
     def clone(self) -> "ProbeEstimator":
-        """A new, unfitted solver with the same settings (scikit-learn's `clone`).
+        """A new, unfitted solver with the same settings: `sklearn.base.clone(self)`."""
+        return clone(self)
 
-        The settings are shared, not copied: callbacks given to a `Minibatch`
-        see every clone's training.
-        """
-        return type(self)(**self.get_params())
-
-    def __repr__(self):
-        settings = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({settings})"
+    def held_out_params(self, X_val, y_val) -> dict:
+        """The keyword arguments by which `fit` takes held-out examples (for a solver whose
+        `takes_validation` is not `None`)."""
+        raise TypeError(f"{type(self).__name__} takes no held-out examples in `fit`.")
 
     def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} is not fitted yet. Call fit(X, y) before using it."
-            )
+        check_is_fitted(self, "coef_", msg=_NOT_FITTED)
 
     def decision_function(self, X) -> np.ndarray:
         """The raw outputs `X @ coef_ + intercept_`, in float64, a chunk of rows at a time."""
         self._check_fitted()
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
-        if len(X.shape) != 2 or X.shape[1] != self.coef_.shape[0]:
+        X = _check_features(X, "X")
+        if X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"`X` must be (examples, {self.coef_.shape[0]}), the features the probe was "
-                f"fitted on. Received: X of shape {X.shape}"
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (those it was fitted on). "
+                f"Received: X of shape {X.shape}"
             )
-        chunks = [
-            np.asarray(X[rows], np.float64) @ self.coef_ + self.intercept_
-            for rows in _row_slices(*X.shape, itemsize=8)
-        ]
+        chunks = []
+        for rows in _row_slices(*X.shape, itemsize=8):
+            chunk = np.asarray(X[rows], np.float64)
+            if not np.isfinite(chunk).all():
+                _validation.check_finite(X, "X")
+            chunks.append(chunk @ self.coef_ + self.intercept_)
         return np.concatenate(chunks) if chunks else np.zeros((0, *self.coef_.shape[1:]))
 
     def diagnostics(self) -> dict:
         """What the fit says of itself, for a report's train split."""
         self._check_fitted()
-        return {}
+        return {"converged": float(self.converged_)}
 
 
-class _SoftmaxProbe(ProbeEstimator):
-    """The softmax classifiers' shared half: input checks, prediction, scores."""
+class _SoftmaxProbe(ClassifierMixin, ProbeEstimator):
+    """The softmax classifiers' shared half: input checks, prediction, scores.
+
+    Labels are integer class indices in `[0, num_classes)`: `classes_` is
+    `arange(num_classes)`, the probe's output units.
+    """
 
     def _check_classification(self, X, y, num_classes):
         """`(features, labels, num_classes)` checked; `num_classes` omitted is the
         largest label plus one (at least 2)."""
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
-        labels = np.asarray(y)
-        if len(X.shape) != 2:
+        X = _check_features(X, "features")
+        if y is None:
             raise ValueError(
-                "`features` must be a 2-D array (examples, features). Received: features of "
-                f"shape {X.shape}"
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                "pass the integer labels of the features."
+            )
+        labels = np.asarray(y)
+        if labels.dtype == object:  # numbers in an object array, as scikit-learn takes them
+            labels = labels.astype(np.float64)
+        if np.issubdtype(labels.dtype, np.floating) and not np.all(np.mod(labels, 1) == 0):
+            raise ValueError(
+                "Labels must be integer class indices; these are continuous, e.g. "
+                f"{labels[np.mod(labels, 1) != 0][:3].tolist()}. For regression targets use "
+                "kp.solvers.RidgeProbe."
             )
         n = X.shape[0]
         if n == 0 or labels.ndim == 0 or len(labels) != n:
@@ -185,6 +203,11 @@ class _SoftmaxProbe(ProbeEstimator):
         # would return a NaN loss rather than an error.
         labels = _validation.check_labels(labels, num_classes, num_examples=n)
         return X, labels, num_classes
+
+    def _fitted(self, d, num_classes):
+        """Sets what scikit-learn expects of a fitted classifier."""
+        self.n_features_in_ = d
+        self.classes_ = np.arange(num_classes)
 
     def predict(self, X) -> np.ndarray:
         """The most likely class of each example: `(n,)`."""
@@ -206,9 +229,17 @@ class _SoftmaxProbe(ProbeEstimator):
         return 1.0 - self.evaluate(X, y)["error"]
 
     def diagnostics(self) -> dict[str, float]:
-        """The objective (cross-entropy plus penalty) and largest gradient entry at the end."""
-        self._check_fitted()
-        return {"objective": float(self.loss_), "grad_norm": float(self.grad_norm_)}
+        """The objective (cross-entropy plus penalty) and largest gradient entry at the
+        end, whether the fit converged (1.0 or 0.0), and the penalty `l2`."""
+        return {
+            "objective": float(self.loss_),
+            "grad_norm": float(self.grad_norm_),
+            **super().diagnostics(),
+            "l2": float(self.l2),
+        }
+
+
+_LBFGS = _solver_settings.LBFGS
 
 
 class LBFGSProbe(_SoftmaxProbe):
@@ -248,8 +279,11 @@ class LBFGSProbe(_SoftmaxProbe):
         grad_norm_: the largest gradient entry in magnitude at the end: the
             optimality certificate (0 exactly at the optimum).
         n_iter_: iterations run.
-        converged_: whether L-BFGS met its stopping criterion (rather than
-            `max_iter`, or a line search that float32 could not resolve).
+        converged_: whether L-BFGS met its stopping criterion. If it stopped
+            at `max_iter`, or on a line search that float32 could not
+            resolve, `fit` warns with scikit-learn's `ConvergenceWarning`.
+        classes_: `arange(num_classes)`.
+        n_features_in_: the number of features.
 
     Example:
 
@@ -259,24 +293,17 @@ class LBFGSProbe(_SoftmaxProbe):
     ```
     """
 
-    _constraints = {
-        "l2": _params.Real(0),
-        "max_iter": _params.Integer(1),
-        "tol": _params.Real(0, open_low=True),
-        "memory": _params.Integer(1),
-        "dtype": _params.Options("float32", "float64"),
-        "standardize": _params.Boolean(),
-    }
+    settings = _LBFGS
 
     def __init__(
         self,
         *,
-        l2: float = 1e-4,
-        max_iter: int = 1000,
-        tol: float = 1e-4,
-        memory: int = 20,
-        dtype: str = "float32",
-        standardize: bool = False,
+        l2: float = _LBFGS["l2"].default,
+        max_iter: int = _LBFGS["max_iter"].default,
+        tol: float = _LBFGS["tol"].default,
+        memory: int = _LBFGS["memory"].default,
+        dtype: str = _LBFGS["dtype"].default,
+        standardize: bool = _LBFGS["standardize"].default,
     ):
         self._store(locals())
 
@@ -299,19 +326,19 @@ class LBFGSProbe(_SoftmaxProbe):
             `self`, fitted.
         """
         features, labels, num_classes = self._check_classification(X, y, num_classes)
-        d = features.shape[1]
+        problem = _Problem(features, labels, num_classes, self.dtype, self.standardize)
+        return self._solve(problem, coef_init, intercept_init)
+
+    def _solve(self, problem, coef_init, intercept_init, warn=True) -> "LBFGSProbe":
+        """Fits on a prepared `_Problem` (shared by the fits of a path), from a warm start;
+        the reason it stopped short, if it did, is kept in `_stopped`."""
+        d, num_classes = problem.d, problem.num_classes
         kernel = np.zeros((d, num_classes)) if coef_init is None else np.asarray(coef_init)
         bias = np.zeros(num_classes) if intercept_init is None else np.asarray(intercept_init)
-        # One streaming pass (which also refuses non-finite features, before
-        # any TensorFlow work), shared by the workers of a multi-worker strategy.
-        mean, variance = _moments(features)
-        center = spread = None
-        if self.standardize:
-            # Applied to each chunk as it is read: no standardised copy is made.
-            center, spread = mean, np.sqrt(variance)
-            spread = np.where(spread > 0, spread, 1.0)
+        mean, variance, center, spread = problem.mean, problem.variance, problem.center, None
+        if center is not None:
+            spread = problem.spread
             kernel, bias = kernel * spread[:, None], bias + center @ kernel
-            mean, variance = np.zeros(d), variance / spread**2
         # L-BFGS runs on centred, rescaled features, an exact change of
         # variables: the objective is the same, but pooled activations of very
         # different scales no longer make it ill-conditioned. A weight on
@@ -319,9 +346,8 @@ class LBFGSProbe(_SoftmaxProbe):
         # penalty: dividing it by `sqrt(var_i + l2)` makes both sum to about one.
         std = np.sqrt(variance + self.l2)
         std = np.where(std > 0, std, 1.0)
-        objective = _Objective(
-            features, labels, num_classes, self.l2, self.dtype, center=center, spread=spread
-        )
+        objective = problem.objective
+        objective.l2 = self.l2
 
         def standardized(theta):
             loss, gradient = objective(_from_standardized(theta, mean, std, num_classes))
@@ -329,29 +355,285 @@ class LBFGSProbe(_SoftmaxProbe):
             grad_kernel = (grad_kernel - mean[:, None] * grad_bias[None, :]) * (1 / std)[:, None]
             return loss, np.concatenate([grad_kernel.ravel(), grad_bias])
 
-        result = scipy.optimize.minimize(
-            standardized,
-            np.concatenate([(kernel * std[:, None]).ravel(), bias + mean @ kernel]),
-            jac=True,
-            method="L-BFGS-B",
-            options={
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-                # As scikit-learn: stop on the gradient, not on a stalled loss.
-                "ftol": 64 * np.finfo(float).eps,
-                "maxcor": self.memory,
-            },
-        )
+        # L-BFGS-B's own linear algebra (vector updates, m x m matrices) gains nothing from
+        # BLAS threads, and on few cores they contend with TensorFlow's: up to 7x slower.
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            result = scipy.optimize.minimize(
+                standardized,
+                np.concatenate([(kernel * std[:, None]).ravel(), bias + mean @ kernel]),
+                jac=True,
+                method="L-BFGS-B",
+                options={
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                    # As scikit-learn: stop on the gradient, not on a stalled loss.
+                    "ftol": 64 * np.finfo(float).eps,
+                    "maxcor": self.memory,
+                },
+            )
         theta = _from_standardized(result.x, mean, std, num_classes)
         self.coef_, self.intercept_ = objective.unpack(theta)
-        if self.standardize:
+        if center is not None:
             self.coef_ = self.coef_ / spread[:, None]
             self.intercept_ = self.intercept_ - center @ self.coef_
         self.loss_, gradient = objective(theta)
         self.grad_norm_ = float(np.abs(gradient).max())
         self.n_iter_ = int(result.nit)
-        self.converged_ = result.status == 0
+        self.converged_ = bool(result.status == 0)
+        self._fitted(d, num_classes)
+        self._stopped = None if self.converged_ else self._unconverged(result.status)
+        if warn and self._stopped:
+            warnings.warn(self._stopped, ConvergenceWarning, stacklevel=3)
         return self
+
+    def _unconverged(self, status) -> str:
+        """One line: why L-BFGS stopped short of `tol`, and the fix."""
+        where = f"LBFGSProbe(l2={self.l2:g}) stopped short of its optimum"
+        if status == 1:
+            return (
+                f"{where}: max_iter={self.max_iter} iterations ran before its gradient fell "
+                f"below tol={self.tol:g}. Increase max_iter (or tol)."
+            )
+        return (
+            f"{where} after {self.n_iter_} iterations: its line search could not lower the "
+            f"objective in {self.dtype} before its gradient fell below tol={self.tol:g}. Pass "
+            "dtype='float64', or a larger tol."
+        )
+
+
+_LBFGS_CV = _solver_settings.LBFGS_CV
+
+
+class LBFGSProbeCV(_SoftmaxProbe):
+    """`LBFGSProbe` with its penalty chosen on held-out examples, along a regularisation path.
+
+    The path fits `LBFGSProbe` at every penalty of `l2s`, strongest first,
+    each fit warm-started from the previous one (so the weak penalties,
+    whose fits cost the most from scratch, start near their optimum), and
+    scores each by the unpenalised mean cross-entropy of the held-out rows,
+    computed a chunk of rows at a time. The penalty of least held-out loss
+    (the stronger one on a tie) is `l2_`, and the probe kept is the path's
+    fit on the training rows at `l2_`, as scikit-learn's
+    `LogisticRegressionCV` with `refit=True`.
+
+    Held out are either a validation split (`cv="val"`: `fit(X, y, X_val=...,
+    y_val=...)`), or `k` folds of the training rows (`cv=k`): stratified by
+    class and shuffled with `seed` (`sklearn.model_selection.StratifiedKFold`),
+    the path run on each fold's other rows, the held-out losses averaged over
+    the folds per penalty; then the path is run again on all the rows, from
+    the strongest penalty down to `l2_`. The features may be memory-mapped
+    (`kp.FeatureCache.features`): the folds read their rows a chunk at a
+    time, never a copy of the cache. Under `MultiWorkerMirroredStrategy`
+    every fit all-reduces the workers' sums, as `LBFGSProbe`'s, and every
+    worker chooses the same penalty.
+
+    Args:
+        l2s: the penalties of the path, in any order. Defaults to `L2S`,
+            `np.logspace(-6, 0, 13)`.
+        cv: `"val"` (held-out examples given to `fit`) or the number of folds
+            (an integer >= 2). Defaults to `"val"`.
+        seed: seed of the folds' shuffle (`cv=k`). Defaults to `0`.
+        max_iter, tol, memory, dtype, standardize: every fit's, as
+            `LBFGSProbe` (same defaults: `1000`, `1e-4`, `20`, `"float32"`,
+            `False`).
+
+    Attributes:
+        l2_: the chosen penalty.
+        path_: `{l2: held-out loss}`, strongest penalty first (with `cv=k`,
+            the mean over the folds).
+        coef_, intercept_, loss_, grad_norm_, converged_: the kept fit's, as
+            `LBFGSProbe`'s.
+        n_iter_: the iterations of every fit of the path(s), in all.
+        classes_, n_features_in_: as `LBFGSProbe`'s.
+
+    Example:
+
+    ```python
+    probe = kp.solvers.LBFGSProbeCV(cv="val").fit(x, y, 10, X_val=x_val, y_val=y_val)
+    probe.l2_, probe.path_
+    ```
+    """
+
+    settings = _LBFGS_CV
+
+    def __init__(
+        self,
+        *,
+        l2s: Sequence[float] = _LBFGS_CV["l2s"].default,
+        cv: str | int = _LBFGS_CV["cv"].default,
+        seed: int = _LBFGS_CV["seed"].default,
+        max_iter: int = _LBFGS_CV["max_iter"].default,
+        tol: float = _LBFGS_CV["tol"].default,
+        memory: int = _LBFGS_CV["memory"].default,
+        dtype: str = _LBFGS_CV["dtype"].default,
+        standardize: bool = _LBFGS_CV["standardize"].default,
+    ):
+        self._store(locals())
+
+    @property
+    def takes_validation(self):
+        """`"required"` for `cv="val"`; `None` for folds of the training rows."""
+        return "required" if self.cv == "val" else None
+
+    def held_out_params(self, X_val, y_val) -> dict:
+        return {"X_val": X_val, "y_val": y_val}
+
+    def fit(
+        self,
+        X,
+        y,
+        num_classes: int = _INFER,
+        *,
+        X_val=None,
+        y_val=None,
+        coef_init=None,
+        intercept_init=None,
+    ) -> "LBFGSProbeCV":
+        """Runs the path on features `X` and integer labels `y`; keeps the best fit.
+
+        Args:
+            X, y, num_classes, coef_init, intercept_init: as for
+                `LBFGSProbe.fit`; the warm start is the first (strongest)
+                penalty's.
+            X_val, y_val: the held-out features and labels (`cv="val"`
+                only).
+
+        Returns:
+            `self`, fitted.
+        """
+        features, labels, num_classes = self._check_classification(X, y, num_classes)
+        given = X_val is not None or y_val is not None
+        if self.cv != "val" and given:
+            raise ValueError(
+                f"LBFGSProbeCV(cv={self.cv}) holds out folds of X: it takes no X_val or y_val. "
+                "Leave them out, or pass cv='val' to choose the penalty on them."
+            )
+        if self.cv == "val" and (X_val is None or y_val is None):
+            raise ValueError(
+                "LBFGSProbeCV(cv='val') chooses its penalty on held-out examples: pass "
+                "fit(X, y, X_val=..., y_val=...), or cv=5 to hold out 5 folds of X instead."
+            )
+        l2s = sorted({float(l2) for l2 in self.l2s}, reverse=True)  # strongest first
+        start = (coef_init, intercept_init)
+        self.n_iter_, self._capped = 0, []
+        if self.cv == "val":
+            val_x, val_y, _ = self._check_classification(X_val, y_val, num_classes)
+            if val_x.shape[1] != features.shape[1]:
+                raise ValueError(
+                    f"X_val holds {val_x.shape[1]} features per example; X {features.shape[1]}. "
+                    f"Received: X_val of shape {val_x.shape}"
+                )
+            losses, kept = self._path(features, labels, num_classes, l2s, start, val_x, val_y)
+        else:
+            folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
+            losses = np.zeros(len(l2s))
+            for train_rows, held_rows in folds.split(np.zeros((len(labels), 1)), labels):
+                fold = _Rows(features, train_rows), labels[train_rows]
+                held = _Rows(features, held_rows), labels[held_rows]
+                losses += self._path(*fold, num_classes, l2s, start, *held)[0] / self.cv
+        best = int(np.argmin(losses))  # the first, strongest, of equal losses
+        if self.cv != "val":
+            kept = self._path(features, labels, num_classes, l2s[: best + 1], start)[1][-1]
+        else:
+            kept = kept[best]
+        self.l2_ = l2s[best]
+        self.path_ = dict(zip(l2s, map(float, losses), strict=True))
+        self.coef_, self.intercept_ = kept.coef_, kept.intercept_
+        self.loss_, self.grad_norm_, self.converged_ = kept.loss_, kept.grad_norm_, kept.converged_
+        self._fitted(features.shape[1], num_classes)
+        if kept._stopped:
+            warnings.warn(f"LBFGSProbeCV's kept fit: {kept._stopped}", ConvergenceWarning, 2)
+        capped = [l2 for l2 in self._capped if l2 != self.l2_]
+        if capped:
+            warnings.warn(
+                f"LBFGSProbeCV: the fits at l2={', '.join(f'{l2:g}' for l2 in capped)} "
+                f"stopped at max_iter={self.max_iter} short of their optimum, which may change "
+                "their held-out losses. Increase max_iter.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _path(self, features, labels, num_classes, l2s, start, val_x=None, val_y=None):
+        """Fits at each of `l2s` in turn, each from the last; returns the held-out losses
+        (without `val_x`, none) and the fits (each kept only while it may be chosen)."""
+        problem = _Problem(features, labels, num_classes, self.dtype, self.standardize)
+        settings = {name: getattr(self, name) for name in _LBFGS if name != "l2"}
+        losses, fits, best = [], [], np.inf
+        coef, bias = start
+        for l2 in l2s:
+            # Warnings are the kept fit's, and the other fits' stopped at max_iter (their
+            # held-out loss may be off), said once; a float32 line search that stalls near
+            # the optimum, common from a warm start, changes no held-out loss that matters.
+            probe = LBFGSProbe(l2=l2, **settings)._solve(problem, coef, bias, warn=False)
+            self.n_iter_ += probe.n_iter_
+            if probe.n_iter_ >= self.max_iter and l2 not in self._capped:
+                self._capped.append(l2)
+            coef, bias = probe.coef_, probe.intercept_
+            if val_x is None:
+                fits = [probe]
+                continue
+            losses.append(_mean_cross_entropy(probe, val_x, val_y))
+            keep = losses[-1] < best
+            best = min(best, losses[-1])
+            fits.append(probe if keep else None)  # only a fit that may be chosen is kept
+        return np.array(losses), fits
+
+    def diagnostics(self) -> dict[str, float]:
+        """As `LBFGSProbe`'s, with `l2` the chosen penalty."""
+        self._check_fitted()
+        return {
+            "objective": float(self.loss_),
+            "grad_norm": float(self.grad_norm_),
+            "converged": float(self.converged_),
+            "l2": float(self.l2_),
+        }
+
+
+def _mean_cross_entropy(probe, X, y) -> float:
+    """The unpenalised mean cross-entropy of `probe` on `(X, y)`, a chunk of rows at a time,
+    in float64."""
+    total = 0.0
+    for rows in _row_slices(*X.shape, itemsize=8):
+        chunk = np.asarray(X[rows], np.float64)
+        if not np.isfinite(chunk).all():
+            _validation.check_finite(X, "X_val")
+        logits = chunk @ probe.coef_ + probe.intercept_
+        picked = logits[np.arange(len(logits)), y[rows]]
+        total += float(np.sum(scipy.special.logsumexp(logits, axis=1) - picked))
+    return total / len(y)
+
+
+class _Rows:
+    """Some rows of a 2-D array, in increasing order, read only where sliced: a fold of
+    features in memory, memory-mapped or in a cache's shards (`kp.cache.ShardedRows`).
+
+    A slice of rows reads spans of the array no longer than the slice's own
+    row count, so memory stays that of a chunk however sparse the rows.
+    """
+
+    def __init__(self, array, rows):
+        self.array, self.rows = array, np.asarray(rows)
+        self.shape, self.dtype = (len(self.rows), array.shape[1]), array.dtype
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"Rows of a fold are read by slices only. Received: {key!r}")
+        rows = self.rows[key]
+        span, pieces, i = max(len(rows), 1), [], 0
+        while i < len(rows):
+            first = rows[i]
+            stop = int(np.searchsorted(rows, first + span))
+            block = np.asarray(self.array[first : rows[stop - 1] + 1])
+            pieces.append(block[rows[i:stop] - first])
+            i = stop
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.shape[1]), self.dtype)
+
+
+_MINIBATCH = _solver_settings.MINIBATCH
 
 
 class Minibatch(_SoftmaxProbe):
@@ -374,7 +656,8 @@ class Minibatch(_SoftmaxProbe):
             Defaults to `3`.
         seed: seed of the shuffling. Defaults to `0`.
         callbacks: more Keras callbacks for the training, e.g.
-            `keras.callbacks.TensorBoard`. Defaults to `None`.
+            `keras.callbacks.TensorBoard`. A clone shares them (they are not
+            copied): they see every clone's training. Defaults to `None`.
         verbose: Keras' `verbose` of the training. Defaults to `0`.
 
     Attributes:
@@ -384,9 +667,11 @@ class Minibatch(_SoftmaxProbe):
             minibatch training ended.
         n_iter_: epochs run.
         converged_: whether early stopping ended the training (rather than
-            `epochs`).
+            `epochs`). With `validation_data`, running all `epochs` warns
+            with scikit-learn's `ConvergenceWarning`.
         validation_losses_: the validation loss after every epoch (empty
             without `validation_data`).
+        classes_, n_features_in_: as `LBFGSProbe`'s.
 
     Example:
 
@@ -396,34 +681,31 @@ class Minibatch(_SoftmaxProbe):
     ```
     """
 
-    early_stops = True
-
-    _constraints = {
-        "optimizer": _params.Options(*_MINIBATCH),
-        "l2": _params.Real(0),
-        "learning_rate": _params.Real(0, open_low=True),
-        "epochs": _params.Integer(1, description="a finite number > 0 (an integer)"),
-        "batch_size": _params.Integer(1, description="a finite number > 0 (an integer)"),
-        "patience": _params.Integer(0, description="a finite number >= 0 (an integer)"),
-        "seed": _params.Integer(0, description="a finite number >= 0 (an integer)"),
-        "verbose": _params.Integer(0),
-        "callbacks": [_params.Instance(list, tuple, description="a list of Keras callbacks"), None],
-    }
+    settings = _MINIBATCH
+    takes_validation = "optional"
 
     def __init__(
         self,
-        optimizer: str = "rmsprop",
+        optimizer: str = _MINIBATCH["optimizer"].default,
         *,
-        l2: float = 1e-4,
-        learning_rate: float = 1e-3,
-        epochs: int = 50,
-        batch_size: int = 256,
-        patience: int = 3,
-        seed: int = 0,
-        callbacks: list | None = None,
-        verbose: int = 0,
+        l2: float = _MINIBATCH["l2"].default,
+        learning_rate: float = _MINIBATCH["learning_rate"].default,
+        epochs: int = _MINIBATCH["epochs"].default,
+        batch_size: int = _MINIBATCH["batch_size"].default,
+        patience: int = _MINIBATCH["patience"].default,
+        seed: int = _MINIBATCH["seed"].default,
+        callbacks: list | None = _MINIBATCH["callbacks"].default,
+        verbose: int = _MINIBATCH["verbose"].default,
     ):
         self._store(locals())
+
+    def __sklearn_clone__(self):
+        # As scikit-learn's clone, but the callbacks are shared, not deep-copied: a
+        # TensorBoard or a recording callback given once sees every point's training.
+        return type(self)(**self.get_params(deep=False))
+
+    def held_out_params(self, X_val, y_val) -> dict:
+        return {"validation_data": (X_val, y_val)}
 
     def fit(
         self,
@@ -500,6 +782,15 @@ class Minibatch(_SoftmaxProbe):
         self.n_iter_ = len(history.epoch)
         self.validation_losses_ = list(history.history.get("val_loss", []))
         self.converged_ = bool(stopping is not None and stopping.stopped_epoch > 0)
+        self._fitted(d, num_classes)
+        if stopping is not None and not self.converged_:
+            warnings.warn(
+                f"Minibatch ran all epochs={self.epochs} with its validation loss still "
+                f"improving within patience={self.patience}: the probe may not have converged. "
+                "Increase epochs (or learning_rate).",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
 
@@ -511,7 +802,10 @@ def _batched(features, labels, batch_size, seed=None):
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-class RidgeProbe(ProbeEstimator):
+_RIDGE = _solver_settings.RIDGE
+
+
+class RidgeProbe(RegressorMixin, ProbeEstimator):
     """A linear regression probe with an L2 penalty, fitted in closed form.
 
     Minimises `||y - X w - b||^2 + alpha * ||w||^2` (the intercept `b` is not
@@ -526,13 +820,14 @@ class RidgeProbe(ProbeEstimator):
 
     Args:
         alpha: the L2 penalty (`> 0`), or a sequence of penalties to choose
-            from. Defaults to `1.0`.
+            from. Defaults to `ALPHAS`, 1e-3 to 1e6 in half decades.
 
     Attributes:
         coef_: `(features,)` for one target, `(features, targets)` for several.
         intercept_: `()` or `(targets,)`.
         alpha_: the penalty used, per target: `()` or `(targets,)`.
         direction_: the RCV, `coef_` scaled to unit length (per target).
+        n_features_in_: the number of features.
 
     Example:
 
@@ -544,14 +839,10 @@ class RidgeProbe(ProbeEstimator):
     """
 
     kind = "regressor"
+    settings = _RIDGE
 
-    def __init__(self, alpha: float | Sequence[float] = 1.0):
-        alphas = np.atleast_1d(np.asarray(alpha, dtype=object))
-        positive = _params.Real(0, open_low=True)
-        if alphas.ndim != 1 or len(alphas) == 0 or not all(positive.accepts(a) for a in alphas):
-            _params.refuse("alpha", alpha, "a finite number > 0 or a non-empty sequence of them")
-        self.alpha = alpha
-        self._alphas = alphas.astype(np.float64)
+    def __init__(self, alpha: float | Sequence[float] = _RIDGE["alpha"].default):
+        self._store(locals())
 
     def fit(self, X, y, *, coef_init=None, intercept_init=None) -> "RidgeProbe":
         """Fits the probe on features `X` `(n, features)` and targets `y` `(n,)` or
@@ -562,13 +853,19 @@ class RidgeProbe(ProbeEstimator):
         Returns:
             `self`, fitted.
         """
-        x = X if hasattr(X, "shape") else np.asarray(X)
+        x = _check_features(X, "features")
+        if y is None:
+            raise ValueError(
+                "RidgeProbe requires y to be passed, but the target y is None: pass the "
+                "targets of the features."
+            )
         y = np.asarray(y, np.float64)
-        if len(x.shape) != 2 or len(x) != len(y) or len(x) == 0 or y.ndim not in (1, 2):
+        if len(x) != len(y) or len(x) == 0 or y.ndim not in (1, 2):
             raise ValueError(
                 "`features` must be (n, features) and `targets` (n,) or (n, targets), with "
                 f"the same n > 0. Received: {x.shape} and {y.shape}"
             )
+        alphas = np.atleast_1d(np.asarray(self.alpha, np.float64))
         n, d = x.shape
         # Where examples outnumber features (the primal form) the features are
         # streamed, a chunk of rows at a time: a cache larger than memory fits.
@@ -620,17 +917,17 @@ class RidgeProbe(ProbeEstimator):
         def weights(alphas):
             return (1.0 if primal else spectrum[:, None]) / (spectrum[:, None] + alphas)
 
-        if len(self._alphas) == 1:
-            alpha = np.full(yc.shape[1], self._alphas[0])
+        if len(alphas) == 1:
+            alpha = np.full(yc.shape[1], alphas[0])
         else:
-            w = weights(self._alphas[None, :])  # (rank, alphas)
-            squares = np.zeros((len(self._alphas), yc.shape[1]))
+            w = weights(alphas[None, :])  # (rank, alphas)
+            squares = np.zeros((len(alphas), yc.shape[1]))
             for rows, q in basis_rows():
-                for i in range(len(self._alphas)):
+                for i in range(len(alphas)):
                     residual = yc[rows] - q @ (w[:, i : i + 1] * projected)
                     hat = (q**2) @ w[:, i] + 1.0 / n
                     squares[i] += ((residual / (1.0 - hat)[:, None]) ** 2).sum(axis=0)
-            alpha = self._alphas[np.argmin(squares, axis=0)]
+            alpha = alphas[np.argmin(squares, axis=0)]
         solved = projected / (spectrum[:, None] + alpha[None, :])  # (rank, targets)
         coef = basis @ solved if primal else xc.T @ (basis @ solved)
         intercept = y_mean - x_mean @ coef
@@ -644,7 +941,7 @@ class RidgeProbe(ProbeEstimator):
             direction,
         )
         # Closed form: one "iteration", always at the optimum.
-        self.n_iter_, self.converged_ = 1, True
+        self.n_iter_, self.converged_, self.n_features_in_ = 1, True, d
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -656,10 +953,9 @@ class RidgeProbe(ProbeEstimator):
         value = metrics.r2(y, self.predict(X))
         return float(value[0]) if np.ndim(y) == 1 else value
 
-    def diagnostics(self) -> dict[str, np.ndarray]:
-        """`{"alpha": the penalty chosen per target}`."""
-        self._check_fitted()
-        return {"alpha": np.atleast_1d(self.alpha_)}
+    def diagnostics(self) -> dict:
+        """`{"alpha": the penalty chosen per target, "converged": 1.0}` (closed form)."""
+        return {"alpha": np.atleast_1d(self.alpha_), **super().diagnostics()}
 
 
 def unit_columns(matrix) -> np.ndarray:
@@ -668,24 +964,29 @@ def unit_columns(matrix) -> np.ndarray:
     return matrix / np.where(norm > 0, norm, 1.0)
 
 
-#: Which settings each solver name takes, beside `l2`.
+#: The estimator of each solver name that `get`, `kp.fit_probes` and the command line take.
+_NAMED = {"lbfgs": LBFGSProbe, "rmsprop": Minibatch, "adam": Minibatch}
+#: Which settings each solver name takes, beside `l2`: its estimator's declared settings
+#: (`optimizer` is the name itself).
 SETTINGS = {
-    "lbfgs": ("max_iter", "tol", "dtype"),
-    "rmsprop": ("epochs", "batch_size", "patience", "learning_rate", "seed", "callbacks"),
-    "adam": ("epochs", "batch_size", "patience", "learning_rate", "seed", "callbacks"),
+    name: tuple(s for s in solver.settings if s not in ("l2", "optimizer"))
+    for name, solver in _NAMED.items()
 }
 
 
 def get(solver, l2=None, **settings) -> ProbeEstimator:
     """A solver estimator from a name and the settings given, or an estimator as it is.
 
-    Settings left at `None` take the solver's defaults; a setting that the
-    chosen solver does not use is an error, not ignored.
+    Settings left at `None` take the estimator's declared defaults; a setting
+    that the chosen solver does not use is an error, not ignored.
 
     Args:
         solver: `"lbfgs"`, `"rmsprop"`, `"adam"`, or a `ProbeEstimator`
             (which then takes no settings here: they are its own).
-        l2: the L2 penalty of a named solver. Defaults to `None` (`1e-4`).
+        l2: the L2 penalty of a named solver, or `"auto"` (with `"lbfgs"`):
+            chosen on a validation split by `LBFGSProbeCV()`, its default
+            path, the other settings passed on to it. Defaults to `None`: the
+            estimator's default (`1e-4`).
         **settings: the named solver's other settings, `None` for unset.
 
     Returns:
@@ -712,11 +1013,52 @@ def get(solver, l2=None, **settings) -> ProbeEstimator:
             f"`{unused[0]}` is a setting of solver={' or '.join(map(repr, users))}. "
             "Leave it out, or choose that solver."
         )
+    if isinstance(l2, str) and l2 == "auto":
+        if solver != "lbfgs":
+            raise ValueError(
+                f"l2='auto' chooses the penalty of solver='lbfgs' (kp.solvers.LBFGSProbeCV); "
+                f"solver={solver!r} takes a number. Pass l2=1e-4, or solver='lbfgs'."
+            )
+        return LBFGSProbeCV(**given)
     if l2 is not None:
         given["l2"] = l2
     if solver == "lbfgs":
         return LBFGSProbe(**given)
     return Minibatch(solver, **given)
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    """The BLAS libraries loaded (NumPy's, SciPy's), found once."""
+    return ThreadpoolController()
+
+
+def _check_features(X, argument):
+    """`X` as a 2-D array of at least one feature (memory-mapped arrays and
+    `kp.cache.ShardedRows` as they are, lists converted); sparse matrices refused."""
+    if scipy.sparse.issparse(X):
+        raise TypeError(
+            f"`{argument}` is a sparse matrix; probes take dense features. Pass "
+            f"{argument}.toarray(). Received: {type(X).__name__}"
+        )
+    if not hasattr(X, "dtype") or X.dtype == object:  # lists, data frames, objects
+        X = np.asarray(X, dtype=np.float64)
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(
+            f"Complex data not supported: `{argument}` holds complex numbers ({X.dtype}); "
+            "probes take real features."
+        )
+    if len(X.shape) != 2:
+        raise ValueError(
+            f"`{argument}` must be a 2-D array (examples, features). Received: {argument} of "
+            f"shape {X.shape}. Reshape your data: .reshape(1, -1) for one example, "
+            ".reshape(-1, 1) for one feature."
+        )
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"`{argument}` has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    return X
 
 
 def _row_slices(n, d, itemsize=4, share=False):
@@ -757,6 +1099,27 @@ def _from_standardized(theta, mean, std, num_classes):
     return np.concatenate([kernel.ravel(), theta[-num_classes:] - mean @ kernel])
 
 
+class _Problem:
+    """Features and labels made ready for L-BFGS fits at any penalty: their moments (one
+    streaming pass, which also refuses non-finite features before any TensorFlow work,
+    shared by the workers of a multi-worker strategy) and the objective (features held
+    as tensors, or streamed). The fits of a regularisation path share one."""
+
+    def __init__(self, features, labels, num_classes, dtype, standardize):
+        self.d, self.num_classes = features.shape[1], num_classes
+        mean, variance = _moments(features)
+        self.center = self.spread = None
+        if standardize:
+            # Applied to each chunk as it is read: no standardised copy is made.
+            self.center, spread = mean, np.sqrt(variance)
+            self.spread = np.where(spread > 0, spread, 1.0)
+            mean, variance = np.zeros(self.d), variance / self.spread**2
+        self.mean, self.variance = mean, variance
+        self.objective = _Objective(
+            features, labels, num_classes, 0.0, dtype, center=self.center, spread=self.spread
+        )
+
+
 class _Objective:
     """The probe objective and its gradient over flat float64 parameters.
 
@@ -767,6 +1130,7 @@ class _Objective:
     not by the features. Under a multi-worker strategy each worker sums its
     share of the chunks and one all-reduce adds up the workers' sums.
     `center` and `spread`, if given, standardise each chunk as it is read.
+    `l2` may be changed between calls (the fits of a path).
     """
 
     def __init__(

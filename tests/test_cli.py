@@ -873,3 +873,31 @@ def test_compare_imports_no_tensorflow(tmp_path):
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "keras_probes.report" in imported
     assert not imported & {"tensorflow", "keras", "tensorflow_datasets", "matplotlib"}
+
+
+def test_fit_chooses_the_penalty_on_the_validation_split_with_l2_auto(files, tmp_path, capsys):
+    model, cache = str(files / "convnet.keras"), str(tmp_path / "cache")
+    main(["cache", model, "--data", str(files / "train"), "--out", cache, "--points", "gap",
+          "--quiet"])  # fmt: skip
+    # With no validation split yet, one line naming the fix.
+    assert main(["fit", model, "--cache", cache, "--l2", "auto", "--quiet"]) == 2
+    error = _one_error_line(capsys, "fit")
+    assert "chooses the penalty on a validation split" in error, error
+    assert "Write one (FeatureCache.write(..., split='val'))" in error, error
+    main(["cache", model, "--data", str(files / "val"), "--out", cache, "--split", "val",
+          "--points", "gap", "--quiet"])  # fmt: skip
+    report_file = tmp_path / "report.json"
+    argv = ["fit", model, "--cache", cache, "--l2", "auto", "--report", str(report_file), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    chosen = kp.ProbeReport.from_json(report_file).values("train", "l2")
+    assert set(chosen) == {"gap"} and chosen["gap"] in kp.solvers.L2S
+    # What LBFGSProbeCV chooses on the same cache.
+    opened = kp.FeatureCache.open(cache)
+    (_, y), (_, y_val) = (opened.arrays(split, points=[]) for split in ("train", "val"))
+    alone = kp.solvers.LBFGSProbeCV().fit(
+        opened.features("train", "gap"), y, 3, X_val=opened.features("val", "gap"), y_val=y_val
+    )
+    assert chosen["gap"] == alone.l2_
+    # Minibatch solvers take a number.
+    assert main(["fit", model, "--cache", cache, "--solver", "adam", "--l2", "auto"]) == 2
+    assert "--l2 auto chooses the penalty of --solver lbfgs only" in _one_error_line(capsys, "fit")

@@ -1,15 +1,22 @@
 """The solver protocol (scikit-learn's estimator conventions), the one fitting loop, and
 the task objects that make classification and regression probes one code path."""
 
+import inspect
+import warnings
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import small_convnet
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.utils.estimator_checks import check_estimator
 
 import keras_probes as kp
-from keras_probes.solvers import LBFGSProbe, Minibatch, RidgeProbe
+from keras_probes import _solver_settings, cli
+from keras_probes.solvers import LBFGSProbe, LBFGSProbeCV, Minibatch, RidgeProbe
 
 SOLVERS = [
     LBFGSProbe(l2=1e-2, max_iter=200),
@@ -43,7 +50,7 @@ def test_solvers_follow_scikit_learns_estimator_conventions(solver, blobs):
     assert copy.get_params() == params and copy is not solver
     assert repr(solver).startswith(type(solver).__name__ + "(")
     for method in ("predict", "decision_function", "score"):
-        with pytest.raises(kp.solvers.NotFittedError, match="not fitted yet. Call fit"):
+        with pytest.raises(kp.solvers.NotFittedError, match="not fitted yet. Call 'fit'"):
             getattr(solver.clone(), method)(*((xt, yt) if method == "score" else (xt,)))
     fitted = _fit(solver.clone(), x, y)
     assert isinstance(fitted, type(solver)) and fitted.get_params() == params
@@ -54,7 +61,7 @@ def test_solvers_follow_scikit_learns_estimator_conventions(solver, blobs):
     assert np.mean(score) > 0.5
     if solver.kind == "classifier":
         np.testing.assert_array_equal(fitted.predict(xt), fitted.decision_function(xt).argmax(1))
-    with pytest.raises(ValueError, match="has no setting"):
+    with pytest.raises(ValueError, match="Invalid parameter 'nonsense'"):
         solver.clone().set_params(nonsense=1)
 
 
@@ -69,6 +76,174 @@ def test_set_params_checks_like_the_constructor():
         Minibatch("sgd")
     with pytest.raises(ValueError, match="`dtype` must be one of 'float32', 'float64'"):
         LBFGSProbe(dtype="float16")
+    assert probe.max_iter == 3  # a refused set_params changes nothing
+    with pytest.raises(ValueError, match="`cv` must be one of 'val' or an integer >= 2"):
+        LBFGSProbeCV(cv=1)
+    with pytest.raises(ValueError, match="`l2s` must be a non-empty sequence of finite"):
+        LBFGSProbeCV(l2s=[])
+
+
+def test_solvers_work_with_scikit_learns_model_selection(blobs):
+    x, y, xt, yt = blobs
+    x, y = x[:360], y[:360]  # folds of equal sizes: fewer shapes for XLA to compile
+    assert is_classifier(LBFGSProbeCV()) and is_regressor(RidgeProbe())
+    assert kp.solvers.NotFittedError is NotFittedError
+    # GridSearchCV clones the estimator, sets each candidate's settings, fits with
+    # fit(X, y) (num_classes inferred), scores by predict_proba and classes_, refits the best.
+    search = GridSearchCV(LBFGSProbe(), {"l2": [10.0, 1e-2]}, cv=2, scoring="neg_log_loss")
+    search.fit(x, y)
+    assert search.best_params_ == {"l2": 1e-2}  # a penalty of 10 flattens the logits
+    np.testing.assert_array_equal(search.best_estimator_.classes_, np.arange(4))
+    assert search.best_estimator_.score(xt, yt) > 0.8
+    scores = cross_val_score(LBFGSProbeCV(cv=2, l2s=(1e-1, 1e-3)), x, y, cv=2)
+    assert scores.shape == (2,) and scores.min() > 0.8
+    ridge = cross_val_score(RidgeProbe(), x, (y == 0).astype(float), cv=2)  # R^2
+    assert ridge.shape == (2,) and ridge.min() > 0.5
+    # A Minibatch's clones share its callbacks (not copies): they see every fit.
+    callback = keras.callbacks.Callback()
+    assert clone(Minibatch(callbacks=[callback])).callbacks[0] is callback
+
+
+#: The scikit-learn estimator checks that our solvers fail by design, and why.
+_BY_DESIGN = {
+    "check_do_not_raise_errors_in_init_or_set_params": (
+        "a bad setting is refused when the estimator is made or by set_params, before any "
+        "work, in one message shape (keras_probes._params), as the command line refuses it"
+    ),
+    "check_supervised_y_2d": (
+        "labels or targets as a column (n, 1), as keras.datasets gives CIFAR-10's, are "
+        "taken without scikit-learn's DataConversionWarning"
+    ),
+}
+_CLASSIFIERS_BY_DESIGN = {
+    **_BY_DESIGN,
+    "check_classifiers_classes": (
+        "labels are integer class indices in [0, num_classes), the probe's output units: "
+        "string labels are refused"
+    ),
+    "check_classifiers_train": (
+        "decision_function is (n, classes) for two classes too: a probe head's logits, as "
+        "reports, exports and fit_each read them (the rest of the check passes)"
+    ),
+    "check_decision_proba_consistency": "the same (n, 2) decision_function of two classes",
+}
+_REGRESSORS_BY_DESIGN = {
+    **_BY_DESIGN,
+    "check_regressors_no_decision_function": (
+        "decision_function is the raw output that fit_each scores for every solver"
+    ),
+}
+
+
+def _check_estimator(estimator, by_design):
+    """scikit-learn's checks: every one passes but those failing by design, which fail."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checks' own, and the tiny fits' convergence
+        results = check_estimator(estimator, expected_failed_checks=by_design, on_fail=None)
+    statuses = {}
+    for result in results:
+        statuses.setdefault(result["check_name"], set()).add(result["status"])
+    failed = {name: status for name, status in statuses.items() if "failed" in status}
+    assert not failed, failed
+    # The list is not stale: each check named fails (xfail), none passes unnoticed.
+    assert all(statuses[name] == {"xfail"} for name in by_design), statuses
+
+
+def test_ridge_probe_passes_scikit_learns_estimator_checks():
+    _check_estimator(RidgeProbe(), _REGRESSORS_BY_DESIGN)
+
+
+@pytest.mark.slow  # 30 s to 2 min: about 55 checks, each fitting a few probes
+@pytest.mark.parametrize(
+    "solver",
+    [LBFGSProbe(), LBFGSProbeCV(cv=2, l2s=(1e-2, 1e-4)), Minibatch(epochs=2)],
+    ids=lambda s: type(s).__name__,
+)
+def test_softmax_solvers_pass_scikit_learns_estimator_checks(solver):
+    # LBFGSProbeCV(cv="val") needs held-out examples in fit: its folds stand in for it.
+    _check_estimator(solver, _CLASSIFIERS_BY_DESIGN)
+
+
+def test_settings_are_declared_once_on_the_solver_classes(blobs):
+    # Each class's signature takes its defaults from its declared table.
+    for solver in (LBFGSProbe, LBFGSProbeCV, Minibatch, RidgeProbe):
+        declared = _solver_settings.defaults(solver.settings)
+        assert solver().get_params() == declared, solver
+    assert LBFGSProbeCV.settings["l2s"].default == tuple(np.logspace(-6, 0, 13))
+    lbfgs = LBFGSProbe().get_params()
+    # LBFGSProbeCV's fits take LBFGSProbe's settings, with the same defaults.
+    assert {k: v for k, v in LBFGSProbeCV().get_params().items() if k in lbfgs} == {
+        k: v for k, v in lbfgs.items() if k != "l2"
+    }
+    assert Minibatch().l2 == LBFGSProbe().l2
+    assert kp.solvers.SETTINGS["lbfgs"] == ("max_iter", "tol", "memory", "dtype", "standardize")
+    # kp.fit_probes, the controls, ProbeMonitor and fit_regression_probes leave every
+    # solver setting at None, "the estimator's default", and so fit with those.
+    for function, names in (
+        (kp.fit_probes, ["l2", *kp.solvers.SETTINGS["lbfgs"][:2], "epochs", "patience"]),
+        (kp.controls.shuffled_label_probes, ["l2", "max_iter", "tol"]),
+        (kp.controls.control_task_probes, ["l2", "max_iter", "tol"]),
+        (kp.controls.reinitialized_probes, ["l2"]),
+        (kp.fit_regression_probes, ["alpha"]),
+        (kp.callbacks.ProbeMonitor, ["l2", "max_iter", "tol"]),
+    ):
+        defaults = inspect.signature(function).parameters
+        assert all(defaults[name].default is None for name in names), function
+    assert kp.solvers.get("lbfgs").get_params() == lbfgs
+    x, y, _, _ = blobs
+    monitor = kp.callbacks.ProbeMonitor((x, y), num_classes=4, verbose=0)
+    # The monitor's one difference, documented: it standardises (activations change scale
+    # as the model trains). max_iter was 500 there, 1000 elsewhere: now 1000 everywhere.
+    assert monitor.solver.get_params() == {**lbfgs, "standardize": True}
+    assert RidgeProbe().alpha == kp.regression.ALPHAS
+    # The command line's options: the same defaults, the same solvers, the declared checks.
+    fit = cli._command_parser("fit")
+    assert fit.parse_args(["m", "--cache", "c"]).l2 == lbfgs["l2"]
+    assert fit.parse_args(["m", "--cache", "c", "--l2", "auto"]).l2 == "auto"
+    assert cli._SOLVER_OPTIONS == {
+        "max_iter": ("lbfgs",),
+        "epochs": ("rmsprop", "adam"),
+        "patience": ("rmsprop", "adam"),
+        "learning_rate": ("rmsprop", "adam"),
+    }
+    text = " ".join(fit.format_help().split())
+    assert "--max-iter MAX_ITER L-BFGS iterations, --solver lbfgs only (default: 1000)" in text
+    assert "(default: 50)" in text and "(default: 0.001)" in text
+
+
+def test_unconverged_fits_warn_and_say_so_in_the_train_row(blobs):
+    x, y, xt, yt = blobs
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=2 iterations ran .* Increase max_"):
+        stopped = LBFGSProbe(l2=1e-2, max_iter=2).fit(x, y, 4)
+    assert not stopped.converged_ and stopped.diagnostics()["converged"] == 0.0
+    # Through fit_each: one head starts at its optimum (converges at once), one at zero.
+    task = kp.tasks.Classification(4)
+    optimum = LBFGSProbe(l2=1e-2, tol=1e-6, dtype="float64").fit(x, y, 4)
+    heads = []
+    for point, weights in (("warm", [optimum.coef_, optimum.intercept_]), ("cold", None)):
+        head = task.new_head(point)
+        head.build((None, 20))
+        if weights is not None:
+            head.set_weights([w.astype("float32") for w in weights])
+        heads.append(head)
+    with pytest.warns(ConvergenceWarning, match=r"LBFGSProbe\(l2=0.01\) stopped short"):
+        report = kp.fitting.fit_each(
+            LBFGSProbe(l2=1e-2, max_iter=2),
+            task,
+            ["warm", "cold"],
+            lambda split, point: x if split == "train" else xt,
+            {"train": y, "val": yt},
+            heads=heads,
+            verbose=0,
+        )
+    assert report.values("train", "converged") == {"warm": 1.0, "cold": 0.0}
+    assert report.values("train", "l2") == {"warm": 1e-2, "cold": 1e-2}
+    # Minibatch warns when its validation loss never stopped it: it ran all epochs.
+    with pytest.warns(ConvergenceWarning, match="ran all epochs=1 .* Increase epochs"):
+        probe = Minibatch(epochs=1).fit(x, y, 4, validation_data=(xt, yt))
+    assert probe.diagnostics() == pytest.approx(
+        {"objective": probe.loss_, "grad_norm": probe.grad_norm_, "converged": 0.0, "l2": 1e-4}
+    )
 
 
 @pytest.mark.numerics
@@ -127,6 +302,30 @@ def test_fit_probes_takes_an_estimator_and_refuses_unused_settings(cached):
         kp.fit_probes(probed, cache, solver=RidgeProbe())
 
 
+def test_fit_probes_chooses_each_penalty_on_the_validation_split(cached):
+    probed, cache = cached
+    for head in probed.heads:  # cold starts (other tests fitted them)
+        head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    report = kp.fit_probes(probed, cache, l2="auto", verbose=0)
+    chosen = report.values("train", "l2")
+    assert set(chosen.values()) <= set(kp.solvers.L2S)
+    # What LBFGSProbeCV() chooses alone on the cache's train and val splits (memory-mapped).
+    train, val = (cache.features(split, "gap") for split in ("train", "val"))
+    (_, labels), (_, val_labels) = (cache.arrays(split, points=[]) for split in ("train", "val"))
+    alone = kp.solvers.LBFGSProbeCV().fit(train, labels, 10, X_val=val, y_val=val_labels)
+    # The same computation: the same choice and fit, the head holding it in float32.
+    assert chosen["gap"] == alone.l2_
+    kernel = probed.get_probe("gap").get_weights()[0]
+    np.testing.assert_array_equal(kernel, alone.coef_.astype(kernel.dtype))
+    assert report.values("train", "converged") == {"pool1": 1.0, "gap": 1.0}
+    with pytest.raises(ValueError, match="validation=None leaves it none; or hold out 5 folds"):
+        kp.fit_probes(probed, cache, l2="auto", validation=None)
+    with pytest.raises(ValueError, match=r"has none named 'val'.*splits are \['train', 'val'\]"):
+        kp.fit_probes(probed, cache, l2="auto", train="val")  # then no other held-out split
+    with pytest.raises(ValueError, match="l2='auto' chooses the penalty of solver='lbfgs'"):
+        kp.fit_probes(probed, cache, solver="adam", l2="auto")
+
+
 def test_one_loop_scores_every_split_with_the_task_metrics(cached):
     probed, cache = cached
     report = kp.fit_probes(probed, cache, l2=1e-3, verbose=0)
@@ -145,6 +344,8 @@ def test_one_loop_scores_every_split_with_the_task_metrics(cached):
         "top5_error",
         "objective",
         "grad_norm",
+        "converged",
+        "l2",
     }
 
 
@@ -231,7 +432,7 @@ def test_probe_monitor_watches_regression_probes(digits):
 def test_careless_calls_get_errors_that_name_the_fix(cached, blobs):
     probed, cache = cached
     x, y, _, _ = blobs
-    with pytest.raises(ValueError, match="LBFGSProbe does not early-stop.*validation='val'"):
+    with pytest.raises(ValueError, match="LBFGSProbe takes no held-out split.*validation='val'"):
         kp.fit_probes(probed, cache, solver="lbfgs", validation="val")
     with pytest.raises(ValueError, match="validation='train' is the train split"):
         kp.fit_probes(probed, cache, solver="adam", validation="train")

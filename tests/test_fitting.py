@@ -1,4 +1,5 @@
-"""`kp.fitting.fit_each`: what its progress bar shows while the probes are fitted."""
+"""`kp.fitting.fit_each`: what its progress bar shows while the probes are fitted, and the
+held-out split it gives the solvers that take one."""
 
 import itertools
 import re
@@ -6,6 +7,7 @@ import types
 
 import keras
 import numpy as np
+import pytest
 
 import keras_probes as kp
 
@@ -35,3 +37,29 @@ def test_progress_shows_each_fits_iterations_as_an_integer(capsys, monkeypatch):
     )
     shown = re.findall(r"iterations: ([\d.e+-]+)", capsys.readouterr().out)
     assert shown == [str(n) for n in expected]
+
+
+def test_held_out_split_goes_to_the_solvers_that_take_it():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype("float32")
+    y = np.argmax(x[:, :3] + rng.standard_normal((200, 3)), axis=1)
+    features = {"train": x[:120], "val": x[120:]}
+    targets = {"train": y[:120], "val": y[120:]}
+    task = kp.tasks.Classification(3)
+
+    def fit(solver, validation):
+        return kp.fitting.fit_each(
+            solver, task, ["p"], lambda split, point: features[split], targets,
+            validation=validation, verbose=0,
+        )  # fmt: skip
+
+    solver = kp.solvers.LBFGSProbeCV(l2s=(1.0, 1e-2, 1e-4))
+    row = fit(solver, "val").results["train"]["p"]
+    alone = solver.clone().fit(x[:120], y[:120], 3, X_val=x[120:], y_val=y[120:])
+    assert row["l2"] == alone.l2_ and row["objective"] == alone.loss_
+    with pytest.raises(ValueError, match=r"LBFGSProbeCV\(l2s=.*\) chooses on a held-out split"):
+        fit(solver, None)
+    with pytest.raises(ValueError, match="LBFGSProbe takes no held-out split"):
+        fit(kp.solvers.LBFGSProbe(), "val")
+    # Folds of train need none.
+    assert fit(kp.solvers.LBFGSProbeCV(l2s=(1.0, 1e-2), cv=2), None).results["train"]["p"]["l2"]

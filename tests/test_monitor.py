@@ -85,13 +85,15 @@ def test_monitor_fits_probes_to_the_optimum_of_the_current_features(digits):
     monitor = _monitor(digits, unit="epoch", validation_data=None)
     model = _train(digits, monitor, epochs=1)
     assert monitor.history.steps == [0, 32] and monitor.history.epochs == [0.0, 1.0]
-    assert set(monitor.history.metrics) == {"train_error", "train_loss", "objective", "grad_norm"}
+    assert set(monitor.history.metrics) == {
+        "train_error", "train_loss", "objective", "grad_norm", "converged", "l2"
+    }  # fmt: skip
     # The warm-started fit ends where a cold fit on the final features ends.
     x, y = monitor.splits["train"]
     probed = kp.ProbedModel(model, points=POINTS, num_classes=10, reducers={"image": "flatten"})
     features = probed.feature_model.predict(x, verbose=0)
     for point in POINTS:
-        cold = kp.solvers.LBFGSProbe(l2=1e-4, max_iter=500, standardize=True)
+        cold = kp.solvers.LBFGSProbe(l2=1e-4, standardize=True)
         cold = cold.fit(features[point], y, 10)
         warm = monitor.history.at(32, "objective")[point]
         assert warm == pytest.approx(cold.loss_, rel=1e-3)  # seen at most 1.2e-4

@@ -1,10 +1,14 @@
-"""Solvers on cached features: L-BFGS reaches scikit-learn's optimum; minibatch as the paper."""
+"""Solvers on cached features: L-BFGS reaches scikit-learn's optimum, LBFGSProbeCV chooses its
+penalty; minibatch as the paper."""
 
 import keras
 import numpy as np
 import pytest
 from conftest import assert_error_rate, objective, small_convnet
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 import keras_probes as kp
 from keras_probes.solvers import LBFGSProbe
@@ -184,3 +188,123 @@ def test_bad_arguments_and_stale_caches_are_refused(cached):
     )
     with pytest.raises(kp.CacheError, match="written from another model"):
         kp.fit_probes(other, cache)
+
+
+def _classes(seed, num_classes, n=150, n_val=1000, d=40, separation=3.0):
+    """Gaussian classes in `d` dimensions, float32: `n` to fit on, `n_val` held out. With
+    150 rows for 40 features the penalty matters: too weak overfits, too strong underfits."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(num_classes, d)) * separation / np.sqrt(d)
+    y = rng.integers(0, num_classes, n + n_val)
+    x = (means[y] + rng.normal(size=(n + n_val, d))).astype(np.float32)
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("num_classes", [4, 2])
+def test_lbfgs_probe_cv_chooses_the_penalty_of_scikit_learns_path(num_classes):
+    """The penalty of least held-out cross-entropy along scikit-learn's path, the same
+    grid: LogisticRegression(C = 1 / (l2 n)) for 3+ classes, C = 2 / (l2 n) for two
+    (one weight vector: see kp.solvers), each scored by log_loss on the same split."""
+    x, y, xv, yv = _classes(0, num_classes)
+    probe = kp.solvers.LBFGSProbeCV(cv="val").fit(x, y, X_val=xv, y_val=yv)
+    l2s = list(probe.path_)
+    assert l2s == sorted(kp.solvers.L2S, reverse=True)  # the default grid, strongest first
+    factor = 1 if num_classes > 2 else 2
+    theirs = {}
+    with threadpool_limits(1):  # 2 BLAS threads beside TensorFlow's: 6x slower here
+        for l2 in l2s:
+            reference = LogisticRegression(C=factor / (l2 * len(y)), tol=1e-10, max_iter=10_000)
+            theirs[l2] = log_loss(yv, reference.fit(x, y).predict_proba(xv))
+    best = min(theirs, key=theirs.get)
+    # Equal here (seeds 0-2, 2 and 4 classes: 1e-2 or 10^-1.5, an interior optimum); a
+    # near-tie would pass within 1e-3 of scikit-learn's least held-out loss.
+    assert probe.l2_ == best or theirs[probe.l2_] <= theirs[best] * (1 + 1e-3), (probe.l2_, best)
+    assert 1e-6 < probe.l2_ < 1.0
+    # The held-out losses are those of the optima (float32, tol 1e-4: seen within 4e-3)
+    # from the strongest penalty to the chosen one. (Weaker ones, nearly separable, have
+    # flat optima that warm and cold starts leave at different points.)
+    for l2 in l2s[: l2s.index(probe.l2_) + 1]:
+        assert probe.path_[l2] == pytest.approx(theirs[l2], rel=1e-2), l2
+    # The probe kept is the path's fit at l2_: the optimum at that penalty, as a cold fit
+    # finds it within their tolerance (tol 1e-4: probabilities seen within 8e-3).
+    alone = LBFGSProbe(l2=probe.l2_).fit(x, y, num_classes)
+    assert probe.loss_ == pytest.approx(alone.loss_, rel=1e-4)
+    np.testing.assert_allclose(probe.predict_proba(xv), alone.predict_proba(xv), atol=2e-2)
+    assert probe.diagnostics()["l2"] == probe.l2_
+    assert probe.converged_ and probe.n_iter_ > alone.n_iter_
+
+
+@pytest.mark.numerics
+def test_lbfgs_probe_cv_warm_starts_cost_fewer_iterations_than_cold_starts():
+    x, y, xv, yv = _classes(1, 4)
+    l2s = kp.solvers.L2S[6:]  # 1e-3 to 1
+    path = kp.solvers.LBFGSProbeCV(l2s=l2s).fit(x, y, X_val=xv, y_val=yv)
+    cold = [LBFGSProbe(l2=l2).fit(x, y, 4).n_iter_ for l2 in path.path_]
+    # Seen on seeds 0-4: 50-70 iterations along the path, 80-96 from cold starts (a ratio
+    # of 0.62-0.73).
+    assert path.n_iter_ < 0.8 * sum(cold), (path.n_iter_, cold)
+
+
+def test_lbfgs_probe_cv_on_folds_is_the_mean_over_stratified_seeded_folds():
+    x, y, _, _ = _classes(2, 3, n=150)
+    l2s, tight = (1e-1, 1e-2), {"dtype": "float64", "tol": 1e-6}
+    probe = kp.solvers.LBFGSProbeCV(l2s=l2s, cv=3, seed=5, **tight).fit(x, y)
+    # The same folds by hand: StratifiedKFold(3, shuffle=True, random_state=5), every
+    # penalty fitted from a cold start, held-out cross-entropy averaged over the folds.
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=5).split(x, y))
+    for l2 in l2s:
+        losses = []
+        for train_rows, held_rows in folds:
+            fold = LBFGSProbe(l2=l2, **tight).fit(x[train_rows], y[train_rows], 3)
+            losses.append(fold.evaluate(x[held_rows], y[held_rows])["loss"])
+        # Warm and cold starts, each within tol 1e-6: seen within 2e-5.
+        assert probe.path_[l2] == pytest.approx(np.mean(losses), rel=1e-4), l2
+    # Refitted on all rows at the chosen penalty.
+    assert probe.l2_ == min(probe.path_, key=probe.path_.get)
+    alone = LBFGSProbe(l2=probe.l2_, **tight).fit(x, y, 3)
+    assert probe.loss_ == pytest.approx(alone.loss_, rel=1e-6)
+    with pytest.raises(ValueError, match=r"cv=3\) holds out folds of X: it takes no X_val"):
+        kp.solvers.LBFGSProbeCV(cv=3).fit(x, y, X_val=x, y_val=y)
+    with pytest.raises(ValueError, match="pass fit\\(X, y, X_val=..., y_val=...\\), or cv=5"):
+        kp.solvers.LBFGSProbeCV().fit(x, y)
+
+
+class _Recorded:
+    """A 2-D array read only by row slices, recording the largest read: a cache's stand-in
+    that would fail on any attempt to read it whole."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.largest = array, array.shape, array.dtype, 0
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, key):
+        assert isinstance(key, slice), key
+        rows = self.array[key]
+        self.largest = max(self.largest, len(rows))
+        return rows
+
+
+@pytest.mark.parametrize("cv", ["val", 3])
+def test_lbfgs_probe_cv_streams_features_a_chunk_at_a_time(cv, monkeypatch):
+    x, y, xv, yv = _classes(3, 4, n=300, n_val=200)
+    held_out = {"X_val": xv, "y_val": yv} if cv == "val" else {}
+    in_memory = kp.solvers.LBFGSProbeCV(l2s=(1e-1, 1e-2), cv=cv).fit(x, y, **held_out)
+    # Chunks of 50 rows (float64) and nothing held: every evaluation reads the features
+    # again, a chunk at a time, the folds' rows included.
+    monkeypatch.setattr(kp.solvers, "CHUNK_BYTES", 8 * 40 * 50)
+    monkeypatch.setattr(kp.solvers, "HELD_BYTES", 0)
+    rows = _Recorded(x)
+    if cv == "val":
+        held_out = {"X_val": _Recorded(xv), "y_val": yv}
+    streamed = kp.solvers.LBFGSProbeCV(l2s=(1e-1, 1e-2), cv=cv).fit(rows, y, **held_out)
+    assert rows.largest <= 100  # float32 chunks of 100 rows; a fold's spans no longer
+    if cv == "val":
+        assert held_out["X_val"].largest <= 50  # the held-out loss, in float64 chunks
+    assert streamed.l2_ == in_memory.l2_
+    # The same sums in other chunks: equal within float32 rounding.
+    for l2, loss in in_memory.path_.items():
+        assert streamed.path_[l2] == pytest.approx(loss, rel=1e-4)
+    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-3, atol=1e-4)
