@@ -57,6 +57,7 @@ from keras_probes import _cache_writer
 from keras_probes._manifest import CacheError, Manifest, ModelRecord
 from keras_probes._params import Boolean, Integer, check
 from keras_probes.model import ProbedModel
+from keras_probes.outcomes import Examples
 from keras_probes.reducers import per_token
 
 __all__ = ["FeatureCache", "CacheError", "ShardedRows"]
@@ -495,6 +496,11 @@ class FeatureCache:
         """
         self.require_split(split)
         return self._split(split).inputs_sha256()[:16]
+
+    def examples(self, split: str) -> Examples:
+        """Which examples the split holds, for a report's outcomes: its `fingerprint`
+        and, for per-token probes, each row's sequence (`sequences`)."""
+        return Examples(self.fingerprint(split), self.sequences(split))
 
     def dataset(
         self,

@@ -236,6 +236,9 @@ def _fit_control(probed, cache, labels, l2, train, max_iter, tol, verbose):
         labels,
         train=train,
         model=probed.base.name,
+        # The split's own examples (true labels): the control pairs with the probes
+        # it controls, example by example.
+        examples=cache.examples,
         diagnostics=False,
         verbose=verbose,
     )

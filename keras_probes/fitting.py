@@ -42,7 +42,7 @@ def fit_each(
     validation: str | None = None,
     heads: list | None = None,
     model: str | None = None,
-    examples: dict[str, Examples] | None = None,
+    examples: Callable[[str], Examples] | None = None,
     diagnostics: bool = True,
     verbose: int = 1,
 ) -> ProbeReport:
@@ -66,10 +66,11 @@ def fit_each(
             starts from its head's weights and ends in them. Defaults to
             `None`: cold starts, nothing written.
         model: the model's name, recorded in the report. Defaults to `None`.
-        examples: `{split: kp.outcomes.Examples}`, which examples each
-            held-out split holds (its fingerprint; the sequence of each row
-            for per-token probes). A split left out is fingerprinted from its
-            targets and its first point's features. Defaults to `None`.
+        examples: `examples(split) -> kp.outcomes.Examples`, which examples
+            each held-out split holds (its fingerprint; the sequence of each
+            row for per-token probes), e.g. `cache.examples`. Defaults to
+            `None`: each split fingerprinted from its targets and its first
+            point's features, every row an example of its own.
         diagnostics: add the solver's diagnostics to the train split.
             Defaults to `True`.
         verbose: `1` shows a progress bar over the points. Defaults to `1`.
@@ -126,11 +127,12 @@ def fit_each(
         if progress is not None:
             progress.update(i + 1, [("iterations", probe.n_iter_)])
     outcomes = {split: kept for split, kept in outcomes.items() if kept}
-    examples = {
-        split: (examples or {}).get(split)
-        or Examples(fingerprint(targets[split], features(split, points[0])))
-        for split in outcomes
-    }
+    if examples is None:
+
+        def examples(split):
+            return Examples(fingerprint(targets[split], features(split, points[0])))
+
+    examples = {split: examples(split) for split in outcomes}
     return ProbeReport(list(points), results, task.num_classes, model, outcomes, examples)
 
 
@@ -246,6 +248,7 @@ def fit_probes(
         validation=validation,
         heads=probed.heads,
         model=probed.base.name,
+        examples=cache.examples,
         verbose=verbose,
     )
 

@@ -167,5 +167,6 @@ def fit_regression_probes(
         train=train,
         heads=probed.heads,
         model=probed.base.name,
+        examples=cache.examples,
         verbose=verbose,
     )

@@ -63,3 +63,22 @@ def test_held_out_split_goes_to_the_solvers_that_take_it():
         fit(kp.solvers.LBFGSProbe(), "val")
     # Folds of train need none.
     assert fit(kp.solvers.LBFGSProbeCV(l2s=(1.0, 1e-2), cv=2), None).results["train"]["p"]["l2"]
+
+
+def test_fit_probes_reports_name_the_caches_examples(digits, tmp_path):
+    """Each held-out split's outcomes carry the cache's fingerprint of its examples, which
+    does not depend on the model: a control on the same data compares with them."""
+    from conftest import small_convnet
+
+    x, y, xt, yt = digits
+    probed = kp.ProbedModel(small_convnet(), ["gap"], num_classes=10)
+    kp.FeatureCache.write(probed, (x[:128], y[:128]), tmp_path, split="train", verbose=0)
+    kp.FeatureCache.write(probed, (xt[:64], yt[:64]), tmp_path, split="val", verbose=0)
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    report = kp.fit_probes(probed, cache, l2=1e-2, max_iter=20, verbose=0)
+    assert list(report.outcomes) == ["val"]
+    assert report.examples["val"] == cache.examples("val")
+    assert report.examples["val"].sequences is None
+    control = kp.controls.shuffled_label_probes(probed, cache, l2=1e-2, max_iter=20, verbose=0)
+    c = report.compare("val", "gap", other=control)
+    assert c.b == "gap (other)" and c.test == "McNemar exact"

@@ -316,7 +316,7 @@ def _fitted(seed=0, n_test=400, tokens_per_sequence=None):
     examples = None
     if tokens_per_sequence is not None:
         sequences = np.arange(n_test) // tokens_per_sequence
-        examples = {"test": kp.outcomes.Examples("simulated", sequences)}
+        examples = {"test": kp.outcomes.Examples("simulated", sequences)}.get
     return fit_each(
         kp.solvers.LBFGSProbe(),
         Classification(2),
