@@ -1,14 +1,16 @@
 """`ProbedModel`: a Keras model with a linear probe at every chosen layer."""
 
+import types
 from collections.abc import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_probes import _graph, _validation
+from keras_probes import _graph, _validation, metrics
 from keras_probes import points as points_lib
 from keras_probes import reducers as reducers_lib
+from keras_probes.outcomes import Examples, Fingerprint, Outcomes
 from keras_probes.report import ProbeReport, log_key
 from keras_probes.tasks import Classification, Task
 
@@ -19,6 +21,15 @@ _EMPTY = (
     "Check the split name and any filter or take() applied to it."
 )
 _FIXED_COMPILE_ARGS = ("loss", "metrics", "loss_weights", "weighted_metrics")
+_WEIGHTED = (
+    "evaluate_probes scores every example (every kept token) once, unweighted, and keeps "
+    "each one's outcome; `x` yields sample weights. Drop them (of a dataset: "
+    "`x.map(lambda x, y, w: (x, y))`), or call `evaluate` for weighted means."
+)
+_UNLABELLED = (
+    "evaluate_probes needs labels: `x` must yield (inputs, labels) batches. "
+    "Received a batch without labels."
+)
 
 
 class ProbeTrainer(keras.Model):
@@ -291,6 +302,39 @@ class _DepthOrderedProgbar(keras.callbacks.ProgbarLogger):
 
     def on_test_end(self, logs=None):
         super().on_test_end(self._order(logs or {}))
+
+
+class _OutcomeLoop(keras.Model):
+    """Keras' `predict` loop (batching, distribution, steps per execution, progress bar)
+    over a `ProbedModel`'s batches `{"inputs", "labels"}`: each step gives every example's
+    outcome at every probe (`ProbedModel._outcome_step`), never the probes' logits."""
+
+    def __init__(self, probed):
+        super().__init__(name=f"{probed.name}_outcomes")
+        self.probed = probed
+        # Compiled as the probed model is: XLA, eager or several steps per execution.
+        self.jit_compile = probed.jit_compile
+        self.run_eagerly = probed.run_eagerly
+        self.steps_per_execution = probed.steps_per_execution
+
+    def predict_step(self, data):
+        # A generator's batch comes as Keras wants it, `(batch,)`; arrays and datasets bare.
+        return self.probed._outcome_step(keras.utils.unpack_x_y_sample_weight(data)[0])
+
+
+class _SawBatches(keras.callbacks.Callback):
+    """Refuses (with `_EMPTY`) a `predict` that got no batch: Keras would fail obscurely."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.seen = True
+
+    def on_predict_end(self, logs=None):
+        if not self.seen:
+            raise ValueError(_EMPTY)
 
 
 def _inputs_of(batch):
@@ -689,27 +733,170 @@ class ProbedModel(ProbeTrainer):
         batch_size: int | None = None,
         verbose="auto",
     ) -> ProbeReport:
-        """Evaluates every probe on one split.
+        """Evaluates every probe on one split, keeping each example's outcome.
+
+        One pass over the data: the base runs once per batch and feeds every
+        probe, and each example's outcome at every probe (top-1 correct,
+        top-5 hit, cross-entropy) is computed in the same step, so that a
+        shuffled dataset keeps every outcome with its own label and a large
+        one is read once. Only the outcomes are kept (2 booleans and a
+        float32 per example and point), never the probes' logits.
 
         Args:
-            x: inputs (arrays) or a `tf.data.Dataset` of `(inputs, labels)`.
-            y: integer labels when `x` is an array.
+            x: inputs (arrays), or a `tf.data.Dataset` (or a generator) of
+                batches `(inputs, labels)`. Sample weights are refused: every
+                example counts once.
+            y: integer labels when `x` is an array (per-token probes:
+                `(batch, tokens)`, any value at padded tokens).
             split: name of the split in the report, e.g. `"val"`.
             batch_size: batch size for arrays. Defaults to Keras' default.
-            verbose: as in `keras.Model.evaluate`.
+            verbose: as in `keras.Model.predict`.
 
         Returns:
             A `ProbeReport` with the task's metrics per point: loss, error
-            and top-5 error for classes; `<target>_r2` and `<target>_mspe`
-            for regression targets.
+            and top-5 error for classes, the means of the outcomes it keeps
+            in `report.outcomes[split]` (`kp.outcomes.Outcomes`, per kept
+            token for per-token probes), with `report.examples[split]`
+            saying which examples they are: `kp.outcomes.fingerprint` of the
+            inputs (in the model's input order; a keras-hub task's
+            preprocessed ones) and the labels (0 at padded tokens, never
+            read), the same for arrays and for a stream of them in any
+            batches (rows in another order are other examples), and for
+            per-token probes each row's sequence (the example's index in the
+            split). Regression probes: `<target>_r2` and `<target>_mspe`,
+            Keras' streamed metrics, and no outcomes.
         """
-        if not self.compiled:
-            self.compile()  # Keras evaluates compiled models only; no optimizer step runs
-        logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
-        if log_key(self._points[0], "loss") not in logs:
+        if not isinstance(self.task, Classification):
+            if not self.compiled:
+                self.compile()  # Keras evaluates compiled models only; no optimizer step runs
+            logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
+            if log_key(self._points[0], "loss") not in logs:
+                raise ValueError(_EMPTY)
+            results = {point: self.task.report_row(logs, point) for point in self.points}
+            return ProbeReport(self.points, {split: results}, self.num_classes, self.base.name)
+        kwargs = {"batch_size": batch_size}
+        x, y = self._raw(x, y, kwargs)  # a keras-hub task's preprocessor batches arrays itself
+        x = self._check(x, y)
+        digest = Fingerprint()
+        with _validation.one_line_assertions():
+            rows = self._outcome_loop().predict(
+                self._identified(x, y, digest),
+                batch_size=kwargs.get("batch_size"),
+                verbose=verbose,
+                callbacks=[_SawBatches()],
+            )
+        kept = rows["kept"].astype(bool) if self.per_token else slice(None)
+        outcomes = {
+            point: Outcomes(*(rows[f][kept, i] for f in ("correct", "top5", "loss")))
+            for i, point in enumerate(self.points)
+        }
+        results = {
+            point: {m: float(outcomes[point].values(m).mean()) for m in self.task.scores_names()}
+            for point in self.points
+        }
+        tokens = rows["tokens"] if self.per_token else None
+        sequences = None if tokens is None else np.repeat(np.arange(len(tokens)), tokens)
+        return ProbeReport(
+            self.points,
+            {split: results},
+            self.num_classes,
+            self.base.name,
+            {split: outcomes},
+            {split: Examples(digest.hexdigest(), sequences)},
+        )
+
+    def _outcome_loop(self) -> _OutcomeLoop:
+        """The `_OutcomeLoop` of this model, kept while its compile settings hold (its
+        step is traced once, as Keras' own `test_function`)."""
+        key = (self.jit_compile, self.run_eagerly, self.steps_per_execution)
+        cached = getattr(self, "_outcome_cache", None)
+        if cached is None or cached.key != key:
+            with self.distribute_strategy.scope():
+                loop = _OutcomeLoop(self)
+            # A plain namespace: Keras and TensorFlow track no sub-model in it.
+            self._outcome_cache = types.SimpleNamespace(key=key, loop=loop)
+        return self._outcome_cache.loop
+
+    def _outcome_step(self, batch):
+        """Every example's outcome at every probe, for a batch `{"inputs", "labels"}`.
+
+        Returns `{"correct", "top5", "loss"}`, each `(examples, points)` (a
+        row per token for per-token probes, with `"kept"`, whether a row is a
+        kept token, and `"tokens"`, how many each sequence keeps): the same
+        computation as the streamed metrics of `test_step`. Few arrays, so
+        that Keras gathers the batches' outputs fast.
+        """
+        ops = keras.ops
+        features, y, _ = self._examples((batch["inputs"], batch["labels"]))
+        y = ops.cast(ops.reshape(y, (-1,)), "int32")
+        k = min(5, self.num_classes)
+        columns = {"correct": [], "top5": [], "loss": []}
+        for logits in self._probe_logits(features).values():
+            columns["correct"].append(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), y))
+            columns["top5"].append(ops.cast(metrics.top_k_hits(y, logits, k), "bool"))
+            columns["loss"].append(ops.cast(self.task.example_losses(y, logits), "float32"))
+        outputs = {name: ops.stack(values, axis=1) for name, values in columns.items()}
+        if self.per_token:
+            kept = ops.cast(self.kept_tokens(batch["inputs"]), "bool")
+            outputs["kept"] = ops.reshape(kept, (-1,))
+            outputs["tokens"] = ops.sum(ops.cast(kept, "int32"), axis=1)
+        return outputs
+
+    def _identified(self, x, y, digest: Fingerprint):
+        """`(x, y)` as `_OutcomeLoop` reads them, batches `{"inputs", "labels"}`, each fed to
+        `digest` (`_identify`) as it streams by: arrays at once, a dataset batch by batch."""
+        if isinstance(x, tf.data.Dataset):
+            if len(x.element_spec) == 3:
+                raise ValueError(_WEIGHTED)
+            names = _names(self.feature_model.input)
+
+            def identified(inputs, labels):
+                flat = [self.input_of(inputs, name) for name in names]
+                done = tf.numpy_function(
+                    lambda *arrays: self._identify(digest, list(arrays[:-1]), arrays[-1]),
+                    [*flat, labels],
+                    tf.int64,
+                    stateful=True,
+                )
+                with tf.control_dependencies([done]):
+                    inputs = keras.tree.map_structure(tf.identity, inputs)
+                    return {"inputs": inputs, "labels": tf.identity(labels)}
+
+            # In order, one batch at a time: the digest reads the batches as they stream.
+            return x.map(identified).prefetch(tf.data.AUTOTUNE)
+        if isinstance(x, keras.utils.PyDataset | Iterator):
+            batches = (x[i] for i in range(len(x))) if isinstance(x, keras.utils.PyDataset) else x
+            return self._identified_stream(iter(batches), digest)
+        self._identify(digest, x, y)
+        return {"inputs": x, "labels": y}
+
+    def _identified_stream(self, batches, digest):
+        """A generator of `batches` `(inputs, labels)` as `_identified` gives them."""
+        empty = True
+        for batch in batches:
+            empty = False
+            inputs, labels, weights = keras.utils.unpack_x_y_sample_weight(batch)
+            if weights is not None:
+                raise ValueError(_WEIGHTED)
+            if labels is None:
+                raise ValueError(_UNLABELLED)
+            self._identify(digest, inputs, labels)
+            yield ({"inputs": inputs, "labels": labels},)
+        if empty:
             raise ValueError(_EMPTY)
-        results = {point: self.task.report_row(logs, point) for point in self.points}
-        return ProbeReport(self.points, {split: results}, self.num_classes, self.base.name)
+
+    def _identify(self, digest, inputs, labels):
+        """Feeds a batch to `digest`: the inputs in the model's input order, then the labels
+        as the probes read them (0 at the padded tokens of per-token probes). Returns 0."""
+        arrays = [
+            np.asarray(self.input_of(inputs, name)) for name in _names(self.feature_model.input)
+        ]
+        labels = np.asarray(labels)
+        if self.per_token:
+            kept = np.asarray(self.kept_tokens(inputs)).astype(bool)
+            labels = np.where(kept, labels, np.zeros_like(labels))
+        digest.update(*arrays, labels)
+        return np.int64(0)
 
     # -- serialization ----------------------------------------------------
 

@@ -11,6 +11,7 @@ from conftest import (
     counted_convs,
     small_convnet,
 )
+from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 
 import keras_probes as kp
@@ -364,3 +365,154 @@ def test_progress_and_history_show_the_probes_in_depth_order(capsys):
     printed = capsys.readouterr().out.splitlines()[-1]
     assert list(logs) == expected[: len(expected) // 2]
     assert [part.split(":")[0] for part in printed.split(" - ")[1:]] == list(logs)
+
+
+def random_heads(probed, seed=0):
+    """`probed` with random probe weights: outcomes that vary from example to example."""
+    rng = np.random.default_rng(seed)
+    for point in probed.points:
+        head = probed.get_probe(point)
+        head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])
+    return probed
+
+
+def expected_outcomes(probed, x, y):
+    """`{point: (correct, top5, loss)}` computed here from the heads' logits."""
+    features = probed.extract_features(x)
+    expected = {}
+    for point in probed.points:
+        logits = probed.get_probe(point).linear(features[point]).numpy().astype(np.float64)
+        true = logits[np.arange(len(y)), y]
+        correct = logits.argmax(axis=1) == y
+        top5 = (logits > true[:, None]).sum(axis=1) < 5
+        expected[point] = (correct, top5, logsumexp(logits, axis=1) - true)
+    return expected
+
+
+def assert_outcomes_equal(actual, expected):
+    correct, top5, loss = expected
+    np.testing.assert_array_equal(actual.correct, correct)
+    np.testing.assert_array_equal(actual.top5, top5)
+    np.testing.assert_allclose(actual.loss, loss, rtol=1e-5, atol=1e-6)
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, size):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        rows = slice(i * self.size, (i + 1) * self.size)
+        return self.x[rows], self.y[rows]
+
+
+def test_evaluate_probes_keeps_each_examples_outcome(convnet, digits):
+    """Held-out outcomes per example and point: the report's error and top-5 error are
+    their means exactly, its loss within float32 rounding, as Keras' metrics stream them."""
+    x, y = digits[2][:100], digits[3][:100]
+    probed = random_heads(kp.ProbedModel(convnet, points=["relu1", "relu2"], num_classes=10))
+    report = probed.evaluate_probes(x, y, batch_size=32, verbose=0)  # 32+32+32+4
+    assert report.examples["test"] == kp.outcomes.Examples(kp.outcomes.fingerprint(x, y))
+    probed.compile()
+    logs = probed.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+    expected = expected_outcomes(probed, x, y)
+    for point in probed.points:
+        outcomes, row = report.outcomes["test"][point], report.results["test"][point]
+        assert_outcomes_equal(outcomes, expected[point])
+        assert 0 < row["error"] < 1 and row["top5_error"] < row["error"]
+        assert row["error"] == outcomes.values("error").mean()
+        assert row["top5_error"] == outcomes.values("top5_error").mean()
+        assert row["loss"] == pytest.approx(outcomes.values("loss").mean(), rel=1e-5)
+        assert row["loss"] == pytest.approx(logs[f"{point}/loss"], rel=1e-5)
+        assert row["error"] == pytest.approx(1 - logs[f"{point}/accuracy"], abs=1e-6)
+        assert row["top5_error"] == pytest.approx(1 - logs[f"{point}/top5_accuracy"], abs=1e-6)
+    # The same examples streamed in other batches, by a dataset, a generator or a PyDataset:
+    # the same outcomes and the same fingerprint.
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(7)
+    generator = ((x[i : i + 40], y[i : i + 40]) for i in range(0, 100, 40))
+    for data in (dataset, generator, Batches(x, y, 30)):
+        streamed = probed.evaluate_probes(data, verbose=0)
+        assert streamed.examples == report.examples
+        for point in probed.points:
+            assert_outcomes_equal(streamed.outcomes["test"][point], expected[point])
+    # Other labels or another order: other examples.
+    relabelled = probed.evaluate_probes(x, (y + 1) % 10, verbose=0).examples["test"]
+    reversed_ = probed.evaluate_probes(x[::-1], y[::-1], verbose=0).examples["test"]
+    assert (
+        len({report.examples["test"].fingerprint, relabelled.fingerprint, reversed_.fingerprint})
+        == 3
+    )
+
+
+def test_evaluate_probes_outcomes_stay_aligned_on_a_reshuffled_dataset(convnet, digits):
+    """One pass: each outcome is of an example and its own label, in the order streamed."""
+    x, y = digits[2][:96], digits[3][:96]
+    probed = random_heads(kp.ProbedModel(convnet, points=["relu2"], num_classes=10))
+    correct, top5, loss = expected_outcomes(probed, x, y)["relu2"]
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(96, seed=0, reshuffle_each_iteration=True)
+        .batch(16)
+    )
+    first, second = (probed.evaluate_probes(dataset, verbose=0) for _ in range(2))
+    orders = []
+    for report in (first, second):
+        outcomes = report.outcomes["test"]["relu2"]
+        # Matched by their loss (distinct here), every row is one example with its label.
+        mine, theirs = np.argsort(outcomes.loss), np.argsort(loss)
+        np.testing.assert_allclose(outcomes.loss[mine], loss[theirs], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(outcomes.correct[mine], correct[theirs])
+        np.testing.assert_array_equal(outcomes.top5[mine], top5[theirs])
+        assert report.errors("test")["relu2"] == outcomes.values("error").mean()
+        orders.append(theirs[np.argsort(mine)])
+    # Each iteration streamed another order: other rows, so another fingerprint.
+    assert not np.array_equal(*orders)
+    assert first.examples["test"].fingerprint != second.examples["test"].fingerprint
+
+
+def test_evaluate_probes_reads_a_dataset_once_and_runs_the_base_once_per_batch(digits):
+    x, y = digits[2][:80], digits[3][:80]
+    base, counter = counted_convs(2)
+    probed = kp.ProbedModel(base, points=kp.points.matching(r"conv\d"), num_classes=10)
+    reads = []
+
+    def read(batch_y):
+        reads.append(len(batch_y))
+        return batch_y
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(16)
+        .map(lambda a, b: (a, tf.reshape(tf.numpy_function(read, [b], b.dtype), [-1])))
+    )
+    counter.calls.assign(0)
+    report = probed.evaluate_probes(dataset, verbose=0)
+    assert reads == [16] * 5 and int(counter.calls.numpy()) == 5
+    assert all(len(report.outcomes["test"][p]) == 80 for p in probed.points)
+
+
+def test_evaluate_probes_refuses_sample_weights(convnet, digits):
+    x, y = digits[2][:16], digits[3][:16]
+    probed = kp.ProbedModel(convnet, points=["relu2"], num_classes=10)
+    weighted = tf.data.Dataset.from_tensor_slices((x, y, np.ones(16, "float32"))).batch(8)
+    with pytest.raises(ValueError, match=r"yields sample weights.*x\.map\(lambda x, y, w"):
+        probed.evaluate_probes(weighted, verbose=0)
+
+
+def test_regression_evaluate_probes_is_keras_evaluate():
+    """Regression probes keep no outcomes: their report is Keras' metrics, as before."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype("float32")
+    y = np.stack([x[:, 0] + 0.1 * rng.normal(size=40), x[:, 1] - x[:, 2]], axis=1)
+    inputs = keras.Input((5,))
+    base = keras.Model(inputs, keras.layers.Dense(3, name="dense")(inputs))
+    probed = kp.RegressionProbedModel(base, points="all", targets=["a", "b"])
+    random_heads(probed)
+    report = probed.evaluate_probes(x, y, batch_size=16, verbose=0)
+    assert report.outcomes == {} and report.examples == {}
+    logs = probed.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    for point in probed.points:
+        assert report.results["test"][point] == probed.task.report_row(logs, point)

@@ -672,3 +672,59 @@ def test_a_per_token_cache_written_without_sequences_says_how_to_get_them(bert, 
         probed, (x, y), tmp_path, batch_size=4, shard_size=4, overwrite=True, verbose=0
     )
     assert len(kp.FeatureCache.open(tmp_path).sequences("train")) == x["padding_mask"].sum()
+
+
+def test_per_token_outcomes_are_the_kept_tokens_with_their_sequence(bert):
+    """evaluate_probes keeps an outcome per kept token, and each token's sequence (the
+    example's index in the split), so that intervals resample whole sequences."""
+    x, y = token_batch(24)
+    kept = x["padding_mask"]
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    rng = np.random.default_rng(0)
+    for point in probed.points:
+        head = probed.get_probe(point)
+        head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])
+    report = probed.evaluate_probes(x, y, batch_size=10, verbose=0)  # y is -1 where padded
+    sequences = np.repeat(np.arange(24), kept.sum(axis=1))
+    np.testing.assert_array_equal(report.examples["test"].sequences, sequences)
+    features = probed.extract_features(x)
+    for point in probed.points:
+        logits = probed.get_probe(point).linear(features[point]).numpy()[kept]
+        labels = y[kept]
+        true = logits[np.arange(len(labels)), labels]
+        outcomes = report.outcomes["test"][point]
+        np.testing.assert_array_equal(outcomes.correct, logits.argmax(axis=1) == labels)
+        np.testing.assert_array_equal(outcomes.top5, np.ones(len(labels), bool))  # 3 classes
+        loss = np.log(np.exp(logits).sum(axis=1)) - true
+        np.testing.assert_allclose(outcomes.loss, loss, rtol=1e-5, atol=1e-6)
+        assert report.results["test"][point]["error"] == outcomes.values("error").mean()
+    # Labels at padded tokens are never read: other ones there, streamed in other batches,
+    # are the same examples with the same outcomes.
+    other = np.where(kept, y, 99)
+    streamed = probed.evaluate_probes(
+        tf.data.Dataset.from_tensor_slices((x, other)).batch(7), verbose=0
+    )
+    assert streamed.examples == report.examples
+    for point in probed.points:
+        a, b = streamed.outcomes["test"][point], report.outcomes["test"][point]
+        np.testing.assert_array_equal(a.correct, b.correct)
+        np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_per_token_reports_resample_the_sequences_the_cache_records(bert, tmp_path):
+    """fit_probes hands each held-out split's examples (fingerprint, each row's
+    sequence) from the cache to the report: its tests resample whole sequences."""
+    x, y = token_batch(24)
+    xv, yv = token_batch(16, seed=1)
+    probed = kp.ProbedModel(bert, points=BLOCKS, num_classes=3, reducers="tokens")
+    kp.FeatureCache.write(probed, (x, y), tmp_path, split="train", batch_size=8, verbose=0)
+    kp.FeatureCache.write(probed, (xv, yv), tmp_path, split="val", batch_size=8, verbose=0)
+    cache = kp.FeatureCache.open(tmp_path, model=probed)
+    report = kp.fit_probes(probed, cache, l2=1e-2, max_iter=50, verbose=0)
+    assert report.examples == {"val": cache.examples("val")}
+    assert report.examples["val"].fingerprint == cache.fingerprint("val")
+    np.testing.assert_array_equal(report.examples["val"].sequences, cache.sequences("val"))
+    first, second = probed.points[:2]
+    assert report.compare("val", first, second).test == "clustered z"
+    low, high = report.interval("val", first)
+    assert low <= report.errors("val")[first] <= high
