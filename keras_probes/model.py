@@ -736,44 +736,39 @@ class ProbedModel(ProbeTrainer):
         """Evaluates every probe on one split, keeping each example's outcome.
 
         One pass over the data: the base runs once per batch and feeds every
-        probe, and each example's outcome at every probe (top-1 correct,
-        top-5 hit, cross-entropy) is computed in the same step, so that a
-        shuffled dataset keeps every outcome with its own label and a large
-        one is read once. Only the outcomes are kept (2 booleans and a
-        float32 per example and point), never the probes' logits.
+        probe, and each example's outcome at every probe is computed in the
+        same step, so that a shuffled dataset keeps every outcome with its
+        own label and a large one is read once. Class probes keep their
+        outcomes only (top-1 correct, top-5 hit, cross-entropy: 2 booleans
+        and a float32 per example and point), never their logits.
 
         Args:
             x: inputs (arrays), or a `tf.data.Dataset` (or a generator) of
                 batches `(inputs, labels)`. Sample weights are refused: every
                 example counts once.
             y: integer labels when `x` is an array (per-token probes:
-                `(batch, tokens)`, any value at padded tokens).
+                `(batch, tokens)`, any value at padded tokens; regression
+                probes: the targets).
             split: name of the split in the report, e.g. `"val"`.
             batch_size: batch size for arrays. Defaults to Keras' default.
             verbose: as in `keras.Model.predict`.
 
         Returns:
-            A `ProbeReport` with the task's metrics per point: loss, error
-            and top-5 error for classes, the means of the outcomes it keeps
-            in `report.outcomes[split]` (`kp.outcomes.Outcomes`, per kept
-            token for per-token probes), with `report.examples[split]`
-            saying which examples they are: `kp.outcomes.fingerprint` of the
-            inputs (in the model's input order; a keras-hub task's
-            preprocessed ones) and the labels (0 at padded tokens, never
-            read), the same for arrays and for a stream of them in any
-            batches (rows in another order are other examples), and for
-            per-token probes each row's sequence (the example's index in the
-            split). Regression probes: `<target>_r2` and `<target>_mspe`,
-            Keras' streamed metrics, and no outcomes.
+            A `ProbeReport` of the task's metrics per point, with each
+            example's outcome in `report.outcomes[split]`: for classes, the
+            loss, error and top-5 error are the means of the outcomes
+            (`kp.outcomes.Outcomes`, per kept token for per-token probes);
+            for regression targets, `<target>_r2` and `<target>_mspe` are
+            those of the targets and predictions kept
+            (`kp.outcomes.RegressionOutcomes`), in float64. And
+            `report.examples[split]` says which examples they are:
+            `kp.outcomes.fingerprint` of the inputs (in the model's input
+            order; a keras-hub task's preprocessed ones) and the labels (0 at
+            padded tokens, never read), the same for arrays and for a stream
+            of them in any batches (rows in another order are other
+            examples), and for per-token probes each row's sequence (the
+            example's index in the split).
         """
-        if not isinstance(self.task, Classification):
-            if not self.compiled:
-                self.compile()  # Keras evaluates compiled models only; no optimizer step runs
-            logs = self.evaluate(x, y, batch_size=batch_size, verbose=verbose, return_dict=True)
-            if log_key(self._points[0], "loss") not in logs:
-                raise ValueError(_EMPTY)
-            results = {point: self.task.report_row(logs, point) for point in self.points}
-            return ProbeReport(self.points, {split: results}, self.num_classes, self.base.name)
         kwargs = {"batch_size": batch_size}
         x, y = self._raw(x, y, kwargs)  # a keras-hub task's preprocessor batches arrays itself
         x = self._check(x, y)
@@ -785,15 +780,21 @@ class ProbedModel(ProbeTrainer):
                 verbose=verbose,
                 callbacks=[_SawBatches()],
             )
-        kept = rows["kept"].astype(bool) if self.per_token else slice(None)
-        outcomes = {
-            point: Outcomes(*(rows[f][kept, i] for f in ("correct", "top5", "loss")))
-            for i, point in enumerate(self.points)
-        }
-        results = {
-            point: {m: float(outcomes[point].values(m).mean()) for m in self.task.scores_names()}
-            for point in self.points
-        }
+        if isinstance(self.task, Classification):
+            kept = rows["kept"].astype(bool) if self.per_token else slice(None)
+            outcomes = {
+                point: Outcomes(*(rows[f][kept, i] for f in ("correct", "top5", "loss")))
+                for i, point in enumerate(self.points)
+            }
+            results = {
+                point: {m: float(kept_.values(m).mean()) for m in self.task.scores_names()}
+                for point, kept_ in outcomes.items()
+            }
+        else:  # a few outputs per example: the task's own figures and outcomes of them
+            y = self.task.check_targets(rows["y"])
+            outputs = {point: rows["outputs"][:, i] for i, point in enumerate(self.points)}
+            outcomes = {point: self.task.outcomes(y, z) for point, z in outputs.items()}
+            results = {point: self.task.scores(y, z) for point, z in outputs.items()}
         tokens = rows["tokens"] if self.per_token else None
         sequences = None if tokens is None else np.repeat(np.arange(len(tokens)), tokens)
         return ProbeReport(
@@ -820,21 +821,27 @@ class ProbedModel(ProbeTrainer):
     def _outcome_step(self, batch):
         """Every example's outcome at every probe, for a batch `{"inputs", "labels"}`.
 
-        Returns `{"correct", "top5", "loss"}`, each `(examples, points)` (a
-        row per token for per-token probes, with `"kept"`, whether a row is a
-        kept token, and `"tokens"`, how many each sequence keeps): the same
-        computation as the streamed metrics of `test_step`. Few arrays, so
-        that Keras gathers the batches' outputs fast.
+        Class probes: `{"correct", "top5", "loss"}`, each `(examples, points)`
+        (a row per token for per-token probes, with `"kept"`, whether a row is
+        a kept token, and `"tokens"`, how many each sequence keeps), the same
+        computation as the streamed metrics of `test_step`; never the logits,
+        `(examples, classes)` per point. Other probes (regression: a few
+        outputs per example): `{"outputs": (examples, points, units), "y"}`.
+        Few arrays, so that Keras gathers the batches' outputs fast.
         """
         ops = keras.ops
         features, y, _ = self._examples((batch["inputs"], batch["labels"]))
+        logits = self._probe_logits(features)
+        if not isinstance(self.task, Classification):
+            outputs = ops.stack([ops.cast(z, "float32") for z in logits.values()], axis=1)
+            return {"outputs": outputs, "y": y}
         y = ops.cast(ops.reshape(y, (-1,)), "int32")
         k = min(5, self.num_classes)
         columns = {"correct": [], "top5": [], "loss": []}
-        for logits in self._probe_logits(features).values():
-            columns["correct"].append(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), y))
-            columns["top5"].append(ops.cast(metrics.top_k_hits(y, logits, k), "bool"))
-            columns["loss"].append(ops.cast(self.task.example_losses(y, logits), "float32"))
+        for z in logits.values():
+            columns["correct"].append(ops.equal(ops.cast(ops.argmax(z, axis=-1), "int32"), y))
+            columns["top5"].append(ops.cast(metrics.top_k_hits(y, z, k), "bool"))
+            columns["loss"].append(ops.cast(self.task.example_losses(y, z), "float32"))
         outputs = {name: ops.stack(values, axis=1) for name, values in columns.items()}
         if self.per_token:
             kept = ops.cast(self.kept_tokens(batch["inputs"]), "bool")

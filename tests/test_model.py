@@ -502,17 +502,28 @@ def test_evaluate_probes_refuses_sample_weights(convnet, digits):
         probed.evaluate_probes(weighted, verbose=0)
 
 
-def test_regression_evaluate_probes_is_keras_evaluate():
-    """Regression probes keep no outcomes: their report is Keras' metrics, as before."""
+def test_regression_evaluate_probes_keeps_targets_and_predictions():
+    """Regression probes keep each example's targets and predictions: the report's R^2 and
+    MSPE are those of the outcomes (float64 over the split), Keras' streamed metrics within
+    float32 rounding."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5)).astype("float32")
     y = np.stack([x[:, 0] + 0.1 * rng.normal(size=40), x[:, 1] - x[:, 2]], axis=1)
     inputs = keras.Input((5,))
     base = keras.Model(inputs, keras.layers.Dense(3, name="dense")(inputs))
-    probed = kp.RegressionProbedModel(base, points="all", targets=["a", "b"])
-    random_heads(probed)
+    probed = random_heads(kp.RegressionProbedModel(base, points="all", targets=["a", "b"]))
     report = probed.evaluate_probes(x, y, batch_size=16, verbose=0)
-    assert report.outcomes == {} and report.examples == {}
+    assert report.examples["test"] == kp.outcomes.Examples(kp.outcomes.fingerprint(x, y))
+    probed.compile()
     logs = probed.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    predictions = probed.predict(x, verbose=0)
     for point in probed.points:
-        assert report.results["test"][point] == probed.task.report_row(logs, point)
+        outcomes = report.outcomes["test"][point]
+        np.testing.assert_array_equal(outcomes.y, y.astype("float32"))
+        np.testing.assert_allclose(outcomes.predictions, predictions[point], rtol=1e-6)
+        row = report.results["test"][point]
+        assert list(row) == ["a_r2", "a_mspe", "b_r2", "b_mspe"]
+        for metric, value in row.items():
+            columns, statistic = outcomes.columns(metric)
+            assert value == pytest.approx(statistic(columns.mean(axis=0)), rel=1e-7)
+            assert value == pytest.approx(logs[f"{point}/{metric}"], rel=1e-5)
