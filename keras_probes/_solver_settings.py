@@ -88,6 +88,11 @@ LBFGS_CV = {
         [_params.Options("val"), _params.Integer(2)],
         "'val' (a held-out split) or the number of folds of train",
     ),
+    "patience": Setting(
+        2,
+        [_params.Integer(0, description="an integer >= 0"), None],
+        "penalties in a row scoring no better than the best before the path stops",
+    ),
     "seed": Setting(0, _SEED.constraint, "seed of the folds (cv=k)"),
     **{name: setting for name, setting in LBFGS.items() if name != "l2"},
 }

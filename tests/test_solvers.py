@@ -207,9 +207,15 @@ def test_lbfgs_probe_cv_chooses_the_penalty_of_scikit_learns_path(num_classes):
     grid: LogisticRegression(C = 1 / (l2 n)) for 3+ classes, C = 2 / (l2 n) for two
     (one weight vector: see kp.solvers), each scored by log_loss on the same split."""
     x, y, xv, yv = _classes(0, num_classes)
-    probe = kp.solvers.LBFGSProbeCV(cv="val").fit(x, y, X_val=xv, y_val=yv)
-    l2s = list(probe.path_)
+    whole = kp.solvers.LBFGSProbeCV(patience=None).fit(x, y, X_val=xv, y_val=yv)
+    l2s = list(whole.path_)
     assert l2s == sorted(kp.solvers.L2S, reverse=True)  # the default grid, strongest first
+    # As shipped, the path stops once 2 penalties in a row score no better than the best:
+    # the same fits up to there, the same choice.
+    probe = kp.solvers.LBFGSProbeCV(cv="val").fit(x, y, X_val=xv, y_val=yv)
+    fitted = list(probe.path_)
+    assert fitted == l2s[: l2s.index(probe.l2_) + 3] and probe.l2_ == whole.l2_
+    assert probe.path_ == {l2: whole.path_[l2] for l2 in fitted}
     factor = 1 if num_classes > 2 else 2
     theirs = {}
     with threadpool_limits(1):  # 2 BLAS threads beside TensorFlow's: 6x slower here
@@ -241,9 +247,9 @@ def test_lbfgs_probe_cv_warm_starts_cost_fewer_iterations_than_cold_starts():
     l2s = kp.solvers.L2S[6:]  # 1e-3 to 1
     path = kp.solvers.LBFGSProbeCV(l2s=l2s).fit(x, y, X_val=xv, y_val=yv)
     cold = [LBFGSProbe(l2=l2).fit(x, y, 4).n_iter_ for l2 in path.path_]
-    # Seen on seeds 0-4: 50-70 iterations along the path, 80-96 from cold starts (a ratio
-    # of 0.62-0.73).
-    assert path.n_iter_ < 0.8 * sum(cold), (path.n_iter_, cold)
+    # Seen on seeds 0-4: 34-48 iterations along the path, 76-95 from cold starts (a ratio
+    # of 0.42-0.62; 0.62-0.73 from the last fit alone, without the predictor step).
+    assert path.n_iter_ < 0.75 * sum(cold), (path.n_iter_, cold)
 
 
 def test_lbfgs_probe_cv_on_folds_is_the_mean_over_stratified_seeded_folds():
