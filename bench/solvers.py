@@ -61,6 +61,25 @@ Target: `LBFGSProbe` reaches 1.01 f* faster than scikit-learn at every width.
 
     python bench/solvers.py            # ~10 minutes on 2 cores
     python bench/solvers.py --quick    # smoke run: n = 2000, d = 64, 256
+
+`--path`: the regularisation path instead. `kp.solvers.LBFGSProbeCV` (its
+default grid, `np.logspace(-6, 0, 13)`, strongest penalty first, each fit
+warm-started from the previous ones, scored on a held-out split of
+`--n-val` fresh examples), as shipped (the path stops once 2 penalties in
+a row score no better than the best) and over the whole grid
+(`patience=None`), beside scikit-learn's `LogisticRegressionCV` on the
+same grid (`Cs = 1 / (l2 n)`, ascending: it warm-starts along them too)
+and the same split (`PredefinedSplit`, scored by `neg_log_loss`,
+`refit=False`: the kept fit is the path's, as ours), `lbfgs`, `tol=1e-4`.
+For each, the path's wall time over one cold fit at the penalty it chose
+(`LBFGSProbe(l2=l2_)`, `LogisticRegression(C=C_)`), medians of
+`--repeats` (a run over `--long` timed once); the chosen penalties and the
+iterations (the path's in all, the single fit's) beside them.
+
+Target: our path costs at most 3x one fit at the penalty it chose.
+
+    python bench/solvers.py --path            # d = 64 ... 2048, 10 classes
+    python bench/solvers.py --path --quick    # n = 2000, d = 64, 256
 """
 
 import argparse
@@ -77,10 +96,11 @@ import scipy.optimize  # noqa: E402
 import scipy.special  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV  # noqa: E402
+from sklearn.model_selection import PredefinedSplit  # noqa: E402
 from threadpoolctl import ThreadpoolController  # noqa: E402
 
-from keras_probes.solvers import LBFGSProbe  # noqa: E402
+from keras_probes.solvers import L2S, LBFGSProbe, LBFGSProbeCV  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 # A `max_iter=k` fit stops before its tolerance by design.
@@ -278,12 +298,133 @@ def print_table(rows):
         print(line)
 
 
+def run_path_case(num_classes, d, n, args):
+    """The path and one fit at its penalty, ours and scikit-learn's, on the same split."""
+    x, y = make_data(n, d, num_classes, args.separation, args.label_noise, args.seed)
+    xv, yv = make_data(
+        args.n_val, d, num_classes, args.separation, args.label_noise, args.seed, split=1
+    )
+    l2s = sorted(L2S, reverse=True)  # strongest first; C ascending
+    factor = 1 if num_classes > 2 else 2  # scikit-learn's binary C (kp.solvers' docstring)
+    cs = [factor / (l2 * n) for l2 in l2s]
+    both_x, both_y = np.concatenate([x, xv]), np.concatenate([y, yv])
+    split = PredefinedSplit(np.r_[np.full(n, -1), np.zeros(args.n_val, int)])
+
+    def ours_path(patience=LBFGSProbeCV.settings["patience"].default):
+        probe = LBFGSProbeCV(l2s=l2s, cv="val", patience=patience)
+        return probe.fit(x, y, num_classes, X_val=xv, y_val=yv)
+
+    def ours_grid():  # every penalty, as scikit-learn's
+        return ours_path(patience=None)
+
+    def sklearn_path():
+        model = LogisticRegressionCV(
+            Cs=cs, cv=split, scoring="neg_log_loss", l1_ratios=(0.0,), solver="lbfgs",
+            tol=1e-4, max_iter=MAX_ITER, refit=False, use_legacy_attributes=False,
+        )  # fmt: skip
+        return model.fit(both_x, both_y)
+
+    LBFGSProbe(max_iter=2).fit(x[:100], y[:100], num_classes)  # TensorFlow's warm-up
+    # The first repeat also gives the choices; a run longer than --long is timed once.
+    times, fitted = {}, {}
+    paths = {"ours path": ours_path, "ours grid": ours_grid, "sklearn path": sklearn_path}
+    for name, run in paths.items():
+        seconds, fitted[name] = timed(run)
+        times[name] = [seconds]
+    ours, grid, theirs = fitted["ours path"], fitted["ours grid"], fitted["sklearn path"]
+    ours_l2, their_l2 = ours.l2_, l2s[cs.index(float(theirs.C_))]
+
+    def ours_one():
+        return LBFGSProbe(l2=ours_l2).fit(x, y, num_classes)
+
+    def sklearn_one():
+        return LogisticRegression(C=float(theirs.C_), tol=1e-4, max_iter=MAX_ITER).fit(x, y)
+
+    runs = {**paths, "ours one": ours_one, "sklearn one": sklearn_one}
+    for name in ("ours one", "sklearn one"):
+        seconds, fitted[name] = timed(runs[name])
+        times[name] = [seconds]
+    one_ours, one_theirs = fitted["ours one"], fitted["sklearn one"]
+    for rep in range(1, args.repeats):
+        for name in list(runs)[:: 1 if rep % 2 == 0 else -1]:
+            if times[name][0] <= args.long:
+                times[name].append(timed(runs[name])[0])
+    their_losses = -theirs.scores_[0, 0]  # (folds, l1_ratios, Cs): the one fold, ascending C
+    return {
+        "C": num_classes,
+        "d": d,
+        "n": n,
+        "l2": (ours_l2, their_l2),
+        # The held-out loss at our choice: ours, and scikit-learn's at the same penalty.
+        "loss": (ours.path_[ours_l2], their_losses[l2s.index(ours_l2)]),
+        "best": min(their_losses),
+        "nit": (ours.n_iter_, one_ours.n_iter_, int(theirs.n_iter_.sum()), one_theirs.n_iter_[0]),
+        "grid": (grid.l2_, grid.n_iter_, len(ours.path_)),
+        "time": {name: statistics.median(t) for name, t in times.items()},
+    }
+
+
+def print_path_table(rows):
+    print("\nseconds (iterations in all); path: LBFGSProbeCV as shipped (stops 2 penalties past")
+    print("the best), grid: every penalty (patience=None), as LogisticRegressionCV; one: a cold")
+    print("fit at the penalty chosen")
+    head = f"{'C':>4}{'d':>6}{'n':>7}{'l2 ours':>9}{'sklearn':>9}"
+    head += f"{'path':>14}{'grid':>14}{'one':>13}{'path/one':>9}{'grid/one':>9}"
+    head += f"{'sk path':>14}{'sk one':>13}{'path/one':>9}{'sk/grid':>8}"
+    print(head)
+    for r in rows:
+        t, nit, grid = r["time"], r["nit"], r["grid"]
+
+        def cell(seconds, iterations, width):
+            return f"{f'{seconds:.2f} ({iterations})':>{width}}"
+
+        line = f"{r['C']:>4}{r['d']:>6}{r['n']:>7}{r['l2'][0]:>9.1e}{r['l2'][1]:>9.1e}"
+        line += cell(t["ours path"], nit[0], 14) + cell(t["ours grid"], grid[1], 14)
+        line += cell(t["ours one"], nit[1], 13)
+        line += f"{t['ours path'] / t['ours one']:>9.2f}{t['ours grid'] / t['ours one']:>9.2f}"
+        line += cell(t["sklearn path"], nit[2], 14) + cell(t["sklearn one"], nit[3], 13)
+        line += f"{t['sklearn path'] / t['sklearn one']:>9.2f}"
+        line += f"{t['sklearn path'] / t['ours grid']:>8.2f}"
+        print(line)
+
+
+def main_path(args):
+    start = time.perf_counter()
+    print(f"regularisation path: {len(L2S)} penalties, {min(L2S):g} to {max(L2S):g}; held out "
+          f"{args.n_val} fresh examples; {args.repeats} timed repeats (medians)")  # fmt: skip
+    rows = []
+    for num_classes, n in zip(args.classes, args.n, strict=True):
+        for d in args.widths:
+            r = run_path_case(num_classes, d, n, args)
+            rows.append(r)
+            print(
+                f"  C = {num_classes}, d = {d:>4}: l2 ours {r['l2'][0]:.1e} ({r['grid'][2]} "
+                f"penalties fitted; the whole grid's choice {r['grid'][0]:.1e}), sklearn "
+                f"{r['l2'][1]:.1e}; held-out loss at ours: ours {r['loss'][0]:.5f}, sklearn "
+                f"{r['loss'][1]:.5f} (its least {r['best']:.5f})",
+                flush=True,
+            )
+    print_path_table(rows)
+    for name in ("path", "grid"):
+        ratios = [r["time"][f"ours {name}"] / r["time"]["ours one"] for r in rows]
+        print(f"\nours, {name} / one fit: min {min(ratios):.2f}, median "
+              f"{statistics.median(ratios):.2f}, max {max(ratios):.2f}", end="")  # fmt: skip
+        if name == "path":
+            print(f"; target (<= 3 at every width): {'met' if max(ratios) <= 3 else 'NOT met'}")
+    ratios = [r["time"]["sklearn path"] / r["time"]["sklearn one"] for r in rows]
+    print(f"\nsklearn, path / one fit: min {min(ratios):.2f}, median "
+          f"{statistics.median(ratios):.2f}, max {max(ratios):.2f}")  # fmt: skip
+    same = sum(r["l2"][0] == r["l2"][1] for r in rows)
+    print(f"the same penalty chosen as scikit-learn at {same} of {len(rows)} widths")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 256, 512, 1024, 2048])
-    parser.add_argument("--classes", type=int, nargs="+", default=[10, 1000])
+    parser.add_argument("--classes", type=int, nargs="+", help="default: 10 and 1000 (--path: 10)")
     parser.add_argument(
-        "--n", type=int, nargs="+", default=[10000, 10000], help="examples, one per --classes"
+        "--n", type=int, nargs="+", help="examples, one per --classes (default: 10000 each)"
     )
     parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--separation", type=float, default=4.0, help="class-mean scale")
@@ -298,9 +439,16 @@ def main():
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument(
+        "--path", action="store_true", help="the regularisation path (LBFGSProbeCV) instead"
+    )
+    parser.add_argument("--n-val", type=int, default=5000, help="held-out examples (--path)")
     args = parser.parse_args()
+    args.classes = args.classes or ([10] if args.path else [10, 1000])
+    args.n = args.n or [10000] * len(args.classes)
     if args.quick:
-        args.widths, args.n, args.repeats = [64, 256], [2000, 2000], 1
+        args.widths, args.n, args.repeats = [64, 256], [2000] * len(args.classes), 1
+        args.n_val = min(args.n_val, 1000)
     if len(args.n) != len(args.classes):
         parser.error("--n needs one value per --classes")
 
@@ -308,8 +456,11 @@ def main():
     blas = "left as is"
     if args.scipy_blas_threads and limit_scipy_blas(args.scipy_blas_threads):
         blas = f"{args.scipy_blas_threads} thread(s)"
-    print(f"l2 = {args.l2:g}, separation {args.separation:g}, label noise {args.label_noise:g}")
-    print(f"{args.repeats} timed repeats (one above {args.long:g} s); SciPy's OpenBLAS: {blas}")
+    print(f"separation {args.separation:g}, label noise {args.label_noise:g}; SciPy's OpenBLAS: "
+          f"{blas}")  # fmt: skip
+    if args.path:
+        return main_path(args)
+    print(f"l2 = {args.l2:g}; {args.repeats} timed repeats (one above {args.long:g} s)")
     rows = []
     for num_classes, n in zip(args.classes, args.n, strict=True):
         print(f"{num_classes} classes, n = {n}: sklearn C = 1/(l2 n) = {1 / (args.l2 * n):g}")
