@@ -3,10 +3,23 @@
 A pretrained `keras.applications` network is probed at its preset points: the
 features of every point over the train and val images are extracted once into a
 `kp.FeatureCache` (resumable, re-used by a second run), then each probe is fitted
-to its convex optimum by L-BFGS (`kp.fit_probes(..., solver="lbfgs")`). The
-probes' val errors are set beside the pretrained network's own classifier on the
-same images and classes: its 1000-way ImageNet scores restricted to the
-dataset's classes, argmax among those.
+to its convex optimum by L-BFGS, its penalty chosen per point by 5-fold
+cross-validation on the train images (`kp.solvers.LBFGSProbeCV(cv=5)`; `--l2`
+fixes one instead). Not on val: it is the split reported, and the only
+held-out one, so a penalty chosen there would bias the errors low, and
+halving it would widen every interval by about 1.4x. The probes' val errors
+are set beside the pretrained network's own classifier on the same images and
+classes: its 1000-way ImageNet scores restricted to the dataset's classes,
+argmax among those.
+
+Every held-out figure comes with its 95% interval, from each val image's
+outcome that the report keeps (`report.interval`: Wilson's score interval for
+error rates, a percentile bootstrap over images for losses); the monotonicity
+with its bootstrap interval; each point against the next deeper one by
+McNemar's exact test, Holm-adjusted over all the pairs
+(`report.compare_adjacent`); and the last probe against the pretrained
+classifier on the same images by McNemar's exact test
+(`kp.uncertainty.paired_rates`).
 
 `resnet50.py` and `inception_v3.py` differ only in the network, the reducer
 (average pooling, or 1000 fixed random features) and what they compare with the
@@ -16,6 +29,7 @@ Keras at the shared weight files before Keras is imported.
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -27,6 +41,7 @@ from pathlib import Path
 
 import _common  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
@@ -37,6 +52,12 @@ __all__ = ["MODELS", "Experiment", "ModelSpec", "load_base", "main"]
 QUICK_PER_CLASS = (4, 2)
 #: Examples per cache shard (about): an interrupted extraction loses at most this many.
 SHARD_EXAMPLES = 256
+#: The confidence level of every interval, and 1 - the level of every test.
+LEVEL = 0.95
+#: The name of the pretrained network's own classifier in paired comparisons.
+PRETRAINED = "pretrained classifier"
+#: Folds of train that `--l2 auto` chooses each probe's penalty on.
+CV_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -368,25 +389,45 @@ def main(args: argparse.Namespace, experiment: Experiment) -> dict:
         num_train, num_val = cache.num_examples("train"), cache.num_examples("val")
 
         start = time.perf_counter()
-        points = len(probed.points)
-        print(f"Fitting {points} probes by L-BFGS (l2={args.l2:g}) on {num_train} images")
-        report = kp.fit_probes(probed, cache, solver="lbfgs", l2=args.l2, verbose=1)
+        if args.l2 == "auto":
+            # The penalty chosen per point on folds of train, never on val: val is the
+            # split the errors are reported on, and the only held-out one.
+            # Stratified folds: no more than the rarest class has images (--quick: 4).
+            _, labels = cache.arrays("train", points=[])
+            folds = int(max(2, min(CV_FOLDS, np.unique(labels, return_counts=True)[1].min())))
+            solver = kp.solvers.LBFGSProbeCV(cv=folds, seed=args.seed)
+            how = f"l2 chosen per point by {folds}-fold cross-validation on train"
+            report = _fit(probed, cache, solver, f"{how}; {num_train} images")
+        else:
+            how = f"l2={args.l2:g}"
+            report = _fit(probed, cache, "lbfgs", f"{how}; {num_train} images", l2=args.l2)
         seconds["fit"] = round(time.perf_counter() - start, 1)
 
-    pretrained = (None, None)
+    mistakes = None
     if args.weights == "imagenet" and indices is not None:
         start = time.perf_counter()
-        errors = kp.models.classifier_errors(base, images.val, indices)
-        pretrained = (errors["error"], errors["full_error"])
+        mistakes = pretrained_mistakes(base, images.val, indices, cache)
         seconds["pretrained_val"] = round(time.perf_counter() - start, 1)
+    measured = intervals_and_tests(report, "val", mistakes)
 
     print(f"\nProbes on {described}; {images.source}:\n")
-    print(report.table(metrics=["loss", "error", "grad_norm"]))
-    if pretrained[0] is not None:
+    print(report.table(metrics=["loss", "error", "grad_norm", "l2"], intervals=True, level=LEVEL))
+    adjacent = measured["adjacent"]
+    print(
+        f"Adjacent points whose val errors differ (McNemar exact, Holm over {len(adjacent)} "
+        f"pairs, {1 - LEVEL:g}): {measured['adjacent_significant']} of {len(adjacent)}"
+        + "".join(f"\n  {c['a']} -> {c['b']}: {c['text']}" for c in adjacent if c["significant"])
+    )
+    if mistakes is not None:
+        among, full = (
+            interval_text(measured[key], measured[f"{key}_interval"], 4)
+            for key in ("pretrained_val_error", "pretrained_val_error_1000way")
+        )
         print(
             f"Pretrained {spec.label}'s own classifier on the same {num_val} val images: error "
-            f"{pretrained[0]:.4f} among the {len(images.class_names)} classes (1000-way "
-            f"ImageNet top-1 error {pretrained[1]:.4f})."
+            f"{among} among the {len(images.class_names)} classes (1000-way ImageNet top-1 "
+            f"error {full}).\nThe last probe against it, on the same images: "
+            f"{measured['last_probe_vs_pretrained']['text']}"
         )
 
     train = report.results["train"]
@@ -410,19 +451,24 @@ def main(args: argparse.Namespace, experiment: Experiment) -> dict:
         "points": list(probed.points),
         "point_shapes": {p: list(base.get_layer(p).output.shape[1:]) for p in probed.points},
         "feature_sizes": cache.feature_sizes,
-        "solver": "lbfgs",
+        "solver": f"LBFGSProbeCV(cv={folds})" if args.l2 == "auto" else "lbfgs",
         "l2": args.l2,
-        "sklearn_C": 1 / (args.l2 * num_train) if args.l2 else None,
+        "l2_chosen": {p: train[p]["l2"] for p in probed.points},
+        "sklearn_C": {p: 1 / (train[p]["l2"] * num_train) for p in probed.points},
         "val_error": _rounded(report.errors("val")),
         "val_loss": report.losses("val"),
         "val_top5_error": _rounded(report.top5_errors("val")),
+        "level": LEVEL,
+        **{key: measured[key] for key in INTERVAL_KEYS},
         "train_error": _rounded(report.errors("train")),
         "train_loss": report.losses("train"),
         "grad_norm": {p: train[p]["grad_norm"] for p in probed.points},
         "objective": {p: train[p]["objective"] for p in probed.points},
-        "pretrained_val_error": pretrained[0],
-        "pretrained_val_error_1000way": pretrained[1],
+        **{key: measured[key] for key in PRETRAINED_KEYS},
         "monotonicity": _finite(report.monotonicity("val")),
+        "monotonicity_interval": measured["monotonicity_interval"],
+        "adjacent": adjacent,
+        "adjacent_significant": measured["adjacent_significant"],
         "monotonicity_train": _finite(report.monotonicity("train")),
         "cache": str(directory),
         "seconds": seconds,
@@ -435,8 +481,28 @@ def main(args: argparse.Namespace, experiment: Experiment) -> dict:
         "against the pretrained head), not the values."
     )
     run.note(
-        f"Probes fitted to their optimum by L-BFGS on cached features (l2={args.l2:g}), not "
+        f"Probes fitted to their optimum by L-BFGS on cached features ({how}), not "
         "by the paper's minibatch training; grad_norm is each fit's optimality certificate."
+    )
+    if args.l2 == "auto":
+        chosen = sorted(set(results["l2_chosen"].values()))
+        run.note(
+            f"Each probe's penalty is chosen among {len(kp.solvers.L2S)} penalties "
+            f"({min(kp.solvers.L2S):g} to {max(kp.solvers.L2S):g}) by {folds}-fold "
+            "cross-validation on the train images (kp.solvers.LBFGSProbeCV(cv="
+            f"{folds}): stratified folds, the path warm-started), never on val: val is the "
+            "only held-out split and the one the errors are reported on, so choosing there "
+            "would bias them low, and halving it (one half to choose, one to report) would "
+            "widen every interval by about 1.4x and weaken the paired tests. Chosen: "
+            f"{', '.join(f'{l2:g}' for l2 in chosen)} (per point in l2_chosen)."
+        )
+    run.note(
+        f"Intervals are {LEVEL:.0%} intervals over the {num_val} val images: Wilson's score "
+        "interval for error rates, a percentile bootstrap (2000 resamples) for losses and for "
+        "the monotonicity. Adjacent points are compared by McNemar's exact test on the same "
+        f"images, Holm-adjusted over the {len(adjacent)} pairs; the last probe against the "
+        "pretrained classifier by McNemar's exact test too. Significant: p < "
+        f"{1 - LEVEL:g}."
     )
     if args.weights == "imagenet" and indices is None:
         run.note("The data's classes are not ImageNet classes known here: no pretrained reference.")
@@ -444,8 +510,119 @@ def main(args: argparse.Namespace, experiment: Experiment) -> dict:
         run.note(text)
     experiment.compare(run, results)
     if kp.distribute.workers(strategy)[0] == 0:  # one worker writes the results
+        # The report keeps each val image's outcome: `keras-probes compare` and
+        # `ProbeReport.interval` read it again.
+        report.to_json(run.path("_report.json"))
         run.save(results, figure=experiment.figure(report, results))
     return results
+
+
+# -- uncertainty ---------------------------------------------------------------
+
+#: The intervals of the probes' val figures, `{point: [low, high]}` each.
+INTERVAL_KEYS = ("val_error_interval", "val_top5_error_interval", "val_loss_interval")
+#: The pretrained classifier's figures (`None` without a pretrained reference).
+PRETRAINED_KEYS = (
+    "pretrained_val_error",
+    "pretrained_val_error_interval",
+    "pretrained_val_error_1000way",
+    "pretrained_val_error_1000way_interval",
+    "last_probe_vs_pretrained",
+)
+
+
+def pretrained_mistakes(base: keras.Model, val: tf.data.Dataset, indices, cache) -> dict:
+    """The pretrained classifier's mistake on each val image, in the cache's row order.
+
+    Among the dataset's classes (its scores at `indices`, argmax among those,
+    as `kp.models.classifier_errors`) and 1000-way. Kept per image so that
+    its error gets an interval and the last probe a paired test against it.
+
+    Returns:
+        `{"among": bool (n,), "full": bool (n,)}`.
+
+    Raises:
+        ValueError: the val images' labels are not the cache's, in its order
+            (the paired test needs the same images in the same order).
+    """
+    indices = np.asarray(indices)
+    infer = tf.function(lambda x: base(x, training=False))
+    among, full, labels = [], [], []
+    for x, y in val:
+        scores, y = infer(x).numpy(), y.numpy().astype("int64")
+        among.append(np.argmax(scores[:, indices], axis=1) != y)
+        full.append(np.argmax(scores, axis=1) != indices[y])
+        labels.append(y)
+    _, cached = cache.arrays("val", points=[])
+    if not np.array_equal(np.concatenate(labels), cached):
+        raise ValueError(
+            "The val images' labels differ from the feature cache's, in its row order: the "
+            "pretrained classifier cannot be paired with the probes image by image. Pass "
+            "another --cache folder (this one holds other images)."
+        )
+    return {"among": np.concatenate(among), "full": np.concatenate(full)}
+
+
+def comparison_record(comparison: kp.uncertainty.Comparison) -> dict:
+    """A paired comparison as JSON: its fields, `significant` and a line of text."""
+    record = dataclasses.asdict(comparison)
+    if record["adjusted_pvalue"] is None:
+        del record["adjusted_pvalue"]
+    else:
+        record["holm_pvalue"] = record.pop("adjusted_pvalue")
+    record["significant"] = comparison.significant()
+    p = record.get("holm_pvalue", comparison.pvalue)
+    record["text"] = (
+        f"{comparison.difference:+.3f} [{comparison.low:+.3f}, {comparison.high:+.3f}], "
+        f"{f'p={p:.2g}' if p > 0 else 'p<1e-300'}{' (Holm)' if 'holm_pvalue' in record else ''}, "
+        f"{comparison.test}: " + ("significant" if record["significant"] else "not significant")
+    )
+    return record
+
+
+def intervals_and_tests(report: kp.ProbeReport, split: str, mistakes: dict | None) -> dict:
+    """The intervals and paired tests of the probes' figures on `split`, and of the
+    pretrained classifier's error given its `mistakes` (`pretrained_mistakes`)."""
+    points = report.points
+    result = {
+        f"{split}_{metric}_interval": {
+            p: _outward(bounds) for p, bounds in report.intervals(split, metric, LEVEL).items()
+        }
+        for metric in ("error", "top5_error", "loss")
+    }
+    _, low, high = report.monotonicity(split, level=LEVEL)
+    result["monotonicity_interval"] = _outward((low, high))
+    adjacent = [comparison_record(c) for c in report.compare_adjacent(split, level=LEVEL)]
+    result["adjacent"] = adjacent
+    result["adjacent_significant"] = sum(c["significant"] for c in adjacent)
+    result.update(dict.fromkeys(PRETRAINED_KEYS))
+    if mistakes is not None:
+        for key, wrong in (("", mistakes["among"]), ("_1000way", mistakes["full"])):
+            result[f"pretrained_{split}_error{key}"] = round(float(np.mean(wrong)), 6)
+            bounds = kp.uncertainty.rate_interval(wrong.astype(float), level=LEVEL)
+            result[f"pretrained_{split}_error{key}_interval"] = _outward(bounds)
+        last = points[-1]
+        probe_wrong = report.outcomes[split][last].values("error")
+        paired = kp.uncertainty.paired_rates(probe_wrong, mistakes["among"], level=LEVEL)
+        paired = dataclasses.replace(paired, a=last, b=PRETRAINED, split=split, metric="error")
+        result["last_probe_vs_pretrained"] = comparison_record(paired)
+    return result
+
+
+def interval_text(value: float, bounds, digits: int = 3) -> str:
+    """`"0.031 [0.021, 0.044]"`."""
+    return f"{value:.{digits}f} [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
+def _outward(bounds) -> list[float]:
+    """An interval rounded to 6 decimals outward: it still holds its figure."""
+    low, high = bounds
+    return [math.floor(low * 1e6) / 1e6, math.ceil(high * 1e6) / 1e6]
+
+
+def _fit(probed, cache, solver, what, **settings):
+    print(f"Fitting {len(probed.points)} probes by L-BFGS ({what})")
+    return kp.fit_probes(probed, cache, solver=solver, verbose=1, **settings)
 
 
 def title(results: dict, what: str) -> str:

@@ -13,10 +13,14 @@ reduced to 1000 fixed random features (`kp.RandomSubset(1000, seed)`). As in
 (`kp.FeatureCache`, resumable and re-used) and each probe is fitted to its
 optimum by L-BFGS. It prints the val error per point, the monotonicity (minus
 Kendall's tau of error against depth) and the pretrained network's own error
-on the same images and classes, and draws Fig. 5 as a row of boxes coloured by
-error, the pretrained classifier ("main head") last: inception_v3.json and
-inception_v3.png, to results/ for the committed run (`--model mobilenet`, below),
-elsewhere for any other (see `--out`).
+on the same images and classes, every figure with its 95% interval over the
+val images (which adjacent points differ: McNemar's exact test, Holm-adjusted;
+the last probe against the main head: McNemar on the same images), and draws
+Fig. 5 as a row of boxes coloured by error, each with its interval, the
+pretrained classifier ("main head") last: inception_v3.json,
+inception_v3_report.json (the `kp.ProbeReport`, with each val image's outcome)
+and inception_v3.png, to results/ for the committed run (`--model mobilenet`,
+below), elsewhere for any other (see `--out`).
 
 Data as in `resnet50.py`: Imagenette by default (TFDS if prepared, else the
 shared offline subset of 3000 train / 1000 val images), or any TFDS name or
@@ -52,20 +56,45 @@ import keras_probes as kp  # noqa: E402
 
 
 def compare(run: _common.Run, results: dict) -> None:
-    """The paper's Inception v3 observations (1000 ImageNet classes) beside ours."""
-    errors = list(results["val_error"].values())
-    pretrained = results["pretrained_val_error"]
+    """The paper's Inception v3 observations (1000 ImageNet classes) beside ours, ours
+    with their 95% intervals and the differences we state with their paired tests."""
+    points = results["points"]
+    errors, bounds = results["val_error"], results["val_error_interval"]
     run.compare(
         "monotonicity of val error with depth (-Kendall tau)",
         paper="~1 (smooth colours)",
-        ours=results["monotonicity"],
+        ours=_imagenet.interval_text(results["monotonicity"], results["monotonicity_interval"]),
     )
-    run.compare("val error of the first probe", paper="high (red)", ours=errors[0])
-    run.compare("val error of the last probe", paper="low (green)", ours=errors[-1])
+    run.compare(
+        "val error of the first probe",
+        paper="high (red)",
+        ours=_imagenet.interval_text(errors[points[0]], bounds[points[0]]),
+    )
+    run.compare(
+        "val error of the last probe",
+        paper="low (green)",
+        ours=_imagenet.interval_text(errors[points[-1]], bounds[points[-1]]),
+    )
+    rises = [c for c in results["adjacent"] if c["difference"] < 0]
+    run.compare(
+        "adjacent points where the deeper is worse (significant, McNemar with Holm)",
+        paper="none (smooth)",
+        ours=f"{len(rises)} of {len(results['adjacent'])} "
+        f"({sum(c['significant'] for c in rises)} significant)",
+    )
+    pretrained = results["pretrained_val_error"]
+    known = pretrained is not None
     run.compare(
         "main head's own top-1 val error",
         paper="not given",
-        ours=pretrained if pretrained is not None else "n/a",
+        ours=_imagenet.interval_text(pretrained, results["pretrained_val_error_interval"])
+        if known
+        else "n/a",
+    )
+    run.compare(
+        "last probe minus main head's error",
+        paper="not given",
+        ours=results["last_probe_vs_pretrained"]["text"] if known else "n/a",
     )
     run.compare(
         "auxiliary head ahead of the main head",
@@ -78,7 +107,11 @@ def figure(report: kp.ProbeReport, results: dict):
     """The paper's Fig. 5: the probes as boxes along depth coloured by error, main head last."""
     references = {}
     if results["weights"] == "imagenet":
-        references["main head (pretrained)"] = results["pretrained_val_error"]
+        bounds = results["pretrained_val_error_interval"]
+        label = "main head (pretrained)"
+        if bounds is not None:
+            label += f"\n[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+        references[label] = results["pretrained_val_error"]
     return kp.plots.plot_error_colors(
         report,
         split="val",
