@@ -246,12 +246,14 @@ def test_paired_tests_false_positive_rate_and_power():
 @pytest.mark.numerics
 def test_clustered_tests_false_positive_rate_and_power():
     # As above, per token: 300 test sets of 100 sequences, compared over whole sequences
-    # (the clustered z test for errors, the paired bootstrap of sequences for losses):
-    # at most 0.05 + 3 sd = 0.088 false positives; power > 0.8 against c.
+    # (the clustered z test for errors, the paired bootstrap of sequences for losses);
+    # power > 0.8 against c. Both estimate a variance from 100 sequences, so they run a
+    # little over their level (measured ~0.055 for the z test alone, 0.06 and 0.065 in
+    # bench/uncertainty.py): at most 0.05 + 0.01 + 3 sd = 0.098 false positives.
     found = bench.paired_tests(SEED, sets=300, sequences=100, weaker=0.8)
     assert found["same_fit"]
     assert found["tests"] == {"error": "clustered z", "loss": "paired bootstrap"}
-    high = bench.band(ALPHA, 300)[1]
+    high = bench.band(ALPHA, 300)[1] + 0.01
     assert found["error_fpr"] <= high and found["loss_fpr"] <= high, found
     assert found["error_power"] > 0.8 and found["loss_power"] > 0.8, found
 
