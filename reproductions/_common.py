@@ -35,7 +35,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start
 # instead of 0.3 s. TensorFlow's own kernels do not use OpenBLAS.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["RESULTS", "ROOT", "Run", "imagenet_parser", "parser", "train"]
+__all__ = [
+    "RESULTS",
+    "ROOT",
+    "Run",
+    "comparison_json",
+    "imagenet_parser",
+    "parser",
+    "rate_interval",
+    "tested",
+    "tested_together",
+    "train",
+    "with_interval",
+]
 
 
 def parser(
@@ -151,6 +163,63 @@ def train(model, x, y, epochs, seed, validation=None, callbacks=(), batch_size=1
     )
 
 
+def rate_interval(rate: float, n: int, level: float = 0.95) -> list[float]:
+    """The Wilson interval of a rate measured on `n` independent examples, for rates
+    kept without their examples' outcomes (a `ProbeHistory`, a Keras log): it depends on
+    the count `round(rate * n)` and `n` alone (`kp.uncertainty.rate_interval`)."""
+    import numpy as np
+
+    from keras_probes import uncertainty
+
+    values = np.zeros(n)
+    values[: round(rate * n)] = 1
+    return list(uncertainty.rate_interval(values, level=level))
+
+
+def with_interval(value: float, bounds, digits: int = 3) -> str:
+    """`value [low, high]`: a figure as the README's tables write it."""
+    low, high = bounds
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def tested(comparison) -> str:
+    """A `kp.uncertainty.Comparison` in words: difference [interval], p, the verdict."""
+    adjusted = comparison.adjusted_pvalue is not None
+    p = comparison.adjusted_pvalue if adjusted else comparison.pvalue
+    verdict = "significant" if comparison.significant() else "not significant"
+    return (
+        f"{comparison.difference:+.3f} [{comparison.low:+.3f}, {comparison.high:+.3f}], "
+        f"p={p:.2g}{' (Holm)' if adjusted else ''}, {verdict}"
+    )
+
+
+def tested_together(comparisons: dict, family: str = "") -> dict:
+    """`{name: Comparison}` tested as one family (the comparisons of one question):
+    each with Holm's adjusted p-value, which `significant()` then uses; returns them
+    and prints one line each."""
+    import dataclasses
+
+    from keras_probes import uncertainty
+
+    adjusted = uncertainty.holm([c.pvalue for c in comparisons.values()])
+    result = {
+        name: dataclasses.replace(c, adjusted_pvalue=float(p))
+        for (name, c), p in zip(comparisons.items(), adjusted, strict=True)
+    }
+    width = max(map(len, result), default=0)
+    print(f"\n{family or 'paired tests'}: Holm's adjustment over these {len(result)}")
+    for name, c in result.items():
+        print(f"  {name:{width}}  {tested(c)}  [{c.test}]")
+    return result
+
+
+def comparison_json(comparison) -> dict:
+    """A `Comparison` as plain data, with its verdict."""
+    import dataclasses
+
+    return {**dataclasses.asdict(comparison), "significant": comparison.significant()}
+
+
 class Run:
     """One reproduction's results: settings, our figures beside the paper's, files.
 
@@ -248,7 +317,9 @@ def _cell(value):
 
 
 def _plain(value):
-    """NumPy scalars and arrays as JSON numbers and lists."""
+    """NumPy scalars and arrays as JSON numbers and lists; comparisons as `comparison_json`."""
     if hasattr(value, "tolist"):
         return value.tolist()
+    if hasattr(value, "significant"):  # a kp.uncertainty.Comparison
+        return comparison_json(value)
     raise TypeError(f"Not JSON-serialisable: {type(value).__name__}")
