@@ -49,8 +49,45 @@ def mlp(width: int, depth: int, seed: int):
     return keras.Model(inputs, outputs, name=f"mlp_{depth}x{width}")
 
 
+def correct(model, x, y) -> np.ndarray:
+    """Whether the model's class is the label, per example: `(n,)` bool."""
+    return np.argmax(model.predict(x, batch_size=512, verbose=0), axis=1) == y
+
+
 def accuracy(model, x, y) -> float:
-    return float(np.mean(np.argmax(model.predict(x, batch_size=512, verbose=0), axis=1) == y))
+    return float(np.mean(correct(model, x, y)))
+
+
+def compare_losses(metric: str, lost, than, split: str = "val"):
+    """Is a figure lost more in one place than in another: `(a0 - a1) - (b0 - b1)`.
+
+    Each of `lost` and `than` is a pair `((report, point), (report, point))`: the
+    figure (e.g. `"area_r2"`) of the first minus that of the second, e.g. a point's
+    R^2 at N = 0 minus at N = 1. All four are measured on the same held-out examples
+    (same fingerprint), so the difference is tested by the paired bootstrap over them
+    (`kp.uncertainty.paired_means`).
+
+    Returns:
+        A `kp.uncertainty.Comparison`.
+    """
+    import dataclasses
+
+    from keras_probes import uncertainty
+
+    pairs = [*lost, *than]
+    examples = pairs[0][0].examples[split]
+    if any(report.examples[split] != examples for report, _ in pairs):
+        raise ValueError(f"The reports were measured on other examples of split {split!r}.")
+    columns = [report.outcomes[split][point].columns(metric) for report, point in pairs]
+    figure, k = columns[0][1], columns[0][0].shape[1]
+
+    def loss(means):  # the figure of the first k columns' means minus the next k's
+        return figure(means[..., :k]) - figure(means[..., k:])
+
+    first = np.concatenate([columns[0][0], columns[1][0]], axis=1)
+    second = np.concatenate([columns[2][0], columns[3][0]], axis=1)
+    result = uncertainty.paired_means(first, second, statistic=loss)
+    return dataclasses.replace(result, split=split, metric=f"{metric} lost")
 
 
 def first_epoch(epochs, values, level):

@@ -18,6 +18,12 @@ input and at each hidden layer:
 - Controls (not in the paper): the generalizing network's class probes against
   probes on shuffled labels and on a re-initialised network (selectivity).
 
+Every held-out figure has its 95% interval (R^2: bootstrap over the held-out
+digits; accuracies: Wilson), and every comparison the output makes is a
+paired test on the same held-out digits (`ProbeReport.compare`; R^2 lost at
+one layer against another: the paired bootstrap), Holm-adjusted within each
+family of comparisons (a concept's R^2, the class probes, the selectivities).
+
 Scaled down from the paper: 512 units per layer instead of 4,096, Adam for
 100 epochs instead of SGD for 1,000 (every network still fits its labels);
 offline, 7,000 training digits (a split of the official test images).
@@ -48,6 +54,7 @@ def arguments():
 if __name__ == "__main__":
     arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
 
+import dataclasses  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -56,7 +63,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _mnist_mlp import SHAPES, accuracy, data, mlp  # noqa: E402
+from _mnist_mlp import SHAPES, accuracy, compare_losses, correct, data, mlp  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
@@ -87,6 +94,15 @@ def regression_report(model, parts, targets, directory):
     return kp.fit_regression_probes(probed, cache, targets, verbose=0)
 
 
+def class_probes(probed, splits, solver, directory):
+    """Class probes of `probed` fitted by `solver` on `splits` (`{split: (x, y)}`, a
+    `ProbeMonitor`'s), measured on its held-out split: a report with outcomes."""
+    for split, (x, y) in splits.items():
+        kp.FeatureCache.write(probed, (x, y), directory, split=split, batch_size=500, verbose=0)
+    cache = kp.FeatureCache.open(directory, model=probed)
+    return kp.fit_probes(probed, cache, solver=solver, verbose=0)
+
+
 def controls(model, parts, directory, l2):
     """Class probes of `model` and their two controls, as reports with selectivity."""
     probed = kp.ProbedModel(model, points=points_of(model), num_classes=10)
@@ -94,7 +110,8 @@ def controls(model, parts, directory, l2):
     report = kp.fit_probes(probed, cache, l2=l2, verbose=0)
     shuffled = kp.controls.shuffled_label_probes(probed, cache, l2=l2, verbose=0)
     data_splits = {s: parts[s][:2] for s in ("train", "val")}
-    random = kp.controls.reinitialized_probes(probed, data_splits, l2=l2, verbose=0)
+    # Written in batches as `cached` writes: the same data fingerprint, so the two pair.
+    random = kp.controls.reinitialized_probes(probed, data_splits, l2=l2, batch_size=500, verbose=0)
     return report, shuffled, random
 
 
@@ -110,13 +127,19 @@ def main(argv=None):
         f"scaled down: {args.depth} hidden layers of {args.width} units (paper 4,096), "
         f"Adam(1e-3) for {args.epochs} epochs (paper SGD 0.01 for 1,000)"
     )
+    run.note(
+        "intervals: 95%, over the held-out digits (R^2: percentile bootstrap, 2000 "
+        "resamples; accuracies: Wilson); tests: paired on the same digits (McNemar for "
+        "accuracies, paired bootstrap for R^2), Holm-adjusted within each family (one "
+        "concept's R^2, the class probes, the selectivities)"
+    )
     (x, y, images), (xv, yv, images_v) = parts["train"], parts["val"]
     targets = {"train": shape_concepts(images), "val": shape_concepts(images_v)}
     print(f"train / val digits: {len(y)} / {len(yv)}; concepts {SHAPES}")
 
     r2 = {}  # {network: {concept: {point: R^2}}}
     reports = {}  # {network: its regression ProbeReport}
-    fits, histories = {}, {}
+    fits, histories, probes = {}, {}, {}  # probes: {network: class-probe report at the end}
     with tempfile.TemporaryDirectory(prefix="flawed_mlp_") as scratch:
         random_net = mlp(args.width, args.depth, args.seed)
         reports["random"] = regression_report(random_net, parts, targets, f"{scratch}/random")
@@ -142,12 +165,25 @@ def main(argv=None):
                 )
                 callbacks.append(monitor)
             _common.train(model, x, labels, args.epochs, args.seed, callbacks=callbacks)
+            right = correct(model, xv, yv)
             fits[fraction] = {
                 "train_accuracy_on_its_labels": accuracy(model, x, labels),
-                "val_accuracy": accuracy(model, xv, yv),
+                "val_accuracy": float(right.mean()),
+                "val_accuracy_interval": list(kp.uncertainty.rate_interval(right)),
             }
             if name is not None:
                 histories[name] = monitor.history
+                # The monitor's last probes again, on its digits, keeping each held-out
+                # digit's outcome (the history keeps the figures only); warm-started from
+                # the monitor's own, they end where the monitor's last measurement did.
+                probes[name] = class_probes(
+                    monitor.probed, monitor.splits, monitor.solver, f"{scratch}/probes_{name}"
+                )
+                if "random" not in probes:  # the same initial weights as every network
+                    probed = kp.ProbedModel(random_net, points=monitor.points, num_classes=10)
+                    probes["random"] = class_probes(
+                        probed, monitor.splits, monitor.solver, f"{scratch}/probes_random"
+                    )
             report = regression_report(model, parts, targets, f"{scratch}/n{fraction}")
             reports[fraction] = report
             r2[fraction] = {c: report.values("val", f"{c}_r2") for c in SHAPES}
@@ -166,22 +202,92 @@ def main(argv=None):
     points = list(r2["random"]["area"])
     hidden = points[1:]
     first, last = hidden[0], hidden[-1]
-    clean, noisy = args.fractions[0], args.fractions[-1]
+    clean, next_, noisy = args.fractions[0], args.fractions[1], args.fractions[-1]
+    r2_interval = {
+        network: {
+            c: {p: list(report.interval("val", p, f"{c}_r2")) for p in points} for c in SHAPES
+        }
+        for network, report in reports.items()
+    }
+    shown = lambda n, c, p: _common.with_interval(r2[n][c][p], r2_interval[n][c][p])  # noqa: E731
+
+    report, shuffled, random_control = control_reports
+    comparisons = {}  # {family: {name: Comparison}}, each family Holm-adjusted
     for concept in SHAPES:
+        metric, family = f"{concept}_r2", {}
+        ranked = sorted(hidden, key=lambda p, c=concept: -r2[clean][c][p])
+        family[f"{concept} N={clean:g}: {ranked[0]} - {ranked[1]} (the best two)"] = reports[
+            clean
+        ].compare("val", ranked[0], ranked[1], metric=metric)
+        for point, (a, b) in (
+            (first, (clean, next_)),
+            (first, (next_, noisy)),
+            (last, (clean, noisy)),
+        ):
+            family[f"{concept} {point}: N={a:g} - N={b:g}"] = reports[a].compare(
+                "val", point, other=reports[b], metric=metric
+            )
+        family[f"{concept} R^2 lost N={clean:g} -> {noisy:g}: {last} - {first}"] = (
+            dataclasses.replace(
+                compare_losses(
+                    metric,
+                    ((reports[clean], last), (reports[noisy], last)),
+                    ((reports[clean], first), (reports[noisy], first)),
+                ),
+                a=f"{last} lost",
+                b=f"{first} lost",
+            )
+        )
+        for point in (first, last):
+            family[f"{concept} {point}: random - N={clean:g}"] = reports["random"].compare(
+                "val", point, other=reports[clean], metric=metric
+            )
+        comparisons[f"{concept} R^2"] = family
+    # Class probes, error differences: accuracy of the second minus the first.
+    family = {
+        f"class probe {last}: accuracy, generalizing - 0.4-memorizing": probes[
+            "0.4-memorizing"
+        ].compare("val", last, other=probes["generalizing"])
+    }
+    for name in MONITORED:
+        family[f"class probe {last}: accuracy, {name} - random"] = probes["random"].compare(
+            "val", last, other=probes[name]
+        )
+    comparisons["class probes at the end"] = family
+    comparisons["selectivity"] = {  # the control's error minus the probe's
+        f"selectivity {point} vs re-initialised net": random_control.compare(
+            "val", point, other=report
+        )
+        for point in (first, last)
+    }
+    comparisons = {
+        family: _common.tested_together(tests, family) for family, tests in comparisons.items()
+    }
+    flat = {name: c for tests in comparisons.values() for name, c in tests.items()}
+    said = lambda name: _common.tested(flat[name])  # noqa: E731
+
+    for concept in SHAPES:
+        ranked = sorted(hidden, key=lambda p, c=concept: -r2[clean][c][p])
+        best_two = f"{concept} N={clean:g}: {ranked[0]} - {ranked[1]} (the best two)"
         run.compare(
-            f"{concept}: best-regressed layer (N=0)",
+            f"{concept}: best-regressed layer (N=0), minus the next best",
             "first",
-            max(hidden, key=lambda p, c=concept: r2[clean][c][p]),
+            f"{ranked[0]}: {said(best_two)}",
         )
         run.compare(
             f"{concept} R^2 {first}: N={clean:g} -> N={noisy:g}",
             "unaffected",
-            f"{r2[clean][concept][first]:.3f} -> {r2[noisy][concept][first]:.3f}",
+            f"{shown(clean, concept, first)} -> {shown(noisy, concept, first)}",
         )
         run.compare(
             f"{concept} R^2 {last}: N={clean:g} -> N={noisy:g}",
             "falls",
-            f"{r2[clean][concept][last]:.3f} -> {r2[noisy][concept][last]:.3f}",
+            f"{shown(clean, concept, last)} -> {shown(noisy, concept, last)}",
+        )
+        run.compare(
+            f"{concept} R^2 lost, {last} minus {first}",
+            "> 0",
+            said(f"{concept} R^2 lost N={clean:g} -> {noisy:g}: {last} - {first}"),
         )
     accuracy_curves = {
         name: {
@@ -195,18 +301,48 @@ def main(argv=None):
         "epochs": histories["generalizing"].epochs,
         "val_accuracy": np.repeat(start_accuracy[:, None], len(at) + 1, axis=1).tolist(),
     }
+    n_val = len(monitor.splits["val"][1])
+    for curves in accuracy_curves.values():  # Wilson, from each rate and the digits' count
+        curves["val_accuracy_interval"] = [
+            [_common.rate_interval(a, n_val) for a in row] for row in curves["val_accuracy"]
+        ]
+    probe_accuracy_end = {
+        name: {
+            p: {
+                "accuracy": 1 - e,
+                "interval": [1 - h for h in probes[name].interval("val", p)[::-1]],
+            }
+            for p, e in probes[name].errors("val").items()
+        }
+        for name in ("random", *MONITORED)
+    }
     for name in ("random", "0.4-memorizing", "generalizing"):
+        curve = accuracy_curves[name]
+        ends = [
+            _common.with_interval(
+                curve["val_accuracy"][-1][i], curve["val_accuracy_interval"][-1][i]
+            )
+            for i in (0, -1)
+        ]
+        gain = (
+            ""
+            if name == "random"
+            else f"; {said(f'class probe {last}: accuracy, {name} - random')}"
+        )
         run.compare(
             f"probe val accuracy {last}, {name}: start -> end",
             "rises" if name != "random" else "flat",
-            f"{accuracy_curves[name]['val_accuracy'][-1][0]:.3f} -> "
-            f"{accuracy_curves[name]['val_accuracy'][-1][-1]:.3f}",
+            f"{ends[0]} -> {ends[1]}{gain}",
         )
-    report, shuffled, random_control = control_reports
+    run.compare(
+        f"probe val accuracy {last} at the end: generalizing - 0.4-memorizing",
+        "-",
+        said(f"class probe {last}: accuracy, generalizing - 0.4-memorizing"),
+    )
     with_controls = report.with_selectivity(shuffled, "train")
     with_random = report.with_selectivity(random_control, "val")
     print(with_controls.table(metrics=["error", "selectivity"], splits=["train"]))
-    print(with_random.table(metrics=["error", "selectivity"], splits=["val"]))
+    print(with_random.table(metrics=["error", "selectivity"], splits=["val"], intervals=True))
     run.compare(
         f"selectivity {last} vs shuffled labels (train)",
         "-",
@@ -215,7 +351,7 @@ def main(argv=None):
     run.compare(
         f"selectivity {last} vs re-initialised net (val)",
         "-",
-        round(with_random.values("val", "selectivity")[last], 3),
+        said(f"selectivity {last} vs re-initialised net"),
     )
 
     figure = plot(reports, hidden, accuracy_curves)
@@ -229,7 +365,10 @@ def main(argv=None):
             "width": args.width,
             "fits": {str(f): v for f, v in fits.items()},
             "val_r2": {str(k): v for k, v in r2.items()},
+            "val_r2_interval": {str(k): v for k, v in r2_interval.items()},
             "probe_accuracy": accuracy_curves,
+            "probe_accuracy_end": probe_accuracy_end,
+            "comparisons": comparisons,
             "controls": {
                 "report": report.to_dict(),
                 "shuffled_labels": shuffled.to_dict(),

@@ -30,6 +30,13 @@ reach a full overfit; at 64x64 pixels 50 epochs left it at 0.49). Convolutional
 activations are probed through 2,048 fixed random features each
 (`kp.RandomSubset`); the first block stands for InceptionV3's mixed0.
 
+Every held-out figure of the end (block1 R^2 and MSPE, the networks' R^2
+at every point) has its 95% interval, a percentile bootstrap over the held-out
+images: the monitor keeps the figures only, so each network's RCVs are fitted
+once more at the end on the same images (`kp.fit_regression_probes`, the
+monitor's ridge: the same fits) with each image's outcome. Comparisons are
+paired on the same images (the paired bootstrap), Holm-adjusted per family.
+
     python reproductions/rcv_textures.py            # about 25 minutes on 2 CPU cores
     python reproductions/rcv_textures.py --quick    # a smoke run
 """
@@ -50,6 +57,8 @@ def arguments():
 if __name__ == "__main__":
     arguments().parse_args()  # --help and usage errors before TensorFlow is imported (below)
 
+import dataclasses  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -100,6 +109,14 @@ def shallow_cnn(size: int, filters: int, seed: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="shallow_cnn")
 
 
+def reducers(features: int) -> dict:
+    """The convolutional blocks through `features` fixed random features each."""
+    return {
+        "block1": kp.RandomSubset(features, seed=1),
+        "block2": kp.RandomSubset(features, seed=2),
+    }
+
+
 def rcv_monitor(x, xv, targets, at, features):
     """R^2 and MSPE of every concept's RCV (a ridge probe) at every point, at the epochs in `at`."""
     return kp.callbacks.ProbeMonitor(
@@ -107,14 +124,40 @@ def rcv_monitor(x, xv, targets, at, features):
         targets=CONCEPTS,
         validation_data=(xv, targets["val"]),
         points=POINTS,
-        reducers={
-            "block1": kp.RandomSubset(features, seed=1),
-            "block2": kp.RandomSubset(features, seed=2),
-        },
+        reducers=reducers(features),
         at=[epoch for epoch in at if epoch > 0],
         at_start=0 in at,
         batch_size=250,
     )
+
+
+def rcv_report(model, splits, targets, features, directory):
+    """The RCVs of `model` as the monitor fits them (ridge, penalty by leave-one-out, the
+    same random features), with each held-out image's outcome: a `kp.ProbeReport`."""
+    probed = kp.RegressionProbedModel(
+        model, points=POINTS, targets=CONCEPTS, reducers=reducers(features)
+    )
+    for split, data in splits.items():
+        kp.FeatureCache.write(probed, data, directory, split=split, batch_size=250, verbose=0)
+    cache = kp.FeatureCache.open(directory, model=probed)
+    return kp.fit_regression_probes(probed, cache, targets, verbose=0)
+
+
+def mean_r2_gain(trained, random, split, point):
+    """The mean R^2 over the concepts, `trained` minus `random`, tested by the paired
+    bootstrap on the same images (every concept's columns resampled together)."""
+    columns = [
+        [report.outcomes[split][point].columns(f"{c}_r2") for c in CONCEPTS]
+        for report in (trained, random)
+    ]
+    r2 = columns[0][0][1]
+
+    def mean_r2(means):  # (..., 3 * concepts) -> the mean of the concepts' R^2
+        return np.mean([r2(means[..., 3 * i : 3 * i + 3]) for i in range(len(CONCEPTS))], axis=0)
+
+    a, b = (np.concatenate([c for c, _ in found], axis=1) for found in columns)
+    result = kp.uncertainty.paired_means(a, b, statistic=mean_r2)
+    return dataclasses.replace(result, split=split, metric="mean R^2 over the concepts")
 
 
 def curve(history, metric):
@@ -157,7 +200,13 @@ def main(argv=None):
         "generalizing": y,
         "1-memorizing": kp.flawed.corrupt_labels(y, 1.0, 10, seed=args.seed)[0],
     }
-    monitors, fits = {}, {}
+    monitors, fits, ends = {}, {}, {}  # ends: {network: its RCVs' report at the end}
+    scratch = tempfile.TemporaryDirectory(prefix="rcv_textures_")
+    splits = {"train": (x, y), "val": (xv, yv)}
+    # The random network: every network as initialised (the same seed), before training.
+    keras.utils.set_random_seed(args.seed)
+    initial = shallow_cnn(args.size, args.filters, args.seed)
+    ends["random"] = rcv_report(initial, splits, targets, args.features, f"{scratch.name}/random")
     for name, labels in networks.items():
         start = time.perf_counter()
         print(f"{name}:", flush=True)
@@ -176,12 +225,14 @@ def main(argv=None):
             "train_accuracy_on_its_labels": history.history["accuracy"][-1],
             "val_accuracy": history.history["val_accuracy"][-1],
         }
+        ends[name] = rcv_report(model, splits, targets, args.features, f"{scratch.name}/{name}")
         fit = fits[name]
         print(
             f"{name}: train accuracy on its labels {fit['train_accuracy_on_its_labels']:.3f}, "
             f"held-out {fit['val_accuracy']:.3f} ({time.perf_counter() - start:.0f} s)"
         )
 
+    scratch.cleanup()
     # The random network: the generalizing one before its first step (same seed).
     table = {
         "random": monitors["generalizing"]["mspe"][0]["block1"],
@@ -197,24 +248,70 @@ def main(argv=None):
     print(f"{'':14}" + "".join(f"{c:>14}" for c in TABLE))
     for name, row in table.items():
         print(f"{name:14}" + "".join(f"{row[c]:>14.4g}" for c in TABLE))
+    # Each figure at the end with its interval: from the reports fitted at the end,
+    # whose figures are the monitor's last (the same ridge fits on the same features).
+    intervals = {
+        name: {
+            point: {
+                f"{c}_{m}": list(report.interval("val", point, f"{c}_{m}"))
+                for c in CONCEPTS
+                for m in ("r2", "mspe")
+            }
+            for point in POINTS
+        }
+        for name, report in ends.items()
+    }
+    shown = lambda n, point, c, m="r2", f=".3f": (  # noqa: E731
+        f"{ends[n].values('val', f'{c}_{m}')[point]:{f}} "
+        f"[{intervals[n][point][f'{c}_{m}'][0]:{f}}, {intervals[n][point][f'{c}_{m}'][1]:{f}}]"
+    )
+    tests = {}
+    for point in ("block1", "fc2"):  # the paper's Fig. 3 gaps: 1-memorizing below
+        tests[f"{point} R^2, 1-memorizing - generalizing"] = {
+            c: ends["1-memorizing"].compare(
+                "val", point, other=ends["generalizing"], metric=f"{c}_r2"
+            )
+            for c in CONCEPTS
+        }
+    tests["mean R^2 over the concepts, trained - random"] = {
+        f"{point}, {n}": mean_r2_gain(ends[n], ends["random"], "val", point)
+        for point in ("block1", "fc1")
+        for n in networks
+    }
+    tests["block1 MSPE, random - trained"] = {
+        f"{c}, random - {n}": ends["random"].compare(
+            "val", "block1", other=ends[n], metric=f"{c}_mspe"
+        )
+        for c in TABLE
+        for n in networks
+    }
+    tests = {family: _common.tested_together(found, family) for family, found in tests.items()}
     for concept in TABLE:
         run.compare(
             f"MSPE block1 {concept}: random / 1-mem / gener",
             "huge / low / low",
-            " / ".join(f"{table[n][concept]:.3g}" for n in table),
+            " / ".join(shown(n, "block1", concept, "mspe", ".3g") for n in table),
         )
     for concept in FIGURE:
         run.compare(
             f"R^2 block1 {concept}: 1-mem vs gener (end)",
             "below" if concept in ("orange", "dissimilarity") else "similar",
-            f"{r2_table['1-memorizing'][concept]:.3f} vs {r2_table['generalizing'][concept]:.3f}",
+            f"{shown('1-memorizing', 'block1', concept)} vs "
+            f"{shown('generalizing', 'block1', concept)}; "
+            + _common.tested(tests["block1 R^2, 1-memorizing - generalizing"][concept]),
         )
     gains = {
         n: float(np.mean([r2_table[n][c] - r2_table["random"][c] for c in CONCEPTS]))
         for n in ("1-memorizing", "generalizing")
     }
-    for name, gain in gains.items():
-        run.compare(f"mean R^2 gain over random, block1, {name}", "> 0", round(gain, 3))
+    for name in gains:
+        run.compare(
+            f"mean R^2 gain over random, block1, {name}",
+            "> 0",
+            _common.tested(
+                tests["mean R^2 over the concepts, trained - random"][f"block1, {name}"]
+            ),
+        )
 
     run.save(
         results={
@@ -224,6 +321,8 @@ def main(argv=None):
             "fits": fits,
             "mspe_block1": table,
             "r2_block1": r2_table,
+            "end_intervals": intervals,
+            "comparisons": tests,
             "curves": monitors,
         },
         figure=plot(monitors, r2_table),
