@@ -11,9 +11,14 @@ loss (`kp.callbacks.BestProbeWeights`), and measured on the test split.
 The widest points (conv1: 25,088 features, conv2: 12,544) are slow to train
 by minibatches: many stop at the epoch cap, still improving. So every probe is
 also fitted to its optimum, on a feature cache, by L-BFGS (streamed from the
-memory-mapped shards), at each penalty of `PENALTIES` (largest first, each fit
-warm-started from the last), keeping per point the penalty of least validation
-error; both protocols are reported.
+memory-mapped shards) along a regularisation path, `kp.solvers.LBFGSProbeCV`
+on `PENALTIES` (largest first, each fit warm-started from the last), keeping
+per point the penalty of least validation loss; both protocols are reported.
+
+Every test error has its 95% Wilson interval (over the test digits); at the
+optimum, each point after training is tested against the same point at
+initialisation, and each point against the one before it (McNemar's exact
+test on the same digits), each family Holm-adjusted.
 
 The paper: at initialisation the test error goes from about 8% at the input to
 about 2% after the first ReLU (random features help); after training it
@@ -52,11 +57,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
 PAPER_INIT = {"input": "~0.08", "conv1_postact": "~0.02"}
-#: L2 penalties of the probes at their optimum, largest first (warm starts).
+#: L2 penalties of the path of the probes at their optimum (`LBFGSProbeCV`'s `l2s`).
 PENALTIES = (1e-2, 1e-3, 1e-4)
 
 
@@ -116,35 +122,50 @@ def probe(model, data, args, label):
 
 def probe_at_optimum(model, data, args, label):
     """Probes on `model` fitted to their optimum by L-BFGS on cached features, the penalty
-    chosen per point by validation error; returns their report (split `"<label>, at the
-    optimum"`: test error, validation error, the penalty and the fit's certificate)."""
+    chosen per point on the validation split (`kp.solvers.LBFGSProbeCV`).
+
+    Returns:
+        `(rows, report)`: `{point: test figures, "validation_error", "train_error",
+        "l2" (chosen), "grad_norm", "objective"}` and `kp.fit_probes`'s report (splits
+        `train`, `val`, `test`; held-out outcomes kept).
+    """
     probed = kp.ProbedModel(model, points=POINTS, num_classes=10, reducers="flatten")
     start = time.perf_counter()
-    best = {}
     with tempfile.TemporaryDirectory() as directory:
         for split, (x, y) in zip(("train", "val", "test"), data, strict=True):
             kp.FeatureCache.write(probed, (x, y), directory, split, batch_size=500, verbose=0)
         cache = kp.FeatureCache.open(directory, model=probed)
-        for l2 in PENALTIES:
-            solver = kp.solvers.LBFGSProbe(l2=l2, max_iter=args.max_iter)
-            report = kp.fit_probes(probed, cache, solver=solver, verbose=0)
-            for point in POINTS:
-                val = report.results["val"][point]["error"]
-                if point not in best or val < best[point]["validation_error"]:
-                    train = report.results["train"][point]
-                    best[point] = {
-                        **report.results["test"][point],
-                        "validation_error": val,
-                        "train_error": train["error"],
-                        "l2": l2,
-                        "grad_norm": train["grad_norm"],
-                        "objective": train["objective"],
-                    }
+        solver = kp.solvers.LBFGSProbeCV(l2s=PENALTIES, cv="val", max_iter=args.max_iter)
+        report = kp.fit_probes(probed, cache, solver=solver, validation="val", verbose=0)
+    train, val = report.results["train"], report.results["val"]
+    rows = {
+        point: {
+            **report.results["test"][point],
+            "validation_error": val[point]["error"],
+            "train_error": train[point]["error"],
+            "l2": train[point]["l2"],
+            "grad_norm": train[point]["grad_norm"],
+            "objective": train[point]["objective"],
+        }
+        for point in POINTS
+    }
     print(
         f"{label}: probes fitted to their optimum in {time.perf_counter() - start:.0f} s, "
-        f"penalties {[best[p]['l2'] for p in POINTS]}"
+        f"penalties {[rows[p]['l2'] for p in POINTS]}"
     )
-    return kp.ProbeReport(POINTS, {f"{label}, at the optimum": best}, 10, model.name)
+    return rows, report
+
+
+def at_the_optimum(report, label):
+    """`report`'s test split as `"<label>, at the optimum"`, with its outcomes."""
+    return kp.ProbeReport(
+        POINTS,
+        {f"{label}, at the optimum": report.results["test"]},
+        10,
+        report.model,
+        {f"{label}, at the optimum": report.outcomes["test"]},
+        {f"{label}, at the optimum": report.examples["test"]},
+    )
 
 
 def main(argv=None):
@@ -164,7 +185,10 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     model = convnet(args.seed)
     before = probe(model, data, args, "after initialisation")
-    before = before.merge(probe_at_optimum(model, data, args, "after initialisation"))
+    optimum, fitted = {}, {}  # per label: rows, and kp.fit_probes's report
+    label = "after initialisation"
+    optimum[label], fitted[label] = probe_at_optimum(model, data, args, label)
+    before = before.merge(at_the_optimum(fitted[label], label))
 
     model.compile(
         optimizer="adam",
@@ -177,12 +201,36 @@ def main(argv=None):
         x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch_size, verbose=2
     )
     print(f"convnet trained for {args.epochs} epochs in {time.perf_counter() - start:.0f} s")
-    model_error = 1 - model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    model_wrong = np.argmax(model.predict(xt, batch_size=500, verbose=0), axis=1) != yt
+    model_error = float(model_wrong.mean())
     trained_label = f"after {args.epochs} epochs"
     after = probe(model, data, args, trained_label)
-    after = after.merge(probe_at_optimum(model, data, args, trained_label))
+    optimum[trained_label], fitted[trained_label] = probe_at_optimum(
+        model, data, args, trained_label
+    )
+    after = after.merge(at_the_optimum(fitted[trained_label], trained_label))
     report = before.merge(after)
-    print(report.table(metrics=["error"]))
+    print(report.table(metrics=["error"], intervals=True))
+    # At the optimum, on the same test digits: each point after training minus at
+    # initialisation; each point minus the one before it, after training.
+    init_fit, trained_fit = fitted["after initialisation"], fitted[trained_label]
+    tests = {
+        "trained - initialisation, at the optimum": _common.tested_together(
+            {p: trained_fit.compare("test", p, other=init_fit) for p in POINTS},
+            "trained - initialisation, at the optimum",
+        ),
+        "each point - the one before, trained, at the optimum": {
+            f"{c.a} - {c.b}": c for c in trained_fit.compare_adjacent("test")
+        },
+    }
+    for name, c in tests["each point - the one before, trained, at the optimum"].items():
+        print(f"  {name}: {_common.tested(c)}")
+
+    def shown(split, point):  # with its interval where the split keeps its outcomes
+        value = report.errors(split)[point]
+        if split not in report.outcomes:
+            return value
+        return _common.with_interval(value, report.interval(split, point))
 
     protocols = {"minibatch": "", "optimum": ", at the optimum"}
     errors = {}
@@ -190,11 +238,14 @@ def main(argv=None):
         init = report.errors(f"after initialisation{suffix}")
         trained = report.errors(f"{trained_label}{suffix}")
         errors[name] = {"init": init, "trained": trained}
-        run.compare(f"{name}: init, test error at the input", PAPER_INIT["input"], init["input"])
+        at_init = f"after initialisation{suffix}"
+        run.compare(
+            f"{name}: init, test error at the input", PAPER_INIT["input"], shown(at_init, "input")
+        )
         run.compare(
             f"{name}: init, test error after the first ReLU",
             PAPER_INIT["conv1_postact"],
-            init["conv1_postact"],
+            shown(at_init, "conv1_postact"),
         )
         kinks = [b for a, b in zip(POINTS, POINTS[1:], strict=False) if trained[b] > trained[a]]
         run.compare(
@@ -202,18 +253,34 @@ def main(argv=None):
             "fc1_preact (minor)",
             ", ".join(kinks) or "none",
         )
-        run.compare(f"{name}: trained, test error at logits", "lowest", trained["logits"])
+        run.compare(
+            f"{name}: trained, test error at logits",
+            "lowest",
+            shown(f"{trained_label}{suffix}", "logits"),
+        )
         run.compare(
             f"{name}: trained, every probe better than at init",
             "yes",
             "yes" if all(trained[p] <= init[p] for p in POINTS) else "no",
         )
-    run.compare("the convnet's own test error", "-", float(model_error))
+    run.compare(
+        "the convnet's own test error",
+        "-",
+        _common.with_interval(model_error, kp.uncertainty.rate_interval(model_wrong)),
+    )
+    adjacent = tests["each point - the one before, trained, at the optimum"]
+    run.compare(
+        "optimum: trained, layers significantly worse than the one before (Holm)",
+        "fc1_preact (minor)",
+        ", ".join(n for n, c in adjacent.items() if c.difference > 0 and c.significant()) or "none",
+    )
+    better = tests["trained - initialisation, at the optimum"]
+    run.compare(
+        "optimum: trained, probes significantly better than at init (Holm)",
+        "all",
+        f"{sum(c.difference < 0 and c.significant() for c in better.values())} of {len(POINTS)}",
+    )
     init, trained = errors["minibatch"]["init"], errors["minibatch"]["trained"]
-    optimum = {
-        label: report.results[f"{label}, at the optimum"]
-        for label in ("after initialisation", trained_label)
-    }
 
     figure = kp.plots.plot_errors(
         report,
@@ -237,7 +304,9 @@ def main(argv=None):
             "test_error_init": init,
             "test_error_trained": trained,
             "optimum": optimum,
+            "comparisons": tests,
             "model_test_error": float(model_error),
+            "model_test_error_interval": list(kp.uncertainty.rate_interval(model_wrong)),
             "model_history": history.history,
             "report": report.to_dict(),
             "settings": {
@@ -246,8 +315,8 @@ def main(argv=None):
                 "patience": args.patience,
                 "probe_optimizer": f"RMSprop({args.probe_lr})",
                 "reducers": "flatten",
-                "optimum": f"L-BFGS, l2 in {list(PENALTIES)} by validation error, "
-                f"max_iter={args.max_iter}",
+                "optimum": f"L-BFGS, l2 in {list(PENALTIES)} by validation loss "
+                f"(LBFGSProbeCV), max_iter={args.max_iter}",
                 "batch_size": args.batch_size,
             },
         },

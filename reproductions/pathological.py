@@ -20,6 +20,11 @@ both are saved). Each variant gives a heatmap (layers x minibatches), the
 per-layer error curve at a few moments (the paper's frames), and a GIF (the
 paper's videos).
 
+Every error has its 95% Wilson interval: the model's from each digit's outcome,
+the probes' from their rate and the number of held-out digits they are measured
+on (a `ProbeHistory` keeps the figures only, so the probes' figures of two
+variants are compared by their intervals, not by a paired test).
+
 Data: offline, MNIST's 10,000 official test images split 7,000 train / 1,500
 validation / 1,500 test (said in the output); `keras.datasets.mnist` otherwise.
 
@@ -91,11 +96,16 @@ def mnist_flat(seed: int, quick: bool):
     return *data, splits.source
 
 
-def main_error(model, x, y) -> float:
-    """The error of the model's main output (its first) on `(x, y)`."""
+def mistakes(model, x, y) -> np.ndarray:
+    """Whether the model's main output (its first) is wrong, per example: `(n,)` bool."""
     outputs = model.predict(x, batch_size=1024, verbose=0)
     main = outputs[0] if isinstance(outputs, list) else outputs
-    return float(np.mean(np.argmax(main, axis=1) != y))
+    return np.argmax(main, axis=1) != y
+
+
+def main_error(model, x, y) -> float:
+    """The error of the model's main output (its first) on `(x, y)`."""
+    return float(np.mean(mistakes(model, x, y)))
 
 
 def optimizer(args):
@@ -148,12 +158,14 @@ def train_variant(variant, data, args, schedule):
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    train_error, val_error = main_error(model, x, y), main_error(model, xv, yv)
+    wrong = mistakes(model, x, y), mistakes(model, xv, yv)
+    errors = tuple(float(w.mean()) for w in wrong)
+    intervals = tuple(list(kp.uncertainty.rate_interval(w)) for w in wrong)
     print(
         f"{variant}: {model.optimizer.iterations.numpy()} steps in {seconds:.0f} s, "
-        f"error of the model's output: train {train_error:.3f}, held out {val_error:.3f}"
+        f"error of the model's output: train {errors[0]:.3f}, held out {errors[1]:.3f}"
     )
-    return monitor.history, (train_error, val_error), seconds
+    return monitor.history, errors, intervals, len(monitor.splits["val"][1]), seconds
 
 
 class StopAt(keras.callbacks.Callback):
@@ -209,19 +221,27 @@ def main(argv=None):
         "pathological_sweep.py chooses SGD's learning rate and momentum)"
     )
 
-    histories, model_errors, seconds = {}, {}, {}
+    histories, model_errors, model_intervals, seconds = {}, {}, {}, {}
     for variant in args.variants:
-        histories[variant], model_errors[variant], seconds[variant] = train_variant(
-            variant, data, args, schedule
-        )
+        (
+            histories[variant],
+            model_errors[variant],
+            model_intervals[variant],
+            held_out,  # the probes' held-out digits
+            seconds[variant],
+        ) = train_variant(variant, data, args, schedule)
     half = args.depth // 2
     results = {
         "schedule": schedule,
         "optimizer": describe(args),
         "model_train_error": {v: errors[0] for v, errors in model_errors.items()},
         "model_val_error": {v: errors[1] for v, errors in model_errors.items()},
+        "model_train_error_interval": {v: i[0] for v, i in model_intervals.items()},
+        "model_val_error_interval": {v: i[1] for v, i in model_intervals.items()},
+        "probe_held_out_examples": held_out,
         "seconds": seconds,
     }
+    wilson = lambda rate: _common.rate_interval(rate, held_out)  # noqa: E731
     for variant, history in histories.items():
         final = history.matrix("val_error")[:, -1]
         start = history.matrix("val_error")[:, 0]
@@ -229,6 +249,9 @@ def main(argv=None):
         results[variant] = {
             "history": history.to_dict(),
             "final_val_error": dict(zip(history.points, final.tolist(), strict=True)),
+            "final_val_error_interval": {
+                p: wilson(e) for p, e in zip(history.points, final.tolist(), strict=True)
+            },
             "mean_error_layers_1_to_half": float(final[1:half].mean()),
             "mean_error_layers_half_to_top": float(final[half:].mean()),
             "mean_train_error_layers_1_to_half": float(final_train[1:half].mean()),
@@ -238,9 +261,22 @@ def main(argv=None):
     paper = {"plain": "fails to train", "aux": "trains", "skip": "trains"}
     for variant in histories:
         run.compare(
-            f"{variant}: model error at the end, train / held out",
+            f"{variant}: model error at the end, train / held out [95%]",
             paper[variant],
-            " / ".join(f"{e:.3f}" for e in model_errors[variant]),
+            " / ".join(
+                _common.with_interval(e, i)
+                for e, i in zip(model_errors[variant], model_intervals[variant], strict=True)
+            ),
+        )
+    at = sorted({min(d, args.depth) for d in (16, 32, 64, 128)})
+    for variant in histories:
+        final = results[variant]["final_val_error"]
+        run.compare(
+            f"{variant}: probe error at layers {', '.join(map(str, at))} at the end [95%]",
+            "-",
+            " / ".join(
+                _common.with_interval(final[f"layer_{d}"], wilson(final[f"layer_{d}"])) for d in at
+            ),
         )
     if "skip" in histories:
         run.compare(

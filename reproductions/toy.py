@@ -14,6 +14,13 @@ error measures the layer, not the optimizer nor the activations' shrinking
 scale. Errors are measured on held-out examples of the same distribution (and
 on the training examples, also saved).
 
+Each dataset's errors are a `kp.ProbeReport`; `kp.ProbeReport.combine` gives
+the mean curve over datasets and its spread (the standard deviation over
+datasets). The mean has its 95% interval over datasets (a percentile
+bootstrap of the datasets), and so has the monotonicity of the mean curve;
+each step from a layer to the next is a paired t-test over datasets,
+Holm-adjusted over the steps.
+
     python reproductions/toy.py             # 100 datasets, about 10 minutes on 2 CPU cores
     python reproductions/toy.py --quick     # 3 smaller datasets, seconds
 """
@@ -40,6 +47,7 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from scipy import stats  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
@@ -84,7 +92,7 @@ def figure(points, test, train, datasets):
     ax = fig.add_subplot()
     depth = np.arange(len(points))
     for name, values, color in (("test", test, "C0"), ("train", train, "C1")):
-        mean, std = values.mean(0), values.std(0)
+        mean, std = values.mean(0), values.std(0, ddof=1)
         ax.plot(depth, mean, marker="o", color=color, label=f"probe {name} error (mean)")
         ax.fill_between(depth, mean - std, mean + std, color=color, alpha=0.2, label="± 1 std")
     ax.axhline(0.5, color="grey", linestyle=":", label="coin flip (0.5)")
@@ -122,13 +130,60 @@ def main(argv=None):
             per_dataset[split].append(errors[split])
         progress.update(i + 1, [("input", errors["test"][0]), ("last", errors["test"][-1])])
     test, train = np.array(per_dataset["test"]), np.array(per_dataset["train"])
-    mean = test.mean(0)
-    run.compare("test error at the input (layer 0)", "~0.00", float(mean[0]))
-    run.compare("test error at layer 8", "rising", float(mean[min(8, args.depth)]))
-    run.compare("test error at layer 16", "rising", float(mean[min(16, args.depth)]))
-    run.compare(f"test error at layer {args.depth} (last)", "toward 0.50", float(mean[-1]))
+    combined = kp.ProbeReport.combine(
+        [
+            kp.ProbeReport(
+                points,
+                {
+                    split: {p: {"error": float(e)} for p, e in zip(points, errors, strict=True)}
+                    for split, errors in (("test", row), ("train", train_row))
+                },
+            )
+            for row, train_row in zip(test, train, strict=True)
+        ]
+    )
+    mean = np.array(list(combined.errors("test").values()))
+    # The mean's interval over datasets: each dataset (its w, data and network) drawn anew.
+    interval = kp.uncertainty.mean_interval(test) if len(test) > 1 else [(m, m) for m in mean]
+    shown = lambda i: _common.with_interval(mean[i], interval[i])  # noqa: E731
+    run.compare("test error at the input (layer 0)", "~0.00", shown(0))
+    run.compare("test error at layer 8", "rising", shown(min(8, args.depth)))
+    run.compare("test error at layer 16", "rising", shown(min(16, args.depth)))
+    run.compare(f"test error at layer {args.depth} (last)", "toward 0.50", shown(-1))
     rises = float(np.mean(np.diff(mean) >= 0))
     run.compare("share of layers where the mean error rises", "~1 (monotonic)", rises)
+    # Each step: the next layer's error minus this one's, paired by dataset.
+    steps = []
+    if len(test) > 1:
+        for i in range(args.depth):
+            t = stats.ttest_rel(test[:, i + 1], test[:, i])
+            low, high = t.confidence_interval(0.95)
+            steps.append(
+                {
+                    "from": points[i],
+                    "to": points[i + 1],
+                    "difference": float(mean[i + 1] - mean[i]),
+                    "low": float(low),
+                    "high": float(high),
+                    "pvalue": float(t.pvalue),
+                }
+            )
+        for step, adjusted in zip(
+            steps, kp.uncertainty.holm([s["pvalue"] for s in steps]), strict=True
+        ):
+            step["adjusted_pvalue"] = float(adjusted)
+            step["significant"] = bool(adjusted < 0.05 and step["difference"] > 0)
+        run.compare(
+            "steps where the error rises significantly (paired t, Holm)",
+            "every one",
+            f"{sum(s['significant'] for s in steps)} of {args.depth}",
+        )
+    tau, low, high = kp.uncertainty.kendall_interval(test)
+    run.compare(
+        "monotonicity of the mean curve [95% over datasets]",
+        "-1",
+        f"{tau:.3f} [{low:.3f}, {high:.3f}]",
+    )
     results = {
         "settings": {
             "depth": args.depth,
@@ -143,14 +198,15 @@ def main(argv=None):
         },
         "points": points,
         "test_error_mean": mean,
-        "test_error_std": test.std(0),
-        "train_error_mean": train.mean(0),
-        "train_error_std": train.std(0),
+        "test_error_mean_interval": [list(bounds) for bounds in interval],
+        "test_error_std": list(combined.spread("test").values()),
+        "train_error_mean": list(combined.errors("train").values()),
+        "train_error_std": list(combined.spread("train").values()),
         "test_error_per_dataset": test,
+        "steps": steps,
         # ProbeReport's measure: -1 when every deeper probe does worse, as here.
-        "monotonicity": kp.ProbeReport(
-            points, {"test": {p: {"error": float(e)} for p, e in zip(points, mean, strict=True)}}
-        ).monotonicity("test"),
+        "monotonicity": combined.monotonicity("test"),
+        "monotonicity_interval": [low, high],
         "seconds_per_dataset": (time.perf_counter() - start) / args.datasets,
     }
     run.save(results, figure(points, test, train, args.datasets))

@@ -19,8 +19,19 @@ def test_toy(tmp_path):
     # The input is linearly separable; 32 random layers leave close to a coin flip,
     # every layer worse than the one before (monotonicity -1: error rises with depth).
     assert mean[0] < 0.2 and mean[-1] > 0.4 and results["monotonicity"] < -0.5
-    assert payload["paper_vs_ours"][0]["ours"] == pytest.approx(mean[0])
+    assert payload["paper_vs_ours"][0]["ours"].startswith(f"{mean[0]:.3f} [")
     assert "paper" in stdout and "ours" in stdout
+    # The mean over datasets with its interval (a bootstrap over the datasets), the
+    # spread as kp.ProbeReport.combine gives it, each step tested (paired t, Holm).
+    for value, (low, high) in zip(mean, results["test_error_mean_interval"], strict=True):
+        assert low <= value <= high
+    np.testing.assert_allclose(results["test_error_std"], test.std(0, ddof=1))
+    assert len(results["steps"]) == 32
+    for step in results["steps"]:
+        assert step["low"] <= step["difference"] <= step["high"]
+        assert step["pvalue"] <= step["adjusted_pvalue"] <= 1
+    low, high = results["monotonicity_interval"]
+    assert low <= results["monotonicity"] <= high
 
 
 @pytest.mark.slow
@@ -49,6 +60,22 @@ def test_mnist_convnet(tmp_path):
     # A linear classifier on pixels does far better than chance even from 1,000 digits.
     assert results["test_error_init"]["input"] < 0.5
     assert 0 <= results["model_test_error"] <= 1
+    low, high = results["model_test_error_interval"]
+    assert low <= results["model_test_error"] <= high
+    # At the optimum (LBFGSProbeCV), the test outcomes are kept: intervals and paired tests.
+    for split in ("after initialisation, at the optimum", "after 1 epochs, at the optimum"):
+        for point, error in report.errors(split).items():
+            low, high = report.interval(split, point)
+            assert low <= error <= high
+    better = results["comparisons"]["trained - initialisation, at the optimum"]
+    assert list(better) == results["points"]
+    for point, c in better.items():
+        expected = results["optimum"]["after 1 epochs"][point]["error"]
+        expected -= results["optimum"]["after initialisation"][point]["error"]
+        assert c["difference"] == pytest.approx(expected)
+        assert c["test"] == "McNemar exact" and c["pvalue"] <= c["adjusted_pvalue"]
+    adjacent = results["comparisons"]["each point - the one before, trained, at the optimum"]
+    assert len(adjacent) == len(results["points"]) - 1
 
 
 @pytest.mark.slow
@@ -70,6 +97,15 @@ def test_pathological(tmp_path):
     assert set(results["model_val_error"]) == {"plain", "aux", "skip"}
     assert all(0 <= e <= 1 for e in results["model_val_error"].values())
     assert 0 <= results["skip"]["mean_train_error_layers_1_to_half"] <= 1
+    # Every error with its 95% Wilson interval: the model's, and the probes' at the end.
+    for split in ("train", "val"):
+        for variant, (low, high) in results[f"model_{split}_error_interval"].items():
+            assert low <= results[f"model_{split}_error"][variant] <= high
+    assert results["probe_held_out_examples"] == 300  # --quick: --probe-examples 300
+    for variant in ("plain", "aux", "skip"):
+        final = results[variant]["final_val_error"]
+        for point, (low, high) in results[variant]["final_val_error_interval"].items():
+            assert low <= final[point] <= high
 
 
 @pytest.mark.slow
