@@ -33,11 +33,20 @@ the most frequent category, and each character's most frequent category.
 Windows are `--length` characters; each file's last window is shorter and
 padded (the `padding_mask` input), and padded positions carry no label (-1).
 
+Every test figure comes with its 95% interval, and every difference the
+README states with a paired test on the same test characters. Characters of
+one window are not independent, so the windows are the unit: Wilson's
+interval at the effective number of characters (the design effect between
+windows), and the cluster-robust McNemar (Obuchowski) for two error rates
+(`kp.uncertainty`); a difference of two selectivities, the paired bootstrap
+over windows. Where a question tests several pairs at once (every point, say)
+the p-values are Holm-adjusted over them.
+
 Run it from the repository root:
 
 ```
-python examples/code_tokens.py               # about 5 minutes on 2 CPU cores
-python examples/code_tokens.py --quick       # a tiny smoke run, about 35 s
+python examples/code_tokens.py               # 5 to 9 minutes on 2 CPU cores
+python examples/code_tokens.py --quick       # a tiny smoke run, about a minute
 python examples/code_tokens.py --train-steps 1000 --out /tmp/code_tokens
 ```
 
@@ -49,6 +58,7 @@ Python version, the files and the timings) and `code_tokens_errors.png` to
 (other options: see `--help`).
 """
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -226,13 +236,15 @@ def load_sources(length: int, files: dict[str, tuple[str, ...]] = FILES):
     return data, manifest
 
 
-def baselines(data) -> dict[str, float]:
-    """Test errors of two guesses that read no model, learned on all training windows.
+def baselines(data) -> dict[str, np.ndarray]:
+    """The test mistakes of two guesses that read no model, learned on all training windows.
 
     Returns:
-        `{label: error}`: always the most frequent category, and each
-        character's most frequent category (the best any rule that sees only
-        the character itself can do).
+        `{label: mistakes}`, bool `(test characters,)` in the order of the
+        probes' rows (window by window, padding left out): always the most
+        frequent category, and each character's most frequent category (the
+        best any rule that sees only the character itself can do). Their
+        means are the guesses' test errors.
     """
     (train_ids, _, train_labels), (test_ids, _, test_labels) = data["train"], data["test"]
     kept, test_kept = train_labels >= 0, test_labels >= 0
@@ -241,10 +253,8 @@ def baselines(data) -> dict[str, float]:
     by_character = counts.argmax(axis=1)
     truth = test_labels[test_kept]
     return {
-        "always the most frequent category": float(np.mean(truth != counts.sum(axis=0).argmax())),
-        "each character's most frequent category": float(
-            np.mean(truth != by_character[test_ids[test_kept]])
-        ),
+        "always the most frequent category": truth != counts.sum(axis=0).argmax(),
+        "each character's most frequent category": truth != by_character[test_ids[test_kept]],
     }
 
 
@@ -359,17 +369,22 @@ def probe(model, points, probe_data, directory: Path, l2: float, seed: int, labe
         label: the condition's name, for progress lines.
 
     Returns:
-        `(probed, report, control)`: the probed model, the probes' report and
-        the control task's report (splits train, val, test).
+        `(probed, report, control, windows)`: the probed model, the probes'
+        report, the control task's report (splits train, val, test), and the
+        window of each test row (`FeatureCache.sequences`), the unit the
+        intervals resample.
     """
     start = time.perf_counter()
     probed = kp.ProbedModel(model, points=points, num_classes=len(CATEGORIES), reducers="tokens")
     for split, split_data in probe_data.items():
         cache = kp.FeatureCache.write(probed, split_data, directory, split=split, verbose=0)
+    labels = probe_data["test"][1]
+    if not np.array_equal(cache.arrays("test", points=[])[1], labels[labels >= 0]):
+        raise AssertionError("The cache's test rows are not the test characters in order.")
     report = kp.fit_probes(probed, cache, solver="lbfgs", l2=l2, verbose=0)
     control = kp.controls.control_task_probes(probed, cache, l2=l2, seed=seed, verbose=0)
     print(f"  {label}: {len(points)} points probed in {time.perf_counter() - start:.0f} s")
-    return probed, report, control
+    return probed, report, control, cache.sequences("test")
 
 
 #: Legend labels of the conditions (the report's splits).
@@ -383,30 +398,157 @@ CONDITIONS = {
 COLORS = {"untrained": "C0", "trained": "C1", "reinit": "C2"}
 
 
-def format_table(report: kp.ProbeReport) -> str:
-    """A text table per point: the probe test error of every condition, and the selectivities."""
-    columns = [(split.removeprefix("control/"), report.errors(split)) for split in CONDITIONS]
-    columns += [(split, report.values(split, "selectivity")) for split in ("untrained", "trained")]
+def format_table(report: kp.ProbeReport, tests: dict) -> str:
+    """Two text tables per point: the probe test error of every condition, then the control
+    task's error and the selectivities, each with its 95% interval."""
     width = max(len("point"), *map(len, report.points))
-    names = "  ".join(name for name, _ in columns)
-    groups = f"{'probe test error':<26}  {'control task error':<18}  selectivity"
-    lines = [
-        f"{'':<{width}}  {groups}",
-        f"{'point':<{width}}  {names}",
-        "-" * (width + 2 + len(names)),
-    ]
-    for point in report.points:
-        cells = "  ".join(f"{values[point]:>{len(name)}.4f}" for name, values in columns)
-        lines.append(f"{point:<{width}}  {cells}")
-    return "\n".join(lines)
+
+    def block(title, columns):
+        cells = {
+            name: [_cell(values[p], bounds[p]) for p in report.points]
+            for name, (values, bounds) in columns.items()
+        }
+        sizes = {name: max(len(name), *map(len, cells[name])) for name in columns}
+        header = f"{'point':<{width}}  " + "  ".join(f"{n:>{sizes[n]}}" for n in columns)
+        lines = [title, header, "-" * len(header)]
+        for i, point in enumerate(report.points):
+            row = "  ".join(f"{cells[n][i]:>{sizes[n]}}" for n in columns)
+            lines.append(f"{point:<{width}}  {row}")
+        return lines
+
+    def errors(split):
+        return report.errors(split), {p: report.interval(split, p) for p in report.points}
+
+    def selectivity(split):
+        comparisons = tests[f"selectivity, {split}"]
+        return (
+            report.values(split, "selectivity"),
+            {p: (c.low, c.high) for p, c in comparisons.items()},
+        )
+
+    first = block(
+        "probe test error [95% interval, windows resampled]",
+        {split: errors(split) for split in ("untrained", "trained", "reinit")},
+    )
+    second = block(
+        "control task error, and selectivity = accuracy - control task accuracy [95% interval]",
+        {
+            **{f"control {s}": errors(f"control/{s}") for s in ("untrained", "trained")},
+            **{f"selectivity {s}": selectivity(s) for s in ("untrained", "trained")},
+        },
+    )
+    return "\n".join(first + [""] + second)
 
 
-def plot(report: kp.ProbeReport, references: dict[str, float]) -> Figure:
-    """Probe test error per point for each condition, and selectivity.
+def _cell(value, bounds):
+    return f"{value:.4f} [{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
+def paired_tests(report: kp.ProbeReport, windows: np.ndarray, guesses: dict) -> dict:
+    """Every difference the README states, paired on the same test characters.
 
     Args:
-        report: one split per condition of `CONDITIONS`, all on the test files.
+        report: one split per condition of `CONDITIONS`, with its outcomes.
+        windows: the window of each test row (the resampling unit).
+        guesses: `{label: mistakes}` of the guesses that read no model (`baselines`).
+
+    Returns:
+        `{question: {name: kp.uncertainty.Comparison}}`; within a question the
+        p-values are Holm-adjusted over its comparisons (`adjusted_pvalue`).
+    """
+    points = report.points
+    first, last = points[0], points[-1]
+
+    def wrong(split, point):
+        return report.outcomes[split][point].values("error")
+
+    def rates(a, b, a_name, b_name):
+        result = kp.uncertainty.paired_rates(a, b, units=windows)
+        return dataclasses.replace(result, a=a_name, b=b_name, split="test", metric="error")
+
+    def holm(comparisons):
+        adjusted = kp.uncertainty.holm([c.pvalue for c in comparisons.values()])
+        return {
+            name: dataclasses.replace(c, adjusted_pvalue=float(p))
+            for (name, c), p in zip(comparisons.items(), adjusted, strict=True)
+        }
+
+    rule_label = "each character's most frequent category"
+    rule = guesses[rule_label].astype(float)
+    tests = {
+        # After training the error is lower at every point (trained - untrained).
+        "trained minus untrained error": holm(
+            {p: rates(wrong("trained", p), wrong("untrained", p), p, p) for p in points}
+        ),
+        # Each point of the random networks against the best character-only rule.
+        "untrained and re-initialised error minus the character rule": holm(
+            {
+                f"{split} {p}": rates(wrong(split, p), rule, p, rule_label)
+                for split in ("untrained", "reinit")
+                for p in points
+            }
+        ),
+        # The trained error, point by point along depth.
+        "trained error, each point minus the one before": holm(
+            {
+                f"{b} - {a}": rates(wrong("trained", b), wrong("trained", a), b, a)
+                for a, b in zip(points, points[1:], strict=False)
+            }
+        ),
+    }
+    for split in ("untrained", "reinit"):
+        # The random networks' error at the last point minus at the first.
+        tests[f"{split} error, last minus first point"] = {
+            f"{last} - {first}": rates(wrong(split, last), wrong(split, first), last, first)
+        }
+    for split in ("untrained", "trained"):
+        control = f"control/{split}"
+        # Selectivity = control error - error: its interval and test.
+        tests[f"selectivity, {split}"] = holm(
+            {p: rates(wrong(control, p), wrong(split, p), control, split) for p in points}
+        )
+        # The control task error at the last point minus at the first.
+        tests[f"control task error, {split}, last minus first point"] = {
+            f"{last} - {first}": rates(wrong(control, last), wrong(control, first), last, first)
+        }
+        # Selectivity at the last point minus at the first: a difference of two
+        # differences, per character in {-2, ..., 2}: the paired bootstrap over windows.
+        gains = {p: wrong(control, p) - wrong(split, p) for p in (first, last)}
+        change = kp.uncertainty.paired_means(gains[last], gains[first], units=windows)
+        tests[f"selectivity, {split}, last minus first point"] = {
+            f"{last} - {first}": dataclasses.replace(
+                change, a=last, b=first, split="test", metric="selectivity"
+            )
+        }
+    return tests
+
+
+def tested(comparison: kp.uncertainty.Comparison) -> str:
+    """A comparison in words: difference [interval], p (Holm), the test, the verdict."""
+    adjusted = comparison.adjusted_pvalue is not None
+    p = comparison.adjusted_pvalue if adjusted else comparison.pvalue
+    verdict = "significant" if comparison.significant() else "not significant"
+    return (
+        f"{comparison.difference:+.4f} [{comparison.low:+.4f}, {comparison.high:+.4f}], "
+        f"{f'p={p:.2g}' if p > 0 else 'p<1e-300'}{' (Holm)' if adjusted else ''}, "
+        f"{comparison.test}: {verdict}"
+    )
+
+
+def comparison_json(comparison: kp.uncertainty.Comparison) -> dict:
+    """A comparison as plain data, with its verdict."""
+    return {**dataclasses.asdict(comparison), "significant": comparison.significant()}
+
+
+def plot(report: kp.ProbeReport, references: dict[str, float], tests: dict) -> Figure:
+    """Probe test error per point for each condition, and selectivity, each with its
+    95% interval as a band.
+
+    Args:
+        report: one split per condition of `CONDITIONS`, all on the test files,
+            with their outcomes.
         references: `{label: test error}` of guesses that read no model (`baselines`).
+        tests: `paired_tests`' comparisons (the selectivities' intervals).
 
     Returns:
         The figure; nothing is shown.
@@ -416,22 +558,29 @@ def plot(report: kp.ProbeReport, references: dict[str, float]) -> Figure:
     errors, selectivity = figure.subplots(1, 2)
     for split, label in CONDITIONS.items():
         control = split.startswith("control/")
+        color = COLORS[split.removeprefix("control/")]
         errors.plot(
             depths,
             list(report.errors(split).values()),
-            color=COLORS[split.removeprefix("control/")],
+            color=color,
             marker="s" if control else "o",
             linestyle="--" if control else "-",
             label=label,
         )
+        bounds = [report.interval(split, p) for p in points]
+        errors.fill_between(depths, *zip(*bounds, strict=True), color=color, alpha=0.2, lw=0)
     for (label, value), style in zip(references.items(), (":", "-."), strict=True):
         errors.axhline(value, color="grey", linestyle=style, label=label)
     errors.set_ylim(0, 1.0)
     errors.set_ylabel(f"test error ({len(CATEGORIES)} categories)")
-    errors.set_title("Per-character probe error")
+    errors.set_title("Per-character probe error (bands: 95% intervals, windows resampled)")
     for split in ("untrained", "trained"):
         values = list(report.values(split, "selectivity").values())
         selectivity.plot(depths, values, color=COLORS[split], marker="o", label=CONDITIONS[split])
+        bounds = [(c.low, c.high) for c in tests[f"selectivity, {split}"].values()]
+        selectivity.fill_between(
+            depths, *zip(*bounds, strict=True), color=COLORS[split], alpha=0.2, lw=0
+        )
     selectivity.axhline(0, color="grey", linewidth=0.8)
     selectivity.set_ylabel("selectivity: accuracy - control task accuracy")
     selectivity.set_title("Selectivity against the per-character control task")
@@ -445,6 +594,11 @@ def plot(report: kp.ProbeReport, references: dict[str, float]) -> Figure:
         f"read by linear probes from {report.model}"
     )
     return figure
+
+
+def _figures(report: kp.ProbeReport) -> kp.ProbeReport:
+    """The report without its examples' outcomes."""
+    return dataclasses.replace(report, outcomes={}, examples={})
 
 
 def main(argv=None):
@@ -478,7 +632,8 @@ def main(argv=None):
         split: np.bincount(labels[labels >= 0], minlength=len(CATEGORIES)) / (labels >= 0).sum()
         for split, (_, labels) in probe_data.items()
     }
-    references = baselines(data)
+    guesses = baselines(data)
+    references = {label: float(np.mean(wrong)) for label, wrong in guesses.items()}
     shares = zip(CATEGORIES, frequencies["test"], strict=True)
     print("Category frequencies on the test split: " + ", ".join(f"{c} {f:.3f}" for c, f in shares))
 
@@ -490,7 +645,7 @@ def main(argv=None):
         caches = Path(temporary)
         print("Probing the untrained transformer (its initial weights)...")
         tick = time.perf_counter()
-        _, untrained, untrained_control = probe(
+        _, untrained, untrained_control, windows = probe(
             model, points, probe_data, caches / "untrained", args.l2, args.seed, "untrained"
         )
         timings["probe_untrained"] = time.perf_counter() - tick
@@ -509,7 +664,7 @@ def main(argv=None):
 
         print("Probing the trained transformer...")
         tick = time.perf_counter()
-        probed, trained, trained_control = probe(
+        probed, trained, trained_control, _ = probe(
             model, points, probe_data, caches / "trained", args.l2, args.seed, "trained"
         )
         timings["probe_trained"] = time.perf_counter() - tick
@@ -529,7 +684,8 @@ def main(argv=None):
             f"  re-initialised: {len(points)} points probed in {time.perf_counter() - tick:.0f} s"
         )
 
-    # One split per condition, each the test files' characters.
+    # One split per condition, each the test files' characters, with each character's
+    # outcome and its window (the cache's sequences): the unit the intervals resample.
     reports = {
         "untrained": untrained.with_selectivity(untrained_control, "test"),
         "trained": trained.with_selectivity(trained_control, "test"),
@@ -542,18 +698,44 @@ def main(argv=None):
         {name: condition.results["test"] for name, condition in reports.items()},
         len(CATEGORIES),
         model.name,
+        outcomes={name: condition.outcomes["test"] for name, condition in reports.items()},
+        examples={name: condition.examples["test"] for name, condition in reports.items()},
     )
-    table = format_table(report)
+    tests = paired_tests(report, windows, guesses)
+    table = format_table(report, tests)
     num_test = int((probe_data["test"][1] >= 0).sum())
-    print(f"\nProbe error per point on the test split ({num_test} characters):\n")
+    print(
+        f"\nProbe error per point on the test split ({num_test} characters in "
+        f"{len(np.unique(windows))} windows):\n"
+    )
     print(table)
-    guesses = "\n".join(f"Guessing {label}: test error {e:.4f}" for label, e in references.items())
-    print(guesses)
+    reference_intervals = {
+        label: kp.uncertainty.rate_interval(wrong.astype(float), units=windows)
+        for label, wrong in guesses.items()
+    }
+    guessed = "\n".join(
+        f"Guessing {label}: test error {_cell(references[label], reference_intervals[label])}"
+        for label in guesses
+    )
+    print(guessed)
+    monotonicity = report.monotonicity("trained", level=0.95)
+    lines = [
+        "monotonicity of the trained test error with depth (-Kendall tau): "
+        f"{monotonicity[0]:.3f} [{monotonicity[1]:.3f}, {monotonicity[2]:.3f}]",
+        "",
+        "Paired tests on the same test characters (windows resampled; Holm within a question):",
+    ]
+    for question, comparisons in tests.items():
+        lines.append(f"{question}:")
+        lines += [f"  {name}: {tested(c)}" for name, c in comparisons.items()]
+    print("\n".join(lines))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "code_tokens_table.txt").write_text(f"{table}\n{guesses}\n")
+    (args.out / "code_tokens_table.txt").write_text(
+        f"{table}\n{guessed}\n" + "\n".join(lines) + "\n"
+    )
     report.to_json(args.out / "code_tokens_report.json")
-    figure = plot(report, references)
+    figure = plot(report, references, tests)
     figure.savefig(args.out / "code_tokens_errors.png", dpi=120)
     timings["total"] = time.perf_counter() - start
     record = {
@@ -573,16 +755,28 @@ def main(argv=None):
         "characters": {split: int((y >= 0).sum()) for split, (_, y) in probe_data.items()},
         "category_frequencies": {s: f.tolist() for s, f in frequencies.items()},
         "reference_test_errors": references,
+        "reference_test_error_intervals": reference_intervals,
+        "level": 0.95,
+        "test_error_intervals": {
+            split: {p: list(report.interval(split, p)) for p in points} for split in report.splits
+        },
+        "monotonicity_trained": list(monotonicity),
+        "paired_tests": {
+            question: {name: comparison_json(c) for name, c in comparisons.items()}
+            for question, comparisons in tests.items()
+        },
         "parameters": model.count_params(),
         "language_model": language_model,
         "points": points,
-        "report": report.to_dict(),
+        # The figures alone: each character's outcomes (megabytes) are in
+        # code_tokens_report.json.
+        "report": _figures(report).to_dict(),
         "reports": {
-            "trained": trained.to_dict(),
-            "untrained": untrained.to_dict(),
-            "reinit": reinitialized.to_dict(),
-            "control/trained": trained_control.to_dict(),
-            "control/untrained": untrained_control.to_dict(),
+            "trained": _figures(trained).to_dict(),
+            "untrained": _figures(untrained).to_dict(),
+            "reinit": _figures(reinitialized).to_dict(),
+            "control/trained": _figures(trained_control).to_dict(),
+            "control/untrained": _figures(untrained_control).to_dict(),
         },
         "seconds": timings,
     }

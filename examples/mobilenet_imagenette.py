@@ -13,6 +13,12 @@ As a reference, the pretrained network's own classifier is scored on the same
 images and the same 10 classes: its 1000-way scores at the 10 Imagenette
 classes' ImageNet indices, argmax among those 10. It is drawn as a dashed line.
 
+Every val error comes with its 95% interval (Wilson's, from each val image's
+outcome, which the report keeps; the monotonicity with its bootstrap
+interval), adjacent blocks are compared by McNemar's exact test on the same
+images (Holm-adjusted over the 13 pairs), and so is the last probe against
+the pretrained classifier.
+
 Offline, the weights come from the shared data folder (see `_offline.py`) and
 the images from its 224x224 Imagenette subset (300 train and 100 val images per
 class): `kp.datasets.imagenette_dir()`.
@@ -25,7 +31,8 @@ python examples/mobilenet_imagenette.py --quick         # a smoke run: 20 images
 python examples/mobilenet_imagenette.py --probe-epochs 20 --out /tmp/probes
 ```
 
-It prints the probe errors per block and writes `mobilenet_imagenette_table.txt`,
+It prints the probe errors per block with their intervals and the paired tests,
+and writes `mobilenet_imagenette_table.txt`,
 `mobilenet_imagenette_report.json` and `mobilenet_imagenette_errors.png` to
 `--out`: by default `examples/out/`, and `examples/out/variants/quick/` for `--quick`
 (other options: see `--help`).
@@ -36,6 +43,7 @@ import _outputs
 
 _offline.use_shared_keras_cache()  # before keras is imported: it reads KERAS_HOME once
 
+import dataclasses  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -69,11 +77,14 @@ if __name__ == "__main__":
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
 
 IMAGE_SIZE = (224, 224)
+#: The confidence level of every interval, and 1 - the level of every test.
+LEVEL = 0.95
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -126,6 +137,38 @@ def load_imagenette(train_dir: Path, val_dir: Path, batch_size: int, held_out: f
     return train, stop, val, class_names
 
 
+def pretrained_mistakes(base: keras.Model, val, indices) -> tuple[np.ndarray, np.ndarray]:
+    """The pretrained classifier's mistake on each val image, in the dataset's order.
+
+    Its scores at the dataset's classes' ImageNet `indices`, argmax among
+    those (as `kp.models.classifier_errors`), and its 1000-way argmax. Kept
+    per image so that its error gets an interval and the probes a paired test
+    against it.
+
+    Returns:
+        `(among the classes, 1000-way)`, bool `(n,)` each.
+    """
+    indices = np.asarray(indices)
+    infer = tf.function(lambda x: base(x, training=False))
+    among, full = [], []
+    for x, y in val:
+        scores, y = infer(x).numpy(), y.numpy()
+        among.append(np.argmax(scores[:, indices], axis=1) != y)
+        full.append(np.argmax(scores, axis=1) != indices[y])
+    return np.concatenate(among), np.concatenate(full)
+
+
+def interval_text(mistakes: np.ndarray) -> str:
+    """`"0.0200 [0.0130, 0.0307]"`: an error rate and its Wilson interval."""
+    low, high = kp.uncertainty.rate_interval(mistakes, level=LEVEL)
+    return f"{mistakes.mean():.4f} [{low:.4f}, {high:.4f}]"
+
+
+def tested(comparison: kp.uncertainty.Comparison) -> str:
+    """A comparison in one line, with its verdict."""
+    return f"{comparison}: {'significant' if comparison.significant() else 'not significant'}"
+
+
 def main(argv=None):
     args = arguments().parse_args(argv)
     if args.quick:
@@ -174,19 +217,35 @@ def main(argv=None):
     best = [stopper.best_epoch_[p] + 1 for p in probed.points]
     print(f"Probes trained in {time.perf_counter() - fit_start:.0f} s; best epochs: {best}")
 
+    # `val` is not shuffled: the outcomes and the pretrained mistakes below are in one order.
     report = probed.evaluate_probes(val, split="val", verbose=0)
-    # The pretrained classifier's own errors on the same task: its ImageNet scores at the
+    # The pretrained classifier's own mistakes on the same task: its ImageNet scores at the
     # 10 Imagenette classes only (10-way), and plain ImageNet top-1 (1000-way).
-    pretrained = kp.models.classifier_errors(base, val, kp.datasets.imagenet_indices(class_names))
-    error_10, error_1000 = pretrained["error"], pretrained["full_error"]
-    table = report.table()
-    n_val = sum(int(y.shape[0]) for _, y in val)
-    reference = (
-        f"Pretrained MobileNet's own classifier on the same {n_val} val images: "
-        f"error {error_10:.4f} among the 10 Imagenette classes "
-        f"(1000-way ImageNet top-1 error {error_1000:.4f})."
+    among, full = pretrained_mistakes(base, val, kp.datasets.imagenet_indices(class_names))
+    table = report.table(intervals=True, level=LEVEL)
+    n_val = len(among)
+    last = probed.points[-1]
+    paired = kp.uncertainty.paired_rates(
+        report.outcomes["val"][last].values("error"), among, level=LEVEL
     )
-    print(f"\nProbe loss and error per point on Imagenette val ({n_val} images):\n")
+    paired = dataclasses.replace(paired, a=last, b="pretrained", split="val", metric="error")
+    adjacent = report.compare_adjacent("val", level=LEVEL)
+    reference = "\n".join(
+        [
+            f"Pretrained MobileNet's own classifier on the same {n_val} val images: error "
+            f"{interval_text(among)} among the 10 Imagenette classes (1000-way ImageNet top-1 "
+            f"error {interval_text(full)}).",
+            f"The last probe against it, on the same images: {tested(paired)}",
+            f"Adjacent blocks whose val errors differ (McNemar exact, Holm over "
+            f"{len(adjacent)} pairs): {sum(c.significant() for c in adjacent)} of "
+            f"{len(adjacent)}",
+            *(f"  {tested(c)}" for c in adjacent),
+        ]
+    )
+    print(
+        f"\nProbe loss and error per point on Imagenette val ({n_val} images), "
+        f"[{LEVEL:.0%} interval]:\n"
+    )
     print(table)
     print(reference)
 
@@ -195,7 +254,11 @@ def main(argv=None):
     report.to_json(args.out / "mobilenet_imagenette_report.json")
     figure = kp.plots.plot_errors(
         report,
-        references={"pretrained MobileNet's own classifier (10-way)": error_10},
+        references={
+            f"pretrained MobileNet's own classifier (10-way), {interval_text(among)}": float(
+                among.mean()
+            )
+        },
         title="Linear probes on MobileNet (alpha 0.75, ImageNet weights), Imagenette val",
     )
     figure.savefig(args.out / "mobilenet_imagenette_errors.png", dpi=120)

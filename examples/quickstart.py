@@ -16,16 +16,25 @@ one on the validation split (`kp.callbacks.BestProbeWeights`) and evaluated on
 the test split. Offline, MNIST is a split of the 10,000 official test images;
 the first line printed says which data was used.
 
+Every test error comes with its 95% interval (Wilson's, from each test
+image's outcome, which the report keeps), and every difference it states is
+tested on the same test images (McNemar's exact test; Holm-adjusted where one
+question tests several points): the pixels against the first ReLU, training
+against no training at each point, and the trained probes against the
+convnet's own classifier.
+
 Run it from the repository root:
 
 ```
-python examples/quickstart.py                 # 1 to 2 minutes on 2 CPU cores
+python examples/quickstart.py                 # 12 minutes on 2 busy CPU cores
 python examples/quickstart.py --quick         # a tiny smoke run, a few seconds
 python examples/quickstart.py --epochs 10 --probe-epochs 30 --out /tmp/probes
 ```
 
-It prints the probe errors per layer and writes `quickstart_errors.png` (both
-curves on one figure), `quickstart_report.json`, `quickstart_table.txt` and
+It prints the probe errors per layer with their intervals and the paired tests,
+and writes `quickstart_errors.png` (both curves on one figure, with their
+interval bands), `quickstart_report.json`, `quickstart_table.txt` (the tables
+and the tests) and
 `quickstart_probed.keras` (the trained convnet with its probes, ready for
 `keras-probes export`) to `--out`: by default `examples/out/`, and
 `examples/out/variants/quick/` for `--quick` (other options: see `--help`).
@@ -36,6 +45,7 @@ import _outputs
 
 _offline.use_shared_keras_cache()  # before keras is imported: it reads KERAS_HOME once
 
+import dataclasses  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -63,8 +73,12 @@ if __name__ == "__main__":
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ start-up logs
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import keras_probes as kp  # noqa: E402
+
+#: The confidence level of every interval, and 1 - the level of every test.
+LEVEL = 0.95
 
 
 def build_convnet() -> keras.Model:
@@ -132,6 +146,87 @@ def probe(base, data, split, probe_epochs, patience, batch_size):
     return probed, probed.evaluate_probes(*data.test, split=split, batch_size=512, verbose=0)
 
 
+def paired_tests(report: kp.ProbeReport, own_mistakes: np.ndarray) -> dict:
+    """The differences the example states, each tested on the same test images.
+
+    Args:
+        report: the splits `"untrained test"` and `"trained test"`, with outcomes.
+        own_mistakes: the trained convnet's own mistake on each test image.
+
+    Returns:
+        `{question: [kp.uncertainty.Comparison]}`: McNemar's exact test; within
+        a question of several points, Holm-adjusted (`adjusted_pvalue`).
+    """
+    before, after = "untrained test", "trained test"
+
+    def wrong(split, point):
+        return report.outcomes[split][point].values("error")
+
+    def holm(comparisons):
+        adjusted = kp.uncertainty.holm([c.pvalue for c in comparisons])
+        return [
+            dataclasses.replace(c, adjusted_pvalue=float(p))
+            for c, p in zip(comparisons, adjusted, strict=True)
+        ]
+
+    def against(a, b, a_name, b_name):
+        c = kp.uncertainty.paired_rates(a, b, level=LEVEL)
+        return dataclasses.replace(c, a=a_name, b=b_name, split=after, metric="error")
+
+    points = report.points
+    return {
+        "untrained: the first ReLU against the pixels": [
+            report.compare(before, "conv1_relu", "pixels", level=LEVEL)
+        ],
+        "untrained: conv2_relu against conv2": [
+            report.compare(before, "conv2_relu", "conv2", level=LEVEL)
+        ],
+        "each point, trained minus untrained": holm(
+            [against(wrong(after, p), wrong(before, p), f"trained {p}", p) for p in points]
+        ),
+        "each trained probe minus the convnet's own classifier": holm(
+            [against(wrong(after, p), own_mistakes, p, "convnet") for p in points]
+        ),
+        **{
+            f"{split}: each point minus the next deeper one": report.compare_adjacent(
+                split, level=LEVEL
+            )
+            for split in (before, after)
+        },
+    }
+
+
+def plot(report: kp.ProbeReport, own: str, own_error: float):
+    """Both curves on one log-scale figure, each with its 95% interval band, and the
+    trained convnet's own test error (`own`: with its interval, as text)."""
+    figure = kp.plots.plot_errors(
+        report,
+        references={f"trained convnet's own test error, {own}": own_error},
+        chance=False,
+        title="Linear probes on a small MNIST convnet, before and after training",
+        yscale="log",  # errors of 1% and of 50% on one figure
+        level=LEVEL,
+    )
+    # The bottom: below the lowest error and band, or, for an error of 0, one test image's
+    # worth below 1 error.
+    n = len(next(iter(report.outcomes[report.splits[0]].values())))
+    lows = [
+        value
+        for split in report.splits
+        for value in (
+            *report.errors(split).values(),
+            *(b[0] for b in report.intervals(split).values()),
+        )
+    ]
+    figure.axes[0].set_ylim(max(min(lows), 1 / n) / 1.5, 1)
+    return figure
+
+
+def tested(comparison: kp.uncertainty.Comparison) -> str:
+    """A comparison in one line, with its verdict."""
+    return f"{comparison}: {'significant' if comparison.significant() else 'not significant'}"
+
+
 def main(argv=None):
     args = arguments().parse_args(argv)
     if args.quick:
@@ -169,31 +264,37 @@ def main(argv=None):
         batch_size=args.batch_size,
         verbose=2,
     )
-    _, accuracy = convnet.evaluate(*data.test, batch_size=512, verbose=0)
-    own_error = 1 - accuracy
-    print(f"The trained convnet's own test error: {own_error:.4f}")
+    x_test, y_test = data.test
+    predicted = convnet.predict(x_test, batch_size=512, verbose=0).argmax(axis=1)
+    own_mistakes = predicted != y_test
+    own_error = float(own_mistakes.mean())
+    low, high = kp.uncertainty.rate_interval(own_mistakes, level=LEVEL)
+    own = f"{own_error:.4f} [{low:.4f}, {high:.4f}]"
+    print(f"The trained convnet's own test error: {own}")
 
     print("Probing the trained convnet...")
     probed, trained = probe(convnet, data, "trained test", args.probe_epochs, args.patience, 128)
     report = report.merge(trained)
 
-    tables = report.table(metrics=["error"]) + "\n\n" + report.table(metrics=["loss"])
-    print(f"\nProbe error and loss per layer on the test split ({len(data.test[1])} images):\n")
+    tables = "\n\n".join(
+        report.table(metrics=[metric], intervals=True, level=LEVEL) for metric in ("error", "loss")
+    )
+    lines = [f"The trained convnet's own test error: {own}", ""]
+    for question, comparisons in paired_tests(report, own_mistakes).items():
+        significant = sum(c.significant() for c in comparisons)
+        lines.append(f"{question}: {significant} of {len(comparisons)} significant")
+        lines += [f"  {tested(c)}" for c in comparisons]
+    tables += "\n\n" + "\n".join(lines)
+    print(
+        f"\nProbe error and loss per layer on the test split ({len(data.test[1])} images), "
+        f"[{LEVEL:.0%} interval]; paired tests on the same images:\n"
+    )
     print(tables)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quickstart_table.txt").write_text(tables + "\n")
     report.to_json(args.out / "quickstart_report.json")
-    figure = kp.plots.plot_errors(
-        report,
-        references={"trained convnet's own test error": own_error},
-        chance=False,
-        title="Linear probes on a small MNIST convnet, before and after training",
-        yscale="log",  # errors of 1% and of 50% on one figure
-    )
-    # An error of 0 would sit at the bottom, one test image's worth below 1 error.
-    errors = [e for split in report.splits for e in report.errors(split).values()]
-    figure.axes[0].set_ylim(max(min(errors), 1 / len(data.test[1])) / 1.5, 1)
+    figure = plot(report, own, own_error)
     figure.savefig(args.out / "quickstart_errors.png", dpi=120)
     # The trained convnet with its fitted probes: `keras-probes export` serves it.
     probed.save(args.out / "quickstart_probed.keras")

@@ -33,7 +33,7 @@ same protocol (1000 random features per point) on the pretrained MobileNet
 (alpha 0.75) of the shared cache, at its 14 preset points.
 
     python reproductions/inception_v3.py                  # Inception v3 (needs its weights)
-    python reproductions/inception_v3.py --model mobilenet   # about 2 minutes on 2 CPU cores
+    python reproductions/inception_v3.py --model mobilenet   # 7 minutes here, cross-validating
     python reproductions/inception_v3.py --quick --weights none   # smoke run, random weights
 """
 
