@@ -26,7 +26,7 @@ class): `kp.datasets.imagenette_dir()`.
 Run it from the repository root:
 
 ```
-python examples/mobilenet_imagenette.py                 # about 5 minutes on 2 CPU cores
+python examples/mobilenet_imagenette.py                 # 5 to 40 minutes on 2 CPU cores
 python examples/mobilenet_imagenette.py --quick         # a smoke run: 20 images per class
 python examples/mobilenet_imagenette.py --probe-epochs 20 --out /tmp/probes
 ```
