@@ -73,6 +73,7 @@ __all__ = [
     "ProbeEstimator",
     "RidgeProbe",
     "SETTINGS",
+    "SelectedRows",
     "get",
     "unit_columns",
 ]
@@ -546,8 +547,8 @@ class LBFGSProbeCV(_SoftmaxProbe):
             folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
             fold_losses = []
             for train_rows, held_rows in folds.split(np.zeros((len(labels), 1)), labels):
-                fold = _Rows(features, train_rows), labels[train_rows]
-                held = _Rows(features, held_rows), labels[held_rows]
+                fold = SelectedRows(features, train_rows), labels[train_rows]
+                held = SelectedRows(features, held_rows), labels[held_rows]
                 fold_losses.append(self._path(*fold, num_classes, l2s, start, *held)[0])
             fitted = min(map(len, fold_losses))  # the penalties every fold fitted
             losses = np.mean([fold[:fitted] for fold in fold_losses], axis=0)
@@ -642,12 +643,18 @@ def _mean_cross_entropy(probe, X, y) -> float:
     return total / len(y)
 
 
-class _Rows:
+class SelectedRows:
     """Some rows of a 2-D array, in increasing order, read only where sliced: a fold of
-    features in memory, memory-mapped or in a cache's shards (`kp.cache.ShardedRows`).
+    features, or the rows before a block of the online code
+    (`kp.controls.description_length`), in memory, memory-mapped or in a cache's
+    shards (`kp.cache.ShardedRows`). Every solver fits on one as on the array.
 
     A slice of rows reads spans of the array no longer than the slice's own
     row count, so memory stays that of a chunk however sparse the rows.
+
+    Args:
+        array: the 2-D array (or `ShardedRows`).
+        rows: the row indices to keep, increasing.
     """
 
     def __init__(self, array, rows):
@@ -659,7 +666,7 @@ class _Rows:
 
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, slice):
-            raise TypeError(f"Rows of a fold are read by slices only. Received: {key!r}")
+            raise TypeError(f"Selected rows are read by slices only. Received: {key!r}")
         rows = self.rows[key]
         span, pieces, i = max(len(rows), 1), [], 0
         while i < len(rows):
