@@ -677,6 +677,10 @@ class SelectedRows:
             i = stop
         return np.concatenate(pieces) if pieces else np.zeros((0, self.shape[1]), self.dtype)
 
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]  # every selected row, read (a solver that holds its features)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
 
 _MINIBATCH = _solver_settings.MINIBATCH
 
