@@ -16,6 +16,7 @@ import sys
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "attribution",
     "callbacks",
     "concepts",
     "controls",

@@ -53,6 +53,9 @@ class Graph:
             (`POSITION_EMBEDDINGS`), the embedding's number of positions (a
             keras-hub backbone's `max_sequence_length`) and the path of the
             layer that holds it. Their token axis (1) may not be longer.
+        outputs: the model's outputs, computed from `inputs` (with `edits`).
+        edits: `{path: function}` given to `trace`: what the graph downstream of
+            each path reads instead of its output (`tensors` keeps the output).
     """
 
     inputs: object
@@ -61,6 +64,8 @@ class Graph:
     problems: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)
     positions: dict = field(default_factory=dict)
+    outputs: object = None
+    edits: dict = field(default_factory=dict)
 
     def canonical(self, path: str) -> str:
         """`path` with a leading alias replaced: `"backbone/x"` -> `"bert_backbone/x"`."""
@@ -70,12 +75,19 @@ class Graph:
         return self.aliases[head] + separator + rest
 
 
-def trace(model: keras.Model) -> Graph:
+def trace(model: keras.Model, edits: dict | None = None) -> Graph:
     """Re-runs the graph of `model`, stepping into every nested graph model.
 
     The layers are the model's own (shared weights, nothing copied), so all
     tensors hang off the same new inputs and one forward pass of a model built
     on any of them computes them all.
+
+    Args:
+        model: a Functional or Sequential model.
+        edits: `{path: function}` (canonical paths, as `tensors` names them):
+            every layer that reads the output of `path`, on every path to the
+            model's outputs (skip connections included), reads
+            `function(output)` instead. Defaults to `None`: the model as it is.
     """
     if not is_graph_model(model):
         raise TypeError(
@@ -92,13 +104,18 @@ def trace(model: keras.Model) -> Graph:
         ),
         originals,
     )
-    graph = Graph(inputs)
+    graph = Graph(inputs, edits=dict(edits or {}))
     for original, tensor in zip(
         keras.tree.flatten(originals), keras.tree.flatten(inputs), strict=True
     ):
         layer = original._keras_history.operation
         _record(graph, layer.name, layer, tensor)
-    _run(model, inputs, "", graph)
+    read = keras.tree.map_structure(
+        lambda original, tensor: _edited(graph, original._keras_history.operation.name, tensor),
+        originals,
+        inputs,
+    )
+    graph.outputs = _run(model, read, "", graph)
     # A keras-hub task keeps its backbone as `.backbone`, so "backbone/..." is
     # the path users read off the task; the layer's own name may differ.
     backbone = getattr(model, "backbone", None)
@@ -196,9 +213,15 @@ def _caller(prefix, graph):
             outputs = layer(*args, **kwargs)
             _record_positions(graph, path, layer, (args, kwargs))
         _record(graph, path, layer, outputs)
-        return outputs
+        return _edited(graph, path, outputs)
 
     return call
+
+
+def _edited(graph, path, outputs):
+    """What the layers after `path` read: its output, or its edit's result."""
+    edit = graph.edits.get(path)
+    return outputs if edit is None else edit(outputs)
 
 
 # -- position embeddings --------------------------------------------------------

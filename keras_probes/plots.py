@@ -4,6 +4,7 @@
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import animation, colormaps
@@ -15,6 +16,9 @@ from matplotlib.patches import Rectangle
 from keras_probes import _params
 from keras_probes.report import ProbeHistory, ProbeReport
 
+if TYPE_CHECKING:  # kp.attribution imports TensorFlow; `keras-probes plot` never does
+    from keras_probes.attribution import TCAVReport
+
 __all__ = [
     "animate_history",
     "plot_error_colors",
@@ -22,6 +26,8 @@ __all__ = [
     "plot_history",
     "plot_history_frames",
     "plot_r2",
+    "plot_relevance",
+    "plot_tcav",
 ]
 
 
@@ -561,3 +567,134 @@ def animate_history(
     movie = animation.FuncAnimation(fig, frame, frames=len(history.steps), blit=False)
     movie.save(path, writer=animation.PillowWriter(fps=fps))
     return path
+
+
+def _grouped_bars(ax, groups, members, values, errors=None, faded=None):
+    """Bars grouped by `groups` (one cluster each), a bar per member coloured input side
+    to output side; returns `{(group, member): bar centre}`."""
+    colours = colormaps["viridis"](np.linspace(0.1, 0.9, max(len(members), 1)))
+    width = 0.8 / max(len(members), 1)
+    centres = {}
+    for g, group in enumerate(groups):
+        for m, member in enumerate(members):
+            key = (group, member)
+            if key not in values:
+                continue
+            x = g - 0.4 + width * (m + 0.5)
+            ax.bar(
+                x,
+                values[key],
+                width * 0.9,
+                color=colours[m],
+                alpha=0.35 if faded and faded.get(key) else 1.0,
+                yerr=None if errors is None else errors.get(key),
+                capsize=2,
+                label=member if g == 0 else None,
+            )
+            centres[key] = x
+    ax.set_xticks(range(len(groups)), groups)
+    return centres, width
+
+
+def plot_tcav(report: "TCAVReport", alpha: float = 0.05, title: str | None = None) -> Figure:
+    """TCAV scores per concept and point, with the random CAVs' (Kim et al. 2018, Fig. 4).
+
+    One panel per class. For each concept a cluster of bars, one per point
+    (input side first): the mean TCAV score over runs with its standard
+    deviation. Over each bar, the random-vs-random CAVs' scores as grey dots
+    and their mean as a black dash: the null the score is tested against. A
+    significant score (the report's Holm-adjusted p-value below `alpha`) is
+    marked `*`; a score that is not is drawn faded, as the TCAV paper omits
+    it.
+
+    Args:
+        report: a `kp.attribution.TCAVReport` (`tcav_report`, or
+            `TCAVReport.from_json`).
+        alpha: the significance level of the marks. Defaults to `0.05`.
+        title: the figure's title. Defaults to a description.
+
+    Returns:
+        The figure.
+    """
+    _params.check({"alpha": _params.Real(0.0, 1.0, open_low=True, open_high=True)}, alpha=alpha)
+    if not report.results:
+        raise ValueError("The TCAV report holds no result: nothing to draw.")
+    targets, concepts, points = report.targets, report.concepts, report.points
+    fig = Figure(
+        figsize=(max(4.0, 1.2 + 0.9 * len(concepts) * max(len(points), 2) / 2), 3.6 * len(targets))
+    )
+    axes = fig.subplots(len(targets), 1, squeeze=False)[:, 0]
+    for ax, target in zip(axes, targets, strict=True):
+        results = {(r.concept, r.point): r for r in report.results if r.target == target}
+        centres, width = _grouped_bars(
+            ax,
+            concepts,
+            points,
+            {key: r.score for key, r in results.items()},
+            errors={key: float(np.std(r.scores)) for key, r in results.items()},
+            faded={key: not r.significant(alpha) for key, r in results.items()},
+        )
+        rng = np.random.default_rng(0)  # the dots' jitter only
+        for key, r in results.items():
+            x = centres[key]
+            jitter = rng.uniform(-0.25, 0.25, size=len(r.random_scores)) * width
+            ax.scatter(x + jitter, r.random_scores, s=6, color="0.5", zorder=3)
+            ax.hlines(r.random_score, x - width / 2, x + width / 2, color="black", lw=1.5, zorder=4)
+            if r.significant(alpha):
+                top = min(r.score + float(np.std(r.scores)), 1.0)
+                ax.text(x, top + 0.02, "*", ha="center", va="bottom", fontsize=12)
+        ax.set_ylim(0.0, 1.12)
+        ax.set_ylabel("TCAV score")
+        ax.set_title(f"class {target}", fontsize=10)
+        ax.axhline(0.5, color="0.8", lw=0.8, zorder=0)
+    axes[0].legend(fontsize=7, title="point", title_fontsize=7, loc="upper left", ncols=2)
+    adjusted = any(r.adjusted_pvalue is not None for r in report.results)
+    fig.suptitle(
+        title
+        if title is not None
+        else (
+            f"TCAV scores (mean ± sd over runs); grey: random CAVs, dash: their mean; "
+            f"* p < {alpha}{' (Holm)' if adjusted else ''}, faded: not significant"
+        ),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_relevance(
+    relevance: Mapping[str, Mapping[str, float]], title: str | None = None, ylabel: str = "Br"
+) -> Figure:
+    """Bidirectional relevance (Graziani et al.) per concept and point, as grouped bars.
+
+    Args:
+        relevance: `{concept: {point: Br}}` (`kp.attribution.bidirectional_relevance`
+            per concept and point); points in the order first met, input side
+            first.
+        title: the axes' title. Defaults to a description.
+        ylabel: the value's name. Defaults to `"Br"`.
+
+    Returns:
+        The figure.
+    """
+    if not relevance or not any(relevance.values()):
+        raise ValueError("`relevance` is {concept: {point: value}} with at least one value.")
+    concepts = list(relevance)
+    points = list(dict.fromkeys(p for values in relevance.values() for p in values))
+    fig = Figure(figsize=(max(4.0, 0.5 * len(concepts) * max(len(points), 2)), 3.6))
+    ax = fig.subplots()
+    values = {(c, p): float(v) for c, by_point in relevance.items() for p, v in by_point.items()}
+    _grouped_bars(ax, concepts, points, values)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7, title="point", title_fontsize=7, ncols=2)
+    ax.set_title(
+        title
+        if title is not None
+        else "Bidirectional relevance: R^2 x mean / sd of the "
+        "derivatives along each concept vector",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig

@@ -315,13 +315,35 @@ class TokenPooling(_MaskedReducer):
             total = ops.sum(ops.where(kept[..., None], inputs, ops.zeros_like(inputs)), axis=1)
             count = ops.sum(ops.cast(kept, inputs.dtype), axis=1, keepdims=True)
             return ops.divide_no_nan(total, count)
+        index = ops.reshape(self._index(kept), (-1, 1, 1))
+        return ops.take_along_axis(inputs, index, axis=1)[:, 0, :]
+
+    def _index(self, kept):
+        """`(batch,)` int32: the position "first" or "last" reads in each sequence."""
+        ops = keras.ops
         if self.mode == "first":
             index = ops.argmax(ops.cast(kept, "int32"), axis=1)
         else:  # the first kept token from the end
             tokens = ops.shape(kept)[1]
             index = tokens - 1 - ops.argmax(ops.cast(ops.flip(kept, axis=1), "int32"), axis=1)
-        index = ops.reshape(ops.cast(index, "int32"), (-1, 1, 1))
-        return ops.take_along_axis(inputs, index, axis=1)[:, 0, :]
+        return ops.cast(index, "int32")
+
+    def positions(self, padding_mask):
+        """The tokens this pooling reads: `(batch, tokens)` float32, 1 there and 0 elsewhere.
+
+        `"mean"` reads every kept token, `"first"` and `"last"` one each. A
+        vector `v` placed at these tokens (0 elsewhere) is a direction in the
+        layer's activations whose pooling is proportional to `v`
+        (`kp.attribution` applies concept vectors so).
+
+        Args:
+            padding_mask: `(batch, tokens)`, true or nonzero at kept tokens.
+        """
+        ops = keras.ops
+        kept = ops.cast(padding_mask, "bool")
+        if self.mode == "mean":
+            return ops.cast(kept, "float32")
+        return ops.one_hot(self._index(kept), ops.shape(kept)[1], dtype="float32")
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
