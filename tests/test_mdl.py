@@ -24,11 +24,12 @@ L2 = 1e-3
 
 
 def digit_model(width=32, seed=0):
-    """A small Keras model on 8x8 digits (untrained): its hidden ReLU layer carries the
-    digits, its softmax output (10 random mixtures of it) less."""
+    """A small Keras model on 8x8 digits (untrained): two ReLU layers of `width` units,
+    which carry the digits, and a softmax."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((64,), name="pixels")
     hidden = keras.layers.Dense(width, activation="relu", name="hidden")(inputs)
+    hidden = keras.layers.Dense(width, activation="relu", name="hidden2")(hidden)
     outputs = keras.layers.Dense(10, activation="softmax", name="out")(hidden)
     return keras.Model(inputs, outputs, name="digits_mlp")
 
@@ -41,9 +42,10 @@ def sklearn_digits():
 
 @pytest.fixture(scope="module")
 def digit_cache(sklearn_digits, tmp_path_factory):
-    """`(probed, cache)`: 1797 digits cached at two points, in shards of 256 rows."""
+    """`(probed, cache)`: 1797 digits cached at two points, in shards of 256 rows. (Of one
+    width: the solver compiles its objective once per shape of rows and features.)"""
     x, y = sklearn_digits
-    probed = kp.ProbedModel(digit_model(), ["hidden", "out"], num_classes=10)
+    probed = kp.ProbedModel(digit_model(), ["hidden", "hidden2"], num_classes=10)
     directory = tmp_path_factory.mktemp("mdl_digits")
     kp.FeatureCache.write(
         probed, (x, y), directory, split="train", batch_size=64, shard_size=256, verbose=0
@@ -91,9 +93,9 @@ def test_codelength_matches_scikit_learn_on_the_same_blocks(digit_cache, seed):
         assert sum(blocks) == pytest.approx(row["codelength"])
         assert sizes == list(np.diff([0] + [int(f * n) for f in FRACTIONS]))
         assert blocks[0] == sizes[0] * math.log2(10)  # the uniform code
-    # The hidden layer's digits are learnt from few examples; the untrained output's less.
-    values = mdl.values("train", "compression")
-    assert values["hidden"] > 1.5 and values["hidden"] > values["out"]
+    # Digits are learnt from few examples of either layer: the code is shorter than uniform
+    # (seen, seeded orders 0-9: 2.10-2.14 at hidden, 1.65-1.67 at hidden2).
+    assert all(value > 1.4 for value in mdl.values("train", "compression").values())
     for before, after in zip(heads, probed.probe_variables, strict=True):
         np.testing.assert_array_equal(before, after.numpy())  # the model's heads untouched
 
@@ -130,10 +132,10 @@ def test_control_labels_and_json_round_trip(digit_cache, tmp_path):
         verbose=0,
     )
     real = kp.controls.description_length(probed, cache, fractions=FRACTIONS, seed=0, verbose=0)
-    # Shuffled labels hold nothing to learn: no compression (about 1, seen 0.94-0.98).
+    # Shuffled labels hold nothing to learn: no compression (seen, seeds 0-9: 0.96-0.98).
     for point in probed.points:
         assert shuffled.values("train", "compression")[point] < 1.05
-    assert real.values("train", "compression")["hidden"] > 1.5
+    assert all(value > 1.4 for value in real.values("train", "compression").values())
     real.to_json(tmp_path / "mdl.json")
     loaded = kp.ProbeReport.from_json(tmp_path / "mdl.json")
     assert loaded == real
@@ -225,9 +227,8 @@ def test_per_token_rows_are_the_kept_tokens(tmp_path):
     ids = np.where(kept, rng.integers(5, vocabulary, kept.shape), 0).astype("int32")
     x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": kept}
     y = np.where(kept, ids % 3, -1)  # what the token embedding tells; -1 where padded
-    points = kp.points.matching(r"transformer_layer_\d")
     bert = tiny_bert(vocabulary_size=vocabulary, max_sequence_length=tokens)
-    probed = kp.ProbedModel(bert, points=points, num_classes=3, reducers="tokens")
+    probed = kp.ProbedModel(bert, "transformer_layer_1", num_classes=3, reducers="tokens")
     kp.FeatureCache.write(probed, (x, y), tmp_path, split="train", batch_size=32, verbose=0)
     cache = kp.FeatureCache.open(tmp_path, model=probed)
     real = kp.controls.description_length(probed, cache, fractions=FRACTIONS, seed=0, verbose=0)
