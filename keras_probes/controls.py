@@ -413,7 +413,7 @@ def description_length(
         raise ValueError(
             f"The first block is empty: int(fractions[0] * n) = int({ends[0]:g} * {n}) = 0 "
             f"rows of split {train!r}. Pass a first fraction of at least 1/{n} "
-            f"(e.g. fractions=({max(ends[0], 2 / n):.3g}, ...)) or a larger split."
+            f"(e.g. fractions=({2 / n:.3g}, ...)) or a larger split."
         )
     order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
     blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
