@@ -30,6 +30,24 @@ reach a full overfit; at 64x64 pixels 50 epochs left it at 0.49). Convolutional
 activations are probed through 2,048 fixed random features each
 (`kp.RandomSubset`); the first block stands for InceptionV3's mixed0.
 
+At the end, how much each network's class logits depend on the concepts: the
+RCV sensitivities (the directional derivative of the logit of each held-out
+image's true class along the concept's RCV, `kp.attribution`) and Graziani et
+al.'s bidirectional relevance Br = R^2 * mean / sd of them (the 2018 RCV
+paper; the 2019 paper does not measure it), per concept, point and network.
+The RCV at a convolutional block is the ridge on its 2,048 random features,
+so its direction in the block's activation is the flattened vector holding
+the RCV's weights at those features' indices and zero elsewhere (the
+gradient of the probe's prediction; the probe reads nothing else). Does the
+1-memorizing network rely less on the colour and texture concepts than the
+generalizing one? The mean |Br| over the colour concepts and over the texture
+concepts at each point, generalizing minus 1-memorizing, by the paired
+bootstrap over the held-out images (derivatives and R^2 resampled together),
+Holm over the points and groups. The true class is the target for every
+network (the 1-memorizing one's training labels were random; the held-out
+images have none else); the same test with each network's own predicted class
+as the target is beside it, as is each trained network against the random one.
+
 Every held-out figure of the end (block1 R^2 and MSPE, the networks' R^2
 at every point) has its 95% interval, a percentile bootstrap over the held-out
 images: the monitor keeps the figures only, so each network's RCVs are fitted
@@ -140,7 +158,7 @@ def rcv_report(model, splits, targets, features, directory):
     for split, data in splits.items():
         kp.FeatureCache.write(probed, data, directory, split=split, batch_size=250, verbose=0)
     cache = kp.FeatureCache.open(directory, model=probed)
-    return kp.fit_regression_probes(probed, cache, targets, verbose=0)
+    return kp.fit_regression_probes(probed, cache, targets, verbose=0), probed
 
 
 def mean_r2_gain(trained, random, split, point):
@@ -158,6 +176,202 @@ def mean_r2_gain(trained, random, split, point):
     a, b = (np.concatenate([c for c, _ in found], axis=1) for found in columns)
     result = kp.uncertainty.paired_means(a, b, statistic=mean_r2)
     return dataclasses.replace(result, split=split, metric="mean R^2 over the concepts")
+
+
+def directions(model, probed, point) -> np.ndarray:
+    """Every concept's RCV at `point` as a direction in the point's activation, flattened
+    row-major: `(concepts, size)`. Through `kp.RandomSubset` the RCV's weights sit at the
+    subset's indices, zero elsewhere: the gradient of the probe's prediction, which reads
+    nothing else. Checked: the reducer reads each RCV back from its direction."""
+    vectors = probed.concept_vectors()[point].T  # (concepts, features), unit rows
+    shape = tuple(model.get_layer(point).output.shape[1:])
+    size = int(np.prod(shape))
+    reducer = probed.reducers[point]
+    if isinstance(reducer, kp.RandomSubset):
+        flat = np.zeros((len(vectors), size))
+        flat[:, reducer.indices] = vectors
+        back = keras.ops.convert_to_numpy(reducer(flat.reshape(-1, *shape).astype("float32")))
+        if not np.allclose(back, vectors, atol=1e-6):
+            raise AssertionError(f"{point}: the random features do not read the RCVs back")
+        return flat
+    if vectors.shape[1] != size:
+        raise AssertionError(f"{point}: RCVs of {vectors.shape[1]} features, activation {size}")
+    return vectors
+
+
+def relevance_columns(derivatives, outcomes):
+    """`(n, concepts, 5)` per held-out image: the derivative, its square and the three
+    columns of the RCV's R^2 (`kp.outcomes`), resampled together by the bootstrap."""
+    return np.stack(
+        [
+            np.concatenate(
+                [derivatives[:, [i]], derivatives[:, [i]] ** 2, outcomes.columns(f"{c}_r2")[0]],
+                axis=1,
+            )
+            for i, c in enumerate(CONCEPTS)
+        ],
+        axis=1,
+    )
+
+
+def bidirectional(means, r2):
+    """Br = R^2 * mean / sd (sd with ddof 0) from `relevance_columns`' means `(..., concepts, 5)`;
+    `r2`: R^2 from its three columns' means (`kp.outcomes`)."""
+    mean, square = means[..., 0], means[..., 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return r2(means[..., 2:]) * mean / np.sqrt(np.maximum(square - mean**2, 0.0))
+
+
+def mean_abs(concepts, r2):
+    """The mean |Br| over `concepts`, from the flattened columns' means `(..., concepts * 5)`."""
+    keep = [CONCEPTS.index(c) for c in concepts]
+
+    def statistic(means):
+        br = bidirectional(means.reshape(*means.shape[:-1], len(CONCEPTS), 5), r2)
+        return np.mean(np.abs(br[..., keep]), axis=-1)
+
+    return statistic
+
+
+def relevance(models, probes, ends, xv, yv):
+    """RCV sensitivities and Br of every concept at every point of every network, on the
+    held-out images, each image's true class the target; Br's 95% intervals and the
+    tests of the mean |Br| (paired bootstrap over the images, Holm per family)."""
+    start = time.perf_counter()
+    columns, own, found, check, r2 = {}, {}, {}, 0.0, None
+    for name, model in models.items():
+        columns[name], own[name], found[name] = {}, {}, {}
+        # The secondary target: the class the network itself gives each image.
+        predicted = np.argmax(model.predict(xv, batch_size=250, verbose=0), axis=1)
+        for point in POINTS:
+            vectors = directions(model, probes[name], point)
+            d, d_own = (
+                kp.attribution.directional_derivatives(
+                    model, point, vectors, xv, target, batch_size=250, verbose=0
+                )  # (n, concepts)
+                for target in (yv, predicted)
+            )
+            outcomes = ends[name].outcomes["val"][point]
+            _, r2 = outcomes.columns(f"{CONCEPTS[0]}_r2")
+            values = relevance_columns(d, outcomes)
+            columns[name][point] = values
+            own[name][point] = relevance_columns(d_own, outcomes)
+            br = bidirectional(values.mean(axis=0), r2)
+            br_own = bidirectional(own[name][point].mean(axis=0), r2)
+            intervals = kp.uncertainty.statistic_interval(
+                values,
+                lambda means: bidirectional(means, r2),  # noqa: B023
+            )
+            found[name][point] = {
+                c: {
+                    "br": float(br[i]),
+                    "br_interval": [float(v) for v in intervals[i]],
+                    "r2": float(ends[name].values("val", f"{c}_r2")[point]),
+                    "mean": float(d[:, i].mean()),
+                    "sd": float(d[:, i].std()),
+                    "positive": float(np.mean(d[:, i] > 0)),
+                    "br_own_class": float(br_own[i]),
+                }
+                for i, c in enumerate(CONCEPTS)
+            }
+            # The library's Br on one concept (its own pass) is the one computed here.
+            first = found[name][point][CONCEPTS[0]]
+            library = kp.attribution.bidirectional_relevance(
+                model,
+                point,
+                vectors[0],
+                first["r2"],
+                xv,
+                yv,
+                batch_size=250,
+                verbose=0,
+            )
+            check = max(check, abs(library - first["br"]) / max(abs(first["br"]), 1e-12))
+    groups = {"colour": COLOUR, "texture": TEXTURE}
+    flat = lambda name, point, by=columns: by[name][point].reshape(len(xv), -1)  # noqa: E731
+    tests = {
+        "mean |Br|, generalizing - 1-memorizing": {
+            f"{point}, {group}": kp.uncertainty.paired_means(
+                flat("generalizing", point),
+                flat("1-memorizing", point),
+                statistic=mean_abs(concepts, r2),
+            )
+            for point in POINTS
+            for group, concepts in groups.items()
+        },
+        "mean |Br| (each network's own predicted class), generalizing - 1-memorizing": {
+            f"{point}, {group}": kp.uncertainty.paired_means(
+                flat("generalizing", point, own),
+                flat("1-memorizing", point, own),
+                statistic=mean_abs(concepts, r2),
+            )
+            for point in POINTS
+            for group, concepts in groups.items()
+        },
+        "mean |Br| over the concepts, trained - random": {
+            f"{point}, {name}": kp.uncertainty.paired_means(
+                flat(name, point), flat("random", point), statistic=mean_abs(CONCEPTS, r2)
+            )
+            for point in POINTS
+            for name in ("generalizing", "1-memorizing")
+        },
+    }
+    tests = {family: _common.tested_together(t, family) for family, t in tests.items()}
+    mean_abs_br = {
+        name: {
+            point: {
+                group: float(np.mean([abs(found[name][point][c]["br"]) for c in concepts]))
+                for group, concepts in {**groups, "all": CONCEPTS}.items()
+            }
+            for point in POINTS
+        }
+        for name in models
+    }
+    print(f"RCV sensitivities and Br in {time.perf_counter() - start:.0f} s")
+    return {
+        "target": "each held-out image's true class (for the 1-memorizing network too: "
+        "the same images and class indices for every network); br_own_class: the class the "
+        "network itself predicts",
+        "direction": "the RCV at the point; at block1 and block2 the flattened activation's "
+        "vector with the RCV's weights at the random features' indices, zero elsewhere",
+        "images": len(yv),
+        "networks": found,
+        "mean_abs_br": mean_abs_br,
+        "library_check_relative_difference": check,
+        "comparisons": tests,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def plot_relevance(found):
+    """One `kp.plots.plot_relevance` panel per network, on a common Br axis, stacked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figures = {
+        name: kp.plots.plot_relevance(
+            {c: {p: by_point[p][c]["br"] for p in POINTS} for c in CONCEPTS},
+            title=f"{name} network: Br = R$^2$ x mean / sd of the derivatives of the true "
+            "class's logit along each RCV (held out)",
+        )
+        for name, by_point in found.items()
+    }
+    limits = [f.axes[0].get_ylim() for f in figures.values()]
+    for figure in figures.values():
+        figure.axes[0].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+        figure.set_size_inches(18, 3.8)
+        figure.tight_layout()
+    pixels = []
+    for figure in figures.values():
+        canvas = FigureCanvasAgg(figure)
+        figure.set_dpi(110)
+        canvas.draw()
+        pixels.append(np.asarray(canvas.buffer_rgba()))
+    width = max(p.shape[1] for p in pixels)
+    padded = [
+        np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pixels
+    ]
+    stacked = np.concatenate(padded, axis=0)
+    return lambda path: plt.imsave(path, stacked)
 
 
 def curve(history, metric):
@@ -201,12 +415,16 @@ def main(argv=None):
         "1-memorizing": kp.flawed.corrupt_labels(y, 1.0, 10, seed=args.seed)[0],
     }
     monitors, fits, ends = {}, {}, {}  # ends: {network: its RCVs' report at the end}
+    models, probes = {}, {}  # {network: the model}, {network: its RCVs (RegressionProbedModel)}
     scratch = tempfile.TemporaryDirectory(prefix="rcv_textures_")
     splits = {"train": (x, y), "val": (xv, yv)}
     # The random network: every network as initialised (the same seed), before training.
     keras.utils.set_random_seed(args.seed)
     initial = shallow_cnn(args.size, args.filters, args.seed)
-    ends["random"] = rcv_report(initial, splits, targets, args.features, f"{scratch.name}/random")
+    ends["random"], probes["random"] = rcv_report(
+        initial, splits, targets, args.features, f"{scratch.name}/random"
+    )
+    models["random"] = initial
     for name, labels in networks.items():
         start = time.perf_counter()
         print(f"{name}:", flush=True)
@@ -225,7 +443,10 @@ def main(argv=None):
             "train_accuracy_on_its_labels": history.history["accuracy"][-1],
             "val_accuracy": history.history["val_accuracy"][-1],
         }
-        ends[name] = rcv_report(model, splits, targets, args.features, f"{scratch.name}/{name}")
+        ends[name], probes[name] = rcv_report(
+            model, splits, targets, args.features, f"{scratch.name}/{name}"
+        )
+        models[name] = model
         fit = fits[name]
         print(
             f"{name}: train accuracy on its labels {fit['train_accuracy_on_its_labels']:.3f}, "
@@ -313,6 +534,15 @@ def main(argv=None):
             ),
         )
 
+    sensitivities = relevance(models, probes, ends, xv, yv)
+    groups = sensitivities["comparisons"]["mean |Br|, generalizing - 1-memorizing"]
+    for point in POINTS:
+        run.compare(
+            f"mean |Br| {point}, colour / texture: gener - 1-mem",
+            "not measured",
+            " / ".join(_common.tested(groups[f"{point}, {g}"]) for g in ("colour", "texture")),
+        )
+
     run.save(
         results={
             "concepts": CONCEPTS,
@@ -324,8 +554,10 @@ def main(argv=None):
             "end_intervals": intervals,
             "comparisons": tests,
             "curves": monitors,
+            "relevance": sensitivities,
         },
         figure=plot(monitors, r2_table),
+        animations={"_relevance.png": plot_relevance(sensitivities["networks"])},
     )
 
 

@@ -147,6 +147,35 @@ def test_rcv_textures(tmp_path):
     assert gap["difference"] == pytest.approx(
         r2["1-memorizing"]["orange"] - r2["generalizing"]["orange"], abs=1e-6
     )
+    # RCV sensitivities: Br = R^2 * mean / sd of the derivatives per network, point and
+    # concept, equal to kp.attribution.bidirectional_relevance's; the tests paired, Holm.
+    relevance = results["relevance"]
+    assert list(relevance["networks"]) == ["random", "generalizing", "1-memorizing"]
+    for name, by_point in relevance["networks"].items():
+        assert list(by_point) == results["points"]
+        for point, by_concept in by_point.items():
+            assert list(by_concept) == results["concepts"]
+            for found in by_concept.values():
+                assert found["sd"] > 0 and 0 <= found["positive"] <= 1
+                br = found["r2"] * found["mean"] / found["sd"]
+                assert found["br"] == pytest.approx(br, rel=1e-4, abs=1e-6)
+                low, high = found["br_interval"]
+                assert low <= high
+            assert results["end_intervals"][name][point]  # the same RCVs' R^2
+    assert relevance["library_check_relative_difference"] < 1e-3
+    families = relevance["comparisons"]
+    assert [len(tests) for tests in families.values()] == [8, 8, 8]
+    for tests in families.values():
+        for c in tests.values():
+            assert c["test"] == "paired bootstrap" and c["pvalue"] <= c["adjusted_pvalue"]
+    mean_abs = relevance["mean_abs_br"]["generalizing"]["block1"]["colour"]
+    colour = results["concepts"][:11]
+    by_concept = relevance["networks"]["generalizing"]["block1"]
+    assert mean_abs == pytest.approx(np.mean([abs(by_concept[c]["br"]) for c in colour]))
+    assert families["mean |Br|, generalizing - 1-memorizing"]["block1, colour"][
+        "difference"
+    ] == pytest.approx(mean_abs - relevance["mean_abs_br"]["1-memorizing"]["block1"]["colour"])
+    assert (tmp_path / "rcv_textures_relevance.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
