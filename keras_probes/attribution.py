@@ -159,7 +159,6 @@ class _Placement:
     """How a point's directions are placed: `flat` (the flattened size) or a channel
     vector at every position (`pooling=None`) or at the tokens `pooling` reads."""
 
-    size: int
     flat: bool
     pooling: reducers_lib.TokenPooling | None = None
 
@@ -169,14 +168,14 @@ def _placement(tensor, point, reducer, masked, size):
     dims = tuple(tensor.shape[1:])
     flat_size = math.prod(dims) if None not in dims else None
     channels = dims[-1] if dims else None
-    if size == flat_size and reducer in ("auto", "flatten"):
-        return _Placement(size, flat=True)
+    if size == flat_size and (reducer in ("auto", "flatten") or len(dims) == 1):
+        return _Placement(flat=True)
     if size == channels and len(dims) >= 2:
         layer = reducers_lib.resolve(reducer, {point: tuple(tensor.shape)}, masked=masked)[point]
         if isinstance(layer, reducers_lib.TokenPooling):
-            return _Placement(size, flat=False, pooling=layer)
+            return _Placement(flat=False, pooling=layer)
         if isinstance(layer, reducers_lib.GlobalAveragePooling):
-            return _Placement(size, flat=False)
+            return _Placement(flat=False)
     sizes = f"its flattened size {flat_size}" if flat_size else "a known flattened size"
     if len(dims) >= 2:
         sizes += f" or its channel count {channels}"
@@ -198,7 +197,7 @@ class _DerivativeLoop(keras.Model):
 
     def __init__(self, derivatives, **kwargs):
         super().__init__(**kwargs)
-        # A plain namespace: Keras tracks no sub-model (nor its weights) in it.
+        # Not a layer: Keras tracks nothing in it (the shifted model's weights are the base's).
         self.of = derivatives
 
     def predict_step(self, data):

@@ -192,29 +192,51 @@ def bert_batch(rows=6, tokens=12):
     }
 
 
-def test_a_keras_hub_block(bert_classifier):
+def rebuilt_differences(model, point, direction, x, target):
+    """Central finite differences of `target`'s logit, the model rebuilt with `direction`
+    (broadcast to the point's activation) added at `point` (no softmax in these models)."""
+    shift = (FD_STEP * direction).astype("float32")
+    ends = []
+    for sign in (1, -1):
+        graph = _graph.trace(model, edits={point: lambda t, s=sign: t + s * shift})
+        ends.append(keras.Model(graph.inputs, graph.outputs).predict(x, verbose=0)[:, target])
+    return (ends[0] - ends[1]) / (2 * FD_STEP)
+
+
+@pytest.mark.slow
+def test_an_unrolled_vit_block():
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+    inputs = keras.Input((16, 16, 3))
+    cls = layers.Lambda(lambda s: s[:, 0], name="cls")(backbone(inputs))
+    model = keras.Model(inputs, layers.Dense(3, name="logits")(cls))
+    point = kp.points.resolve(model, "blocks")[0]  # inside the unrolled encoder
+    x = np.random.default_rng(11).normal(size=(5, 16, 16, 3)).astype("float32")
+    v = np.random.default_rng(12).normal(size=8)
+    d = kp.attribution.directional_derivatives(model, point, v, x, target=2, verbose=0)
+    fd = rebuilt_differences(model, point, v, x, target=2)  # every token: "gap"
+    np.testing.assert_allclose(d, fd, atol=5 * FD_TOLERANCE * scale(fd))
+
+
+@pytest.mark.parametrize("reducer", ["auto", pytest.param("first", marks=pytest.mark.slow)])
+def test_a_keras_hub_block(bert_classifier, reducer):
     model, x = bert_classifier, bert_batch()
     point = "bert_backbone/transformer_layer_0"
     v = np.random.default_rng(6).normal(size=16)
-    mask = x["padding_mask"].astype("float32")
-    for reducer, placed in [("mean", mask), ("first", np.eye(12)[np.zeros(6, int)])]:
-        d = kp.attribution.directional_derivatives(
-            model, point, v, x, target=1, reducer=reducer, verbose=0
-        )
-        # The direction placed at the tokens the reducer reads: the model rebuilt with
-        # it added at the block's output, by finite differences.
-        shift = (FD_STEP * placed[..., None] * v).astype("float32")
-        ends = []
-        for sign in (1, -1):
-            graph = _graph.trace(model, edits={point: lambda t, s=sign, shift=shift: t + s * shift})
-            ends.append(keras.Model(graph.inputs, graph.outputs).predict(x, verbose=0)[:, 1])
-        fd = (ends[0] - ends[1]) / (2 * FD_STEP)
-        np.testing.assert_allclose(d, fd, atol=5 * FD_TOLERANCE * scale(fd))
-    # "auto" at a token point of a model with a padding mask is "mean".
-    np.testing.assert_allclose(
-        kp.attribution.directional_derivatives(model, point, v, x, 1, verbose=0),
-        kp.attribution.directional_derivatives(model, point, v, x, 1, reducer="mean", verbose=0),
+    d = kp.attribution.directional_derivatives(
+        model, point, v, x, target=1, reducer=reducer, verbose=0
     )
+    # The direction placed at the tokens the reducer reads ("auto" at a token point of a
+    # model with a padding mask is "mean": every kept token): the model rebuilt with it
+    # added at the block's output, by finite differences.
+    mask = x["padding_mask"].astype("float32")
+    placed = mask if reducer == "auto" else np.eye(mask.shape[1])[np.zeros(len(mask), int)]
+    fd = rebuilt_differences(model, point, placed[..., None] * v, x, target=1)
+    np.testing.assert_allclose(d, fd, atol=5 * FD_TOLERANCE * scale(fd))
 
 
 def test_the_model_is_never_changed_and_inference_mode_is_used():
@@ -385,8 +407,9 @@ def test_tcav_report_holm_and_json_round_trip(images, tmp_path):
     rng = np.random.default_rng(2)
     concepts = {"bright": images[:9] + 2.0, "plain": rng.normal(size=(9, 6, 6, 3))}
     random = rng.normal(size=(18, 6, 6, 3)).astype("float32")
+    solver = kp.solvers.LBFGSProbe(l2=1e-2, dtype="float64")
     report = kp.attribution.tcav_report(
-        model, ["a", "b"], concepts, random, {2: images}, runs=2, verbose=0
+        model, ["a", "b"], concepts, random, {2: images}, runs=2, solver=solver, verbose=0
     )
     assert len(report.results) == 4 and report.concepts == ["bright", "plain"]
     raw = np.array([r.pvalue for r in report.results])
