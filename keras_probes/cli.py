@@ -9,6 +9,8 @@
         [--allow-unfitted] [--allow-new-signatures]
     keras-probes cache MODEL --data DATA --out CACHE [--split train] [--points ...]
     keras-probes fit MODEL --cache CACHE [--solver lbfgs] [--l2 1e-4|auto] [--report r.json]
+    keras-probes tcav MODEL --point P [P ...] --concept DIR [--concept DIR ...] --random DIR
+        --class DIR [--target K] [--class DIR [--target K] ...] --out DIR [--runs 20]
 
 MODEL is a `.keras` file (a saved `kp.ProbedModel`, or any Keras model to be
 probed: then `--points` chooses where) or a SavedModel directory (opaque: its
@@ -173,6 +175,157 @@ def _add_image_options(command):
     command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
 
 
+#: The image files Keras lists (`keras.utils.image_dataset_from_directory`), by suffix.
+_IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def _images_under(path):
+    """The image files under `path`, in it and its sub-folders, as Keras lists them."""
+    for root, _, names in os.walk(path):
+        for name in names:
+            if name.lower().endswith(_IMAGE_SUFFIXES):
+                yield Path(root) / name
+
+
+def _image_dir(text):
+    """An argparse `type` for a folder of images (directly or in sub-folders)."""
+    path = Path(text)
+    if not path.is_dir():
+        what = "a file, not a folder" if path.exists() else "missing"
+        raise argparse.ArgumentTypeError(
+            f"no image folder at {text} (it is {what}); pass a folder of images."
+        )
+    if next(_images_under(path), None) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text} holds no images ({', '.join(_IMAGE_SUFFIXES)}, in it or its "
+            "sub-folders); put the images in it."
+        )
+    return text
+
+
+def _add_tcav_options(command):
+    """The options of `tcav`: the model, its points, the image folders and the test."""
+    command.add_argument(
+        "model",
+        help="a .keras file of a Keras model giving class scores (a saved ProbedModel: its "
+        "base model) or a SavedModel directory",
+    )
+    command.add_argument(
+        "--point",
+        required=True,
+        nargs="+",
+        action="extend",
+        help="the layers where the concepts are tested, as kp.points names them (e.g. "
+        "conv_pw_11_relu); one or more, or the option repeated",
+    )
+    command.add_argument(
+        "--concept",
+        required=True,
+        action="append",
+        type=_image_dir,
+        metavar="DIR",
+        help="a folder of a concept's images, named by the folder (repeat for more concepts)",
+    )
+    command.add_argument(
+        "--random",
+        required=True,
+        type=_image_dir,
+        metavar="DIR",
+        help="a folder of random images (e.g. of many classes): the counter-examples of every "
+        "concept and the random-vs-random null",
+    )
+    command.add_argument(
+        "--class",
+        dest="classes",
+        required=True,
+        action="append",
+        type=_image_dir,
+        metavar="DIR",
+        help="a folder of one class's images (repeat for more classes)",
+    )
+    command.add_argument(
+        "--target",
+        action="append",
+        type=_checked(int, "an integer >= 0", lambda v: v >= 0),
+        metavar="K",
+        help="the class index of each --class, in order (default: from each folder's name: "
+        "a leading number, e.g. 340 or 340_zebra, or an Imagenette WordNet id)",
+    )
+    command.add_argument(
+        "--out", required=True, type=_output_dir, help="the output directory (created if missing)"
+    )
+    command.add_argument(
+        "--runs",
+        type=_AT_LEAST_2,
+        default=20,
+        help="concept activation vectors per concept and point, and random-vs-random ones "
+        "(default: %(default)s)",
+    )
+    command.add_argument(
+        "--seed",
+        type=_checked(int, "an integer >= 0", lambda v: v >= 0),
+        default=0,
+        help="seed of the disjoint shares (default: %(default)s)",
+    )
+    command.add_argument(
+        "--l2",
+        type=_penalty,
+        default="auto",
+        help="the vectors' L2 penalty, or 'auto': chosen for each vector on 3 folds of its "
+        "images (kp.solvers.LBFGSProbeCV, the library's default); a number fits each vector "
+        "once (kp.solvers.LBFGSProbe), faster, and needs a third of the images "
+        "(default: %(default)s)",
+    )
+    command.add_argument(
+        "--reducer",
+        default="auto",
+        choices=["auto", "gap", "flatten", "mean", "first", "last"],
+        help="how each point's activations are pooled for the vectors and how the vectors are "
+        "placed back (default: %(default)s: every position of a spatial map)",
+    )
+    command.add_argument(
+        "--preprocess",
+        choices=["none", "tf", "caffe", "torch"],
+        help="image preprocessing, as for `probe` (default: the model's family's; required for "
+        "an RGB model of no known family)",
+    )
+    command.add_argument(
+        "--image-size",
+        nargs=2,
+        type=_AT_LEAST_1,
+        metavar=("HEIGHT", "WIDTH"),
+        help="the size images are resized to, for a model whose input size is open "
+        "(default: the model's input size, else its family's)",
+    )
+    command.add_argument("--batch-size", type=_AT_LEAST_1, default=32, help="default: %(default)s")
+    command.set_defaults(data_dir=None)  # `_images` reads folders only here, never TFDS
+
+
+def _check_tcav(args):
+    """`tcav`'s checks between options: one --target per --class (or none), no class
+    twice, no two concepts of one name."""
+    prefix = "keras-probes tcav: error:"
+    if args.target is not None and len(args.target) != len(args.classes):
+        raise _UsageError(
+            f"{prefix} {_count(len(args.classes), '--class folder')} and "
+            f"{_count(len(args.target), '--target')}: give one --target K after each --class "
+            "DIR, or none (each folder's name then gives its class index)."
+        )
+    if args.target is not None and len(set(args.target)) < len(args.target):
+        twice = next(k for k in args.target if args.target.count(k) > 1)
+        raise _UsageError(
+            f"{prefix} --target {twice} is given twice; put that class's images in one folder."
+        )
+    names = [_folder_name(folder) for folder in args.concept]
+    for name in names:
+        if names.count(name) > 1:
+            folders = [f for f, n in zip(args.concept, names, strict=True) if n == name]
+            raise _UsageError(
+                f"{prefix} two --concept folders are named {name!r} ({', '.join(folders)}); a "
+                "concept is named by its folder: rename one."
+            )
+
+
 #: The options of some solvers only, by argparse name, and the solvers that take them (as
 #: the solvers declare their settings): given with another --solver, they are refused;
 #: left out, `kp.fit_probes` keeps the solver's default.
@@ -277,6 +430,22 @@ _COMMANDS = {
             "Trains every probe on the cache's train split (L-BFGS to the optimum, or the "
             "paper's minibatch RMSprop/Adam with early stopping on the validation split), "
             "prints the report and optionally saves it and the trained probed model."
+        ),
+    ),
+    "tcav": (
+        "test how much a class's prediction depends on concepts (TCAV), on image folders",
+        (
+            "Kim et al.'s TCAV (kp.attribution.tcav_report): at each --point, --runs concept "
+            "activation vectors per --concept folder, each fitted on its own disjoint share "
+            "of the concept's and the --random folder's images, and as many random-vs-random "
+            "vectors (the null); the score of each is the fraction of a --class folder's "
+            "images whose class logit grows along it. Every score is tested against the "
+            "random ones (two-sided t-test, Holm-adjusted over all concepts, points and "
+            "classes). Prints the table and writes OUT/tcav.json, OUT/tcav.txt and "
+            "OUT/tcav.png. A folder holds its images directly or in sub-folders; a concept "
+            "is named by its folder. The --random folder needs 3 x --runs x 3 images and "
+            "each --concept folder --runs x 3 (three folds choose each vector's penalty; "
+            "with a fixed --l2, a third of that)."
         ),
     ),
 }
@@ -459,7 +628,8 @@ def _parser():
         type=_output_file(".keras", why=", the format `keras-probes export` reads"),
         help="save the probed model with its trained probes (.keras, in an existing directory)",
     )
-    for command in (probe, cache, fit, export):
+    _add_tcav_options(commands["tcav"])
+    for command in (probe, cache, fit, export, commands["tcav"]):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         command.add_argument(
             "--unsafe-deserialization",
@@ -478,6 +648,8 @@ def _command_parser(name):
 
 def _check_across(args):
     """Checks between options, before anything is read."""
+    if args.command == "tcav":
+        _check_tcav(args)
     shard_size, batch_size = getattr(args, "shard_size", None), getattr(args, "batch_size", None)
     if shard_size is not None and shard_size % batch_size:
         raise _UsageError(
@@ -848,6 +1020,126 @@ def _export(args):
     print(f"exported {path}")
 
 
+def _folder_name(folder):
+    """A folder's own name, whatever the path's spelling (`.`, a trailing `/`)."""
+    return Path(os.path.abspath(folder)).name
+
+
+def _class_indices(args):
+    """`{class index: folder}`: the --target of each --class, else the index its name
+    gives (a leading number, or an Imagenette WordNet id)."""
+    from keras_probes import datasets
+
+    if args.target is not None:
+        return dict(zip(args.target, args.classes, strict=True))
+    indices = {}
+    for folder in args.classes:
+        name = _folder_name(folder)
+        number = re.match(r"\d+(?![^\W_])", name)
+        if number:
+            index = int(number.group())
+        elif name in datasets.IMAGENETTE_CLASSES:
+            index = int(datasets.imagenet_indices([name])[0])
+        else:
+            raise ValueError(
+                f"--class {folder}: its name {name!r} gives no class index; pass --target K "
+                "after each --class DIR, or name the folder by its index (e.g. 340 or "
+                "340_zebra) or by an Imagenette WordNet id (e.g. n01440764)."
+            )
+        if index in indices:
+            raise ValueError(
+                f"--class {indices[index]} and --class {folder} are both class {index}; put "
+                "that class's images in one folder."
+            )
+        indices[index] = folder
+    return indices
+
+
+def _folder_images(args, model, folder):
+    """Every image under `folder` (in it or its sub-folders) as one array, read and
+    preprocessed as `_images` reads a dataset for `model`: the folder is the only
+    class of a temporary folder (a link to it)."""
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="keras_probes_tcav_") as parent:
+        link = Path(parent) / "images"
+        link.symlink_to(Path(folder).resolve(), target_is_directory=True)
+        try:
+            dataset, _ = _images(args, model, parent, "train")
+            return np.concatenate([np.asarray(images) for images, _ in dataset])
+        except (ValueError, OSError, *_tensorflow_errors()) as error:
+            # The files' paths as the user gave them, not the link's.
+            message = _one_line(error).replace(str(link), folder.rstrip("/\\"))
+            raise ValueError(message.replace(parent, folder)) from None
+
+
+def _tcav(args):
+    kp = _library()
+
+    out = Path(args.out)
+    classes = _class_indices(args)
+    print(f"[1/4] loading the model {args.model}", flush=True)
+    model = _load_model(args)
+    if isinstance(model, kp.ProbedModel):
+        model = model.base
+    print("[2/4] reading the images", flush=True)
+    concepts = {
+        _folder_name(folder): _folder_images(args, model, folder) for folder in args.concept
+    }
+    random = _folder_images(args, model, args.random)
+    inputs = {k: _folder_images(args, model, folder) for k, folder in classes.items()}
+    counts = [f"concept {name!r} {len(x)}" for name, x in concepts.items()]
+    counts += [f"random {len(random)}"] + [f"class {k} {len(x)}" for k, x in inputs.items()]
+    print(f"      images: {', '.join(counts)}", flush=True)
+    points = len(args.point)
+    print(
+        f"[3/4] fitting {args.runs} concept activation vectors per concept and "
+        f"{args.runs} random ones at {_count(points, 'point')}; the derivatives of "
+        f"{_count(len(classes), 'class')}",
+        flush=True,
+    )
+    # A CAV's problem is small: float64, as the library's default solver (LBFGSProbeCV).
+    fixed = args.l2 != "auto"
+    solver = kp.solvers.LBFGSProbe(l2=args.l2, dtype="float64") if fixed else None
+    try:
+        report = kp.attribution.tcav_report(
+            model,
+            args.point,
+            concepts,
+            random,
+            inputs,
+            runs=args.runs,
+            seed=args.seed,
+            reducer=args.reducer,
+            solver=solver,
+            batch_size=args.batch_size,
+            verbose=0 if args.quiet else 1,
+        )
+    except ValueError as error:
+        raise ValueError(_tcav_message(str(error), args)) from None
+    table = report.table()
+    print(table)
+    if not _writes_outputs():
+        return
+    print(f"[4/4] writing tcav.json, tcav.txt and tcav.png to {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    report.to_json(out / "tcav.json")
+    (out / "tcav.txt").write_text(table + "\n")
+    kp.plots.plot_tcav(report).savefig(out / "tcav.png", dpi=110)
+    print(f"wrote tcav.json, tcav.txt and tcav.png to {out}")
+
+
+def _tcav_message(message, args):
+    """The library's message in the command line's words: a concept's and the random
+    examples are their folders; runs are --runs."""
+    for folder in args.concept:
+        message = message.replace(f"`concepts[{_folder_name(folder)!r}]`", f"--concept {folder}")
+    message = message.replace("`random`", f"--random {args.random}")
+    return message.replace("examples", "images").replace("fewer runs", "fewer --runs")
+
+
 #: The commands that read no model: they never import TensorFlow, so they start at once.
 _TEXT_COMMANDS = ("report", "compare", "plot")
 
@@ -864,7 +1156,7 @@ def main(argv=None) -> int:
     # Before TensorFlow is imported (by the commands that need it): its C++ logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {"probe": _probe, "report": _report, "plot": _plot, "export": _export}
-    commands.update(cache=_cache, fit=_fit, compare=_compare)
+    commands.update(cache=_cache, fit=_fit, compare=_compare, tcav=_tcav)
     try:
         if args.command in _TEXT_COMMANDS:
             commands[args.command](args)

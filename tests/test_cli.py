@@ -901,3 +901,149 @@ def test_fit_chooses_the_penalty_on_the_validation_split_with_l2_auto(files, tmp
     # Minibatch solvers take a number.
     assert main(["fit", model, "--cache", cache, "--solver", "adam", "--l2", "auto"]) == 2
     assert "--l2 auto chooses the penalty of --solver lbfgs only" in _one_error_line(capsys, "fit")
+
+
+# -- tcav -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def concepts(tmp_path_factory):
+    """Two concept folders of 28x28 grayscale PNGs: stripes and dots, random phases."""
+    root = tmp_path_factory.mktemp("concepts")
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:28, :28]
+    for name in ("striped", "dotted"):
+        (root / name).mkdir()
+        for i in range(8):
+            period, phase = rng.integers(3, 6), rng.integers(0, 6)
+            if name == "striped":
+                image = (rows + phase) % period < period // 2
+            else:
+                image = ((rows + phase) % period == 0) & ((cols + phase) % period == 0)
+            noise = rng.integers(0, 30, (28, 28))
+            pixels = np.clip(image * 220 + noise, 0, 255).astype(np.uint8)[..., None]
+            tf.io.write_file(str(root / name / f"{i}.png"), tf.io.encode_png(pixels))
+    return root
+
+
+def _tcav_argv(files, concepts, out, *more, concept=("striped", "dotted"), point=("relu1", "gap")):
+    """`tcav` on the convnet: concepts of `concepts`, the train digits (in their class
+    sub-folders) as the random images, the val digits 1 as class 1."""
+    return ["tcav", str(files / "convnet.keras"), "--point", *point,
+            *(f for name in concept for f in ("--concept", str(concepts / name))),
+            "--random", str(files / "train"), "--class", str(files / "val" / "digit_1"),
+            "--target", "1", "--runs", "2", "--l2", "1e-2", "--out", str(out), "--quiet",
+            *more]  # fmt: skip
+
+
+def test_tcav_writes_its_report_table_and_figure(files, concepts, tmp_path, capsys):
+    out = tmp_path / "tcav"
+    argv = _tcav_argv(files, concepts, out, concept=["striped"], point=["gap"])
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "[1/4] loading the model" in printed and "[4/4] writing" in printed
+    assert "images: concept 'striped' 8, random 120, class 1 20" in printed
+    report = kp.attribution.TCAVReport.from_json(out / "tcav.json")
+    assert [(r.concept, r.point, r.target) for r in report.results] == [("striped", "gap", 1)]
+    assert len(report.results[0].scores) == 2 and len(report.results[0].random_scores) == 2
+    table = (out / "tcav.txt").read_text()
+    assert table == report.table() + "\n" and table in printed
+    assert (out / "tcav.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # 8 s: two tcav_report runs of 12 CAVs each
+def test_tcav_gives_the_library_numbers_on_the_same_images(files, concepts, tmp_path, capsys):
+    out = tmp_path / "tcav"
+    assert main(_tcav_argv(files, concepts, out)) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "images: concept 'striped' 8, concept 'dotted' 8, random 120, class 1 20" in printed
+    report = kp.attribution.TCAVReport.from_json(out / "tcav.json")
+    assert report.concepts == ["striped", "dotted"] and report.points == ["relu1", "gap"]
+    assert report.targets == [1] and len(report.results) == 4
+    assert all(r.adjusted_pvalue is not None for r in report.results)  # Holm, over all four
+
+    # The same numbers as the library on the same images, read as the model takes them
+    # (grayscale, pixels 0..255, in Keras' sorted order; the random folder's sub-folders
+    # included).
+    def read(folder):
+        images = kp.datasets.image_folder(folder, (28, 28), color_mode="grayscale")[0]
+        return np.concatenate([x for x, _ in images])
+
+    both = read(concepts)  # dotted, then striped (sorted)
+    expected = kp.attribution.tcav_report(
+        keras.models.load_model(files / "convnet.keras"),
+        ["relu1", "gap"],
+        {"striped": both[8:], "dotted": both[:8]},
+        read(files / "train"),
+        {1: read(files / "val")[20:40]},
+        runs=2,
+        solver=kp.solvers.LBFGSProbe(l2=1e-2, dtype="float64"),
+        verbose=0,
+    )
+    for found, wanted in zip(report.results, expected.results, strict=True):
+        np.testing.assert_array_equal(found.scores, wanted.scores)
+        np.testing.assert_array_equal(found.random_scores, wanted.random_scores)
+        assert found.pvalue == pytest.approx(wanted.pvalue, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--concept", "{tmp}/nowhere"],
+         r"argument --concept: no image folder at \S+/nowhere \(it is missing\); pass a folder"),
+        (["--concept", "{tmp}/empty"], r"argument --concept: \S+/empty holds no images"),
+        (["--random", "{root}/convnet.keras"], "argument --random: no image folder at .* a file"),
+        (["--class", "{root}/val/digit_2"], "2 --class folders and 1 --target: give one --target"),
+        (["--concept", "{tmp}/other/striped"],
+         r"two --concept folders are named 'striped' \(\S+/striped, \S+/other/striped\)"),
+        (["--runs", "9"], r"--concept \S+/striped has 8 images; tcav splits it into 9 disjoint "
+         r"shares of at least 1 \(9 images\)\. Give more images, or fewer --runs\.$"),
+    ],
+)  # fmt: skip
+def test_tcav_refusals_are_one_line(files, concepts, tmp_path, capsys, change, message):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    shutil.copytree(concepts / "striped", tmp_path / "other" / "striped")
+    argv = _tcav_argv(files, concepts, tmp_path / "out", concept=["striped"], point=["gap"])
+    argv += [a.format(root=files, tmp=tmp_path) for a in change]
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "tcav")
+    assert re.search(message, error), error
+    assert not (tmp_path / "out").exists()
+
+
+def test_tcav_says_which_folder_has_too_few_images_and_reads_class_indices_from_names(
+    files, concepts, tmp_path, capsys
+):
+    # The library's own count, in the options' words: 3 folds choose each vector's penalty
+    # (--l2 auto), so 20 random images cannot make 3 x 7 shares of 3.
+    for digit in (0, 1):
+        shutil.copytree(files / "val" / f"digit_{digit}", tmp_path / f"{digit}_digit")
+    argv = ["tcav", str(files / "convnet.keras"), "--point", "gap", "--concept",
+            str(concepts / "striped"), "--random", str(tmp_path / "0_digit"), "--class",
+            str(tmp_path / "1_digit"), "--runs", "7", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    printed, error = capsys.readouterr()
+    assert "class 1 20" in printed  # the index from the folder's name, "1_digit"
+    assert error.strip() == (
+        f"keras-probes tcav: error: --random {tmp_path / '0_digit'} has 20 images; tcav splits "
+        "it into 21 disjoint shares of at least 3 (63 images). Give more images, or fewer --runs."
+    )
+    # A name that gives no index needs --target.
+    argv[argv.index(str(tmp_path / "1_digit"))] = str(files / "val" / "digit_1")
+    assert main(argv) == 2
+    error = _one_error_line(capsys, "tcav")
+    assert "--class " in error and "its name 'digit_1' gives no class index" in error
+    assert "pass --target K after each --class DIR" in error
+
+
+def test_tcav_is_listed_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "tcav" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["tcav", "--help"])
+    printed = capsys.readouterr().out
+    for option in ("--point", "--concept", "--random", "--class", "--target", "--runs", "--seed",
+                   "--reducer", "--l2", "--out", "--preprocess"):  # fmt: skip
+        assert option in printed
