@@ -68,17 +68,34 @@ import keras_probes as kp  # noqa: E402
 
 
 def deep_mlp(
-    variant: str, depth: int, seed: int, every: int = 16, slope: float = 0.2
+    variant: str,
+    depth: int,
+    seed: int,
+    every: int = 16,
+    slope: float = 0.2,
+    init: str = "glorot_uniform",
+    bias: float | None = 0.0,
 ) -> keras.Model:
-    """`depth` Dense(128) + LeakyReLU layers named `layer_i`; outputs: main logits
-    first, then the auxiliary classifiers' logits (variant `aux`)."""
+    """`depth` Dense(128) + LeakyReLU(`slope`) layers named `layer_i`, their kernels
+    drawn by `init` (`"glorot_uniform"` or `"glorot_normal"`), their biases
+    starting at `bias` (`None`: no bias); outputs: main logits first, then the
+    auxiliary classifiers' logits (variant `aux`)."""
     inputs = keras.Input((784,), name="input")
     h, outputs = inputs, []
+    kernel = {
+        "glorot_uniform": keras.initializers.GlorotUniform,
+        "glorot_normal": keras.initializers.GlorotNormal,
+    }[init]
     for i in range(1, depth + 1):
         if variant == "skip" and i == depth // 2:
             h = keras.layers.Concatenate(name="skip_from_input")([h, inputs])
-        init = keras.initializers.GlorotUniform(seed=seed * 1000 + i)
-        h = keras.layers.Dense(WIDTH, kernel_initializer=init, name=f"dense_{i}")(h)
+        h = keras.layers.Dense(
+            WIDTH,
+            kernel_initializer=kernel(seed=seed * 1000 + i),
+            use_bias=bias is not None,
+            bias_initializer=keras.initializers.Constant(bias or 0.0),
+            name=f"dense_{i}",
+        )(h)
         h = keras.layers.LeakyReLU(negative_slope=slope, name=f"layer_{i}")(h)
         if variant == "aux" and i % every == 0 and i < depth:
             outputs.append(keras.layers.Dense(10, name=f"aux_{i}")(h))

@@ -120,3 +120,32 @@ def test_pathological_sweep(tmp_path):
             assert all(0 <= e <= 1 for e in curve["train_error"])
         best = results["best"][variant]
         assert best["train_error"][-1] == min(c["train_error"][-1] for c in runs.values())
+
+
+@pytest.mark.slow
+def test_pathological_depth(tmp_path):
+    payload, _ = run_reproduction("pathological_depth", tmp_path)
+    results = payload["results"]
+    ladders, runs = results["ladders"], results["runs"]
+    # --quick: 2 slopes x 1 learning rate, then 4 changes of one choice, then 2 refined.
+    assert [lad["stage"] for lad in ladders] == ["coarse"] * 2 + ["choices"] * 4 + ["refine"] * 2
+    for ladder in ladders:
+        figures = [runs[name] for name in ladder["runs"]]
+        assert ladder["depths"] == [r["depth"] for r in figures]
+        assert ladder["depths"] == sorted(ladder["depths"]) and ladder["depths"]
+        # A ladder stops at its first failure; its breakdown depth is the deepest trained.
+        failed = [r["train_error"] >= results["fail_at"] for r in figures]
+        assert not any(failed[:-1])
+        assert ladder["first_failing"] == (ladder["depths"][-1] if failed[-1] else None)
+        trained = ladder["depths"][:-1] if failed[-1] else ladder["depths"]
+        assert ladder["deepest_trained"] == (trained[-1] if trained else None)
+        for r in figures:
+            assert r["steps"] == ladder["steps"] and r["slope"] == ladder["setting"]["slope"]
+            assert r["curve"]["steps"][-1] == r["steps"] and len(r["curve"]["steps"]) == 4
+            for split in ("train", "val"):
+                low, high = r[f"{split}_error_interval"]
+                assert 0 <= low <= r[f"{split}_error"] <= high <= 1
+    assert {lad["steps"] for lad in ladders if lad["stage"] == "refine"} == {40}
+    assert results["chosen"] in [lad for lad in ladders if lad["stage"] == "refine"]
+    # Every run was kept as it ended; the file is gone once the results are saved.
+    assert not (tmp_path / "pathological_depth.runs.json").exists()
