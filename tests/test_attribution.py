@@ -361,6 +361,7 @@ def test_tcav_finds_a_planted_cause(planted):
     random = noise(rng, 300)
     x = marked_images(40, rng, np.ones(40, bool))  # class 1's examples
     t = kp.attribution.tcav(planted, "conv2", concept, random, x, target=1, runs=10, verbose=0)
+    print(t, "CAV accuracies", t.cav_accuracies.min(), "-", t.cav_accuracies.max())
     assert t.score > 0.9 and t.random_score < 0.8, t
     assert t.pvalue < 0.01, t
     assert np.all(t.cav_accuracies > 0.8)
