@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -64,3 +65,79 @@ def check_code_tokens(record, report):
         # Windows, not characters, are resampled: the clustered test.
         assert "cluster" in comparison["test"].lower(), comparison["test"]
         assert comparison["significant"] == (comparison["adjusted_pvalue"] < 0.05)
+    # The names' roles: the probes' classes; non-names are no rows.
+    assert record["roles"] == [
+        "definition",
+        "parameter",
+        "keyword",
+        "import",
+        "call",
+        "attribute",
+        "store",
+        "load",
+    ]
+    assert report.num_classes == len(record["roles"])
+    assert sum(record["role_frequencies"]["test"]) == pytest.approx(1)
+    assert record["names"]["test"] == sum(e["names"] for e in record["files"]["test"])
+    # The capacity path: at every penalty, selectivity per point with its interval, and
+    # the real and control task's reports.
+    path = record["capacity_path"]
+    assert len(path) >= 2
+    for step in path.values():
+        assert set(step["selectivity"]) == set(report.points)
+        for comparison in step["selectivity"].values():
+            assert comparison["low"] <= comparison["difference"] <= comparison["high"]
+            assert "cluster" in comparison["test"].lower(), comparison["test"]
+        real, control = (kp.ProbeReport.from_dict(step[task]) for task in ("real", "control"))
+        for point, comparison in step["selectivity"].items():
+            selectivity = control.errors("test")[point] - real.errors("test")[point]
+            assert comparison["difference"] == pytest.approx(selectivity, abs=1e-6)
+    assert "selectivity, each penalty minus the stronger one before" in tests
+    # The online code of the real and the control task, per point.
+    if hasattr(kp.controls, "description_length"):
+        mdl = record["description_length"]
+        for task in ("real", "control"):
+            assert set(mdl[task]) == set(report.points)
+            for figures in mdl[task].values():
+                assert len(figures["compression"]) == len(mdl["orders"])
+                ratios = np.divide(figures["uniform_codelength"], figures["codelength"])
+                assert figures["compression"] == pytest.approx(ratios)
+
+
+@pytest.mark.slow
+def test_tcav_example_runs_and_writes_its_report_figure_and_record(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "tcav_mobilenet.py"), "--quick"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = kp.attribution.TCAVReport.from_json(tmp_path / "tcav_mobilenet_report.json")
+    concepts = ["striped", "zigzag", "checkered", "dotted", "green", "blue", "white", "random"]
+    assert report.concepts == concepts
+    assert len(report.points) == 2 and len(report.targets) == 2  # --quick
+    assert len(report.results) == len(concepts) * 2 * 2
+    for r in report.results:  # 2 runs each; every p-value Holm-adjusted over all the tests
+        assert len(r.scores) == len(r.random_scores) == 2
+        assert 0 <= r.score <= 1 and 0 <= r.random_score <= 1
+        assert math.isnan(r.pvalue) or r.pvalue <= r.adjusted_pvalue <= 1
+    record = json.loads((tmp_path / "tcav_mobilenet.json").read_text())
+    assert record["results"] == [r.to_dict() for r in report.results]
+    # The real image sets are disjoint: colour concepts, the random concept, the random pool.
+    sets = [record["concepts"][c]["images"] for c in ("green", "blue", "white", "random")]
+    sets.append(record["random_images"])
+    assert len(set().union(*sets)) == sum(len(s) for s in sets)
+    for colour in ("green", "blue", "white"):
+        figures = record["concepts"][colour]
+        assert len(figures["images"]) == 8 and figures["lowest"] > figures["median_all"]
+    sanity = record["sanity_check"]
+    assert sanity["tests"] == 4
+    assert sanity["significant"] == sum(
+        r.significant() for r in report.results if r.concept == "random"
+    )
+    assert (tmp_path / "tcav_mobilenet.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "tcav_mobilenet_table.txt").read_text()
+    assert "Sanity check" in table and "Sanity check" in result.stdout
+    assert set(record["seconds"]) >= {"tcav_report", "total"}
