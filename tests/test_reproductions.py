@@ -80,32 +80,41 @@ def test_mnist_convnet(tmp_path):
 
 @pytest.mark.slow
 def test_pathological(tmp_path):
-    payload, _ = run_reproduction("pathological", tmp_path)
+    payload, _ = run_reproduction("pathological", tmp_path, "--variants", "plain", "aux", "skip")
     results = payload["results"]
     for variant in ("plain", "aux", "skip"):
         history = kp.ProbeHistory.from_dict(results[variant]["history"])
         assert history.points == ["input", *(f"layer_{i}" for i in range(1, 17))]
         assert history.steps == [0, *results["schedule"]]  # before training, then the schedule
-        errors = history.matrix("val_error")
-        assert np.all((errors >= 0) & (errors <= 1))
-        assert np.all(errors[0] == errors[0, 0])  # the input never changes
+        for metric in ("train_error", "val_error"):
+            errors = history.matrix(metric)
+            assert np.all((errors >= 0) & (errors <= 1))
+            assert np.all(errors[0] == errors[0, 0])  # the input never changes
         assert (tmp_path / f"pathological_{variant}.gif").read_bytes()[:6] == b"GIF89a"
         # The history was also written as it was measured.
         saved = kp.ProbeHistory.from_json(tmp_path / f"pathological_{variant}_history.json")
         assert saved == history
+        # The main output's errors at the probes' moments.
+        curve = results["model_curves"][variant]
+        assert curve["steps"] == history.steps
+        assert curve["train_error"][-1] == results["model_train_error"][variant]
+        assert curve["val_error"][-1] == results["model_val_error"][variant]
     assert set(results["model_train_error"]) == {"plain", "aux", "skip"}
     assert set(results["model_val_error"]) == {"plain", "aux", "skip"}
     assert all(0 <= e <= 1 for e in results["model_val_error"].values())
     assert 0 <= results["skip"]["mean_train_error_layers_1_to_half"] <= 1
-    # Every error with its 95% Wilson interval: the model's, and the probes' at the end.
+    assert "LeakyReLU(0.2)" not in results["architecture"]  # the setting pathological_depth chose
+    # Every error with its 95% Wilson interval: the model's, and the probes' at the end,
+    # train (the paper's figures) and held out.
     for split in ("train", "val"):
         for variant, (low, high) in results[f"model_{split}_error_interval"].items():
             assert low <= results[f"model_{split}_error"][variant] <= high
-    assert results["probe_held_out_examples"] == 300  # --quick: --probe-examples 300
+    assert results["probe_train_examples"] == results["probe_held_out_examples"] == 300
     for variant in ("plain", "aux", "skip"):
-        final = results[variant]["final_val_error"]
-        for point, (low, high) in results[variant]["final_val_error_interval"].items():
-            assert low <= final[point] <= high
+        for split in ("train", "val"):
+            final = results[variant][f"final_{split}_error"]
+            for point, (low, high) in results[variant][f"final_{split}_error_interval"].items():
+                assert low - 1e-12 <= final[point] <= high + 1e-12  # Wilson's bound at 0: ~1e-18
 
 
 @pytest.mark.slow
