@@ -43,6 +43,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -53,6 +54,7 @@ import tensorflow as tf
 from keras_probes import _files, _graph, _params, uncertainty
 from keras_probes import points as points_lib
 from keras_probes import reducers as reducers_lib
+from keras_probes._progress import Progbar
 from keras_probes.model import ProbedModel
 from keras_probes.solvers import LBFGSProbeCV
 
@@ -853,6 +855,9 @@ def tcav_report(
     )
     concept_features = dict(zip(concepts, each, strict=True))
     directions, accuracies = {}, {}
+    progress = (
+        Progbar(len(paths) * (len(concepts) + 1) * runs, unit_name="CAV") if verbose else None
+    )
     for path in paths:
         pool = random_features[path]
         pairs = {
@@ -868,7 +873,11 @@ def tcav_report(
         ]
         vectors = []
         for name, fits in pairs.items():
-            fitted = [concept_activation_vectors(a, b, solver) for a, b in fits]
+            fitted = []
+            for a, b in fits:
+                fitted.append(concept_activation_vectors(a, b, solver))
+                if progress is not None:
+                    progress.add(1)
             vectors += [cav for cav, _ in fitted]
             accuracies[path, name] = np.array(
                 [_accuracy(probe, *fits[(i + 1) % runs]) for i, (_, probe) in enumerate(fitted)]
@@ -886,7 +895,10 @@ def tcav_report(
             null = slice(len(names) * runs, (len(names) + 1) * runs)
             for index, name in enumerate(names):
                 own = slice(index * runs, (index + 1) * runs)
-                test = scipy.stats.ttest_ind(scores[own], scores[null])
+                with warnings.catch_warnings():
+                    # Scores that barely vary (all 0 or 1): the p-value stands as SciPy gives it.
+                    warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+                    test = scipy.stats.ttest_ind(scores[own], scores[null])
                 results.append(
                     TCAV(
                         concept=str(name),

@@ -569,10 +569,15 @@ def animate_history(
     return path
 
 
+def _member_colours(members):
+    """A colour per member (point), input side to output side."""
+    return colormaps["viridis"](np.linspace(0.1, 0.9, max(len(members), 1)))
+
+
 def _grouped_bars(ax, groups, members, values, errors=None, faded=None):
     """Bars grouped by `groups` (one cluster each), a bar per member coloured input side
     to output side; returns `{(group, member): bar centre}`."""
-    colours = colormaps["viridis"](np.linspace(0.1, 0.9, max(len(members), 1)))
+    colours = _member_colours(members)
     width = 0.8 / max(len(members), 1)
     centres = {}
     for g, group in enumerate(groups):
@@ -596,7 +601,12 @@ def _grouped_bars(ax, groups, members, values, errors=None, faded=None):
     return centres, width
 
 
-def plot_tcav(report: "TCAVReport", alpha: float = 0.05, title: str | None = None) -> Figure:
+def plot_tcav(
+    report: "TCAVReport",
+    alpha: float = 0.05,
+    title: str | None = None,
+    class_names: Mapping[int, str] | None = None,
+) -> Figure:
     """TCAV scores per concept and point, with the random CAVs' (Kim et al. 2018, Fig. 4).
 
     One panel per class. For each concept a cluster of bars, one per point
@@ -612,16 +622,20 @@ def plot_tcav(report: "TCAVReport", alpha: float = 0.05, title: str | None = Non
             `TCAVReport.from_json`).
         alpha: the significance level of the marks. Defaults to `0.05`.
         title: the figure's title. Defaults to a description.
+        class_names: `{class index: name}` for the panels' titles. Defaults
+            to `None`: "class K".
 
     Returns:
         The figure.
     """
     _params.check({"alpha": _params.Real(0.0, 1.0, open_low=True, open_high=True)}, alpha=alpha)
+    class_names = dict(class_names or {})
     if not report.results:
         raise ValueError("The TCAV report holds no result: nothing to draw.")
     targets, concepts, points = report.targets, report.concepts, report.points
     fig = Figure(
-        figsize=(max(4.0, 1.2 + 0.9 * len(concepts) * max(len(points), 2) / 2), 3.6 * len(targets))
+        figsize=(max(4.0, 1.2 + 0.9 * len(concepts) * max(len(points), 2) / 2), 3.4 * len(targets)),
+        layout="constrained",  # room for the title and the legend below the panels
     )
     axes = fig.subplots(len(targets), 1, squeeze=False)[:, 0]
     for ax, target in zip(axes, targets, strict=True):
@@ -645,9 +659,19 @@ def plot_tcav(report: "TCAVReport", alpha: float = 0.05, title: str | None = Non
                 ax.text(x, top + 0.02, "*", ha="center", va="bottom", fontsize=12)
         ax.set_ylim(0.0, 1.12)
         ax.set_ylabel("TCAV score")
-        ax.set_title(f"class {target}", fontsize=10)
+        name = class_names.get(target)
+        ax.set_title(f"class {target}" + (f": {name}" if name else ""), fontsize=10)
         ax.axhline(0.5, color="0.8", lw=0.8, zorder=0)
-    axes[0].legend(fontsize=7, title="point", title_fontsize=7, loc="upper left", ncols=2)
+    # Below the panels, where it hides no bar nor mark.
+    fig.legend(
+        [Rectangle((0, 0), 1, 1, color=c) for c in _member_colours(points)],  # never faded
+        points,
+        loc="outside lower center",
+        ncols=min(len(points), 4),
+        fontsize=7,
+        title="point",
+        title_fontsize=7,
+    )
     adjusted = any(r.adjusted_pvalue is not None for r in report.results)
     fig.suptitle(
         title
@@ -658,7 +682,6 @@ def plot_tcav(report: "TCAVReport", alpha: float = 0.05, title: str | None = Non
         ),
         fontsize=9,
     )
-    fig.tight_layout()
     return fig
 
 
