@@ -289,20 +289,6 @@ def summary_lines(report: kp.attribution.TCAVReport, alpha: float = 0.05) -> lis
     return lines
 
 
-def plot(report: kp.attribution.TCAVReport):
-    """`kp.plots.plot_tcav`, its panels titled with the class names and its legend moved
-    out of the first panel (it hid that panel's first marks)."""
-    figure = kp.plots.plot_tcav(report)
-    axes = figure.axes
-    for ax, target in zip(axes, report.targets, strict=True):
-        ax.set_title(f"{CLASSES.get(target, target)} (class {target})", fontsize=10)
-    legend = axes[0].get_legend()
-    legend.set_loc("upper left")
-    legend.set_bbox_to_anchor((1.005, 1.0))
-    figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.985))  # room for the suptitle
-    return figure
-
-
 def main(argv=None):
     args = arguments().parse_args(argv)
     samples = 1000
@@ -399,7 +385,7 @@ def main(argv=None):
         "the logit):\n" + "\n".join(summary) + f"\n{sanity_line}\n"
     )
     report.to_json(args.out / "tcav_mobilenet_report.json")
-    plot(report).savefig(args.out / "tcav_mobilenet.png", dpi=90)
+    kp.plots.plot_tcav(report, class_names=CLASSES).savefig(args.out / "tcav_mobilenet.png", dpi=90)
     timings["total"] = time.perf_counter() - start
     # CPU seconds of all the process's threads: the wall time of a run alone on the
     # machine is about this over the cores it uses (other jobs share them here).
