@@ -1097,12 +1097,11 @@ def _tcav(args):
     print(
         f"[3/4] fitting {args.runs} concept activation vectors per concept and "
         f"{args.runs} random ones at {_count(points, 'point')}; the derivatives of "
-        f"{_count(len(classes), 'class')}",
+        f"{len(classes)} {'class' if len(classes) == 1 else 'classes'}",
         flush=True,
     )
     # A CAV's problem is small: float64, as the library's default solver (LBFGSProbeCV).
-    fixed = args.l2 != "auto"
-    solver = kp.solvers.LBFGSProbe(l2=args.l2, dtype="float64") if fixed else None
+    solver = None if args.l2 == "auto" else kp.solvers.LBFGSProbe(l2=args.l2, dtype="float64")
     try:
         report = kp.attribution.tcav_report(
             model,

@@ -1,5 +1,6 @@
 """The `keras-probes` command line, end to end on a model file and real-digit image folders."""
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -1047,3 +1048,15 @@ def test_tcav_is_listed_in_the_help(capsys):
     for option in ("--point", "--concept", "--random", "--class", "--target", "--runs", "--seed",
                    "--reducer", "--l2", "--out", "--preprocess"):  # fmt: skip
         assert option in printed
+
+
+def test_tcav_class_indices_from_folder_names():
+    # A leading number (as ImageNet samples' "340_zebra"), or an Imagenette WordNet id;
+    # two folders of one class are refused.
+    folders = ["data/340_zebra", "data/n01440764/", "7"]
+    args = argparse.Namespace(target=None, classes=folders)
+    assert cli._class_indices(args) == {340: folders[0], 0: folders[1], 7: folders[2]}
+    with pytest.raises(ValueError, match="are both class 7"):
+        cli._class_indices(argparse.Namespace(target=None, classes=["7", "x/7_again"]))
+    with pytest.raises(ValueError, match="its name 'zebra340' gives no class index"):
+        cli._class_indices(argparse.Namespace(target=None, classes=["zebra340"]))
