@@ -1126,7 +1126,10 @@ def _tcav(args):
     out.mkdir(parents=True, exist_ok=True)
     report.to_json(out / "tcav.json")
     (out / "tcav.txt").write_text(table + "\n")
-    kp.plots.plot_tcav(report).savefig(out / "tcav.png", dpi=110)
+    # Each panel names its class's folder (unless the name is the index alone).
+    names = {k: _folder_name(folder) for k, folder in classes.items()}
+    names = {k: name for k, name in names.items() if name != str(k)}
+    kp.plots.plot_tcav(report, class_names=names).savefig(out / "tcav.png", dpi=110)
     print(f"wrote tcav.json, tcav.txt and tcav.png to {out}")
 
 
