@@ -14,7 +14,7 @@ the deepest depth of its ladder that still trains (the paper's "maximal depth"),
 the next one failing. Failure is taken as monotone in depth: a ladder stops at
 its first failure (deeper runs would cost most and fail too).
 
-Three stages, each deciding the next from its runs:
+Four stages, each deciding the next from its runs:
 
 1. `coarse`: every leaky slope of `SLOPES` x learning rate of `LRS` (Glorot
    uniform, biases from 0), depths 8, 16, 32, 64, 128, 500 steps.
@@ -25,10 +25,15 @@ Three stages, each deciding the next from its runs:
    64, twice longer (1000 steps), at depths 32, 48, 64, 80, 96, 128.
 
 The chosen setting is the refined one whose breakdown is closest to 64 (ties:
-the earlier, i.e. the paper's stated choices first). Every run is written to
+the earlier, i.e. the paper's stated choices first).
+
+4. `long`: the chosen setting at the refined depths from 64 on, trained as long
+   as `pathological.py`'s committed run (`--long-steps`, 3000): whether the
+   plain network breaks down there too. Every run is written to
 `<out>/pathological_depth.runs.json` as it ends; a rerun skips the runs there
-(an interrupted sweep resumes), and the file is removed once the results are
-saved.
+and those of an earlier `pathological_depth.json` in `<out>` (an interrupted
+sweep resumes, a finished one runs only what it lacks), and the file is removed
+once the results are saved.
 
     python reproductions/pathological_depth.py            # about an hour on 2 busy CPU cores
     python reproductions/pathological_depth.py --quick    # depths 2 and 4, 20 steps: a smoke run
@@ -44,7 +49,13 @@ TARGET = 64
 def arguments():
     """The command line, built before TensorFlow is imported."""
     parser = _common.parser(__doc__)
-    parser.add_argument("--steps", type=int, default=500, help="SGD steps of stages 1-2")
+    parser.add_argument("--steps", type=int, default=500, help="SGD steps of stages 1-3 (3: x2)")
+    parser.add_argument(
+        "--long-steps",
+        type=int,
+        default=3000,
+        help="SGD steps of stage 4 (pathological.py's committed run: 3000)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--fail-at", type=float, default=0.5, help="a run fails at this train error or more"
@@ -161,9 +172,13 @@ def distance(figures: dict) -> float:
 class Sweep:
     """The runs done, kept in `<out>/pathological_depth.runs.json` as each one ends."""
 
-    def __init__(self, path, data, args):
+    def __init__(self, path, data, args, saved=None):
         self.path, self.data, self.args = path, data, args
-        self.runs = json.loads(path.read_text()) if path.exists() else {}
+        self.runs = {}
+        if saved is not None and saved.exists():  # a finished sweep's runs, kept in its results
+            self.runs.update(json.loads(saved.read_text())["results"]["runs"])
+        if path.exists():
+            self.runs.update(json.loads(path.read_text()))
         if self.runs:
             print(f"resuming: {len(self.runs)} runs done in {path}", flush=True)
 
@@ -213,6 +228,7 @@ def main(argv=None):
     steps = args.steps
     if args.quick:
         slopes, lrs, depths, refined, steps = (0.2, 0.7), (0.1,), (2, 4), (3, 4), 20
+        args.long_steps = 60
     run = _common.Run("pathological_depth", args)
     *data, source = mnist_flat(args.seed, args.quick)
     run.note(f"data: {source}")
@@ -220,7 +236,7 @@ def main(argv=None):
         f"the plain network (main loss only), SGD without momentum, minibatches of "
         f"{args.batch_size}; a run fails at a train error of {args.fail_at:g} or more"
     )
-    sweep = Sweep(run.path(".runs.json"), data, args)
+    sweep = Sweep(run.path(".runs.json"), data, args, saved=run.path(".json"))
 
     coarse = [
         sweep.ladder("coarse", {"slope": s, **PAPER, "lr": lr}, depths, steps)
@@ -240,7 +256,8 @@ def main(argv=None):
         for ladder in closest(coarse + choices, 2)
     ]
     chosen = closest(refine, 1)[0]
-    ladders = coarse + choices + refine
+    long = [sweep.ladder("long", chosen["setting"], refined[-4:], args.long_steps)]
+    ladders = coarse + choices + refine + long
 
     for ladder in ladders:
         figures = [sweep.runs[name] for name in ladder["runs"]]
@@ -277,8 +294,8 @@ def main(argv=None):
 
 
 def plot(ladders, runs, chosen, fail_at):
-    stages = ["coarse", "choices", "refine"]
-    figure, axes = plt.subplots(1, 3, figsize=(18, 5), sharey=True)
+    stages = ["coarse", "choices", "refine", "long"]
+    figure, axes = plt.subplots(1, 4, figsize=(24, 5), sharey=True)
     for ax, stage in zip(axes, stages, strict=True):
         for ladder in (lad for lad in ladders if lad["stage"] == stage):
             figures = [runs[name] for name in ladder["runs"]]

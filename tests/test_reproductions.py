@@ -136,8 +136,10 @@ def test_pathological_depth(tmp_path):
     payload, _ = run_reproduction("pathological_depth", tmp_path)
     results = payload["results"]
     ladders, runs = results["ladders"], results["runs"]
-    # --quick: 2 slopes x 1 learning rate, then 4 changes of one choice, then 2 refined.
-    assert [lad["stage"] for lad in ladders] == ["coarse"] * 2 + ["choices"] * 4 + ["refine"] * 2
+    # --quick: 2 slopes x 1 learning rate, then 4 changes of one choice, then 2 refined,
+    # then the chosen one trained longer.
+    stages = ["coarse"] * 2 + ["choices"] * 4 + ["refine"] * 2 + ["long"]
+    assert [lad["stage"] for lad in ladders] == stages
     for ladder in ladders:
         figures = [runs[name] for name in ladder["runs"]]
         assert ladder["depths"] == [r["depth"] for r in figures]
@@ -156,5 +158,6 @@ def test_pathological_depth(tmp_path):
                 assert 0 <= low <= r[f"{split}_error"] <= high <= 1
     assert {lad["steps"] for lad in ladders if lad["stage"] == "refine"} == {40}
     assert results["chosen"] in [lad for lad in ladders if lad["stage"] == "refine"]
+    assert ladders[-1]["setting"] == results["chosen"]["setting"] and ladders[-1]["steps"] == 60
     # Every run was kept as it ended; the file is gone once the results are saved.
     assert not (tmp_path / "pathological_depth.runs.json").exists()
