@@ -35,7 +35,7 @@ and those of an earlier `pathological_depth.json` in `<out>` (an interrupted
 sweep resumes, a finished one runs only what it lacks), and the file is removed
 once the results are saved.
 
-    python reproductions/pathological_depth.py            # about an hour on 2 busy CPU cores
+    python reproductions/pathological_depth.py            # about 30 minutes on 2 busy CPU cores
     python reproductions/pathological_depth.py --quick    # depths 2 and 4, 20 steps: a smoke run
 """
 

@@ -1,5 +1,6 @@
 """A short SGD learning-rate sweep for the pathologically deep MLPs (Alain & Bengio v1
-Sec. 3.4, v4 Sec. 5.1), before `pathological.py` trains them with the best setting.
+Sec. 3.4, v4 Sec. 5.1) at `pathological.deep_mlp`'s own choices: LeakyReLU(0.2),
+Glorot uniform, biases from 0 (the model before `pathological_depth.py`).
 
 The paper trains its 128-layer MLPs with "the usual SGD" and does not give the
 learning rate. This trains each variant (`plain`, `aux`, `skip`, built by
@@ -7,12 +8,12 @@ learning rate. This trains each variant (`plain`, `aux`, `skip`, built by
 `MOMENTA` for `--steps` minibatches of 64, without probes, and measures the main
 output's error on the training digits every `--every` steps (a diverged run
 counts as chance). The best setting per variant is the one of least final train
-error; `pathological.py --optimizer sgd --lr ... --momentum ...` then trains
-with it, longer.
+error. At LeakyReLU(0.2) none moves a 128-layer variant off chance: the plain
+network breaks down by depth 16-32 there (`pathological_depth.py`), which chose
+the setting `pathological.py` now trains with (LeakyReLU(0.85), SGD(0.01)).
 
-`--optimizer adam --lrs 0.001` trains with `pathological.py`'s default
-optimizer instead, at no probe's cost: `seeds.py` uses it to compare the
-variants' main outputs over seeds.
+`--optimizer adam --lrs 0.001` trains with Adam instead, at no probe's cost:
+`seeds.py` uses it to compare the variants' main outputs over seeds.
 
     python reproductions/pathological_sweep.py            # about 45 minutes on 2 CPU cores
     python reproductions/pathological_sweep.py --quick    # a smoke run
