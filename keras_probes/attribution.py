@@ -891,6 +891,14 @@ def tcav_report(
             raise ValueError(f"`classes` keys are class indices (ints). Received: {target!r}")
         values = derivatives(x, int(target), batch_size, verbose)
         for path in paths:
+            spread = np.std(values[path], axis=0)
+            if np.all(spread <= 1e-6 * np.max(np.abs(values[path]), initial=0.0)):
+                warnings.warn(
+                    f"The derivatives of class {target}'s logit at {path!r} are the same for "
+                    "every example (the logit is linear in this point's activation), so every "
+                    "TCAV score there is 0 or 1 whatever the concept. Test an earlier point.",
+                    stacklevel=2,
+                )
             scores, magnitudes = _scores(values[path])
             null = slice(len(names) * runs, (len(names) + 1) * runs)
             for index, name in enumerate(names):

@@ -2,6 +2,7 @@
 `matplotlib.figure.Figure`; nothing is shown, nothing global is touched."""
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -673,15 +674,13 @@ def plot_tcav(
         title_fontsize=7,
     )
     adjusted = any(r.adjusted_pvalue is not None for r in report.results)
-    fig.suptitle(
-        title
-        if title is not None
-        else (
-            f"TCAV scores (mean ± sd over runs); grey: random CAVs, dash: their mean; "
-            f"* p < {alpha}{' (Holm)' if adjusted else ''}, faded: not significant"
-        ),
-        fontsize=9,
+    default = (
+        f"TCAV scores (mean ± sd over runs); grey: random CAVs, dash: their mean; "
+        f"* p < {alpha}{' (Holm)' if adjusted else ''}, faded: not significant"
     )
+    # About 16 characters of 9-point text per inch: wrapped to the figure's width.
+    width = int(fig.get_figwidth() * 16)
+    fig.suptitle(title if title is not None else textwrap.fill(default, width), fontsize=9)
     return fig
 
 

@@ -450,3 +450,20 @@ def test_tcav_report_holm_and_json_round_trip(images, tmp_path):
 def test_tcav_needs_enough_examples_for_disjoint_shares(images):
     with pytest.raises(ValueError, match=r"60 disjoint shares .* at least 3"):
         kp.attribution.tcav(skip_model(), "a", images, images, images, target=1, runs=20)
+
+
+def test_tcav_warns_where_the_logit_is_linear_in_the_point(images):
+    # After the pooling the logit is linear: one derivative for every example.
+    concept, random = images[:6] + 1.0, np.concatenate([images, images[::-1] * 0.5])
+    with pytest.warns(UserWarning, match="'pool' are the same for every example"):
+        report = kp.attribution.tcav_report(
+            skip_model(),
+            "pool",
+            {"c": concept},
+            random[:18],
+            {1: images},
+            runs=2,
+            solver=kp.solvers.LBFGSProbe(l2=1e-2, dtype="float64"),
+            verbose=0,
+        )
+    assert set(report.results[0].scores) <= {0.0, 1.0}
