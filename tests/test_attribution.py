@@ -403,6 +403,7 @@ def test_random_concepts_are_significant_no_more_often_than_the_level(planted):
     assert rate <= bound, (rate, bound)
 
 
+@pytest.mark.filterwarnings("ignore:The derivatives of class 2's logit at 'b'")  # linear there
 def test_tcav_report_holm_and_json_round_trip(images, tmp_path):
     model = skip_model()
     rng = np.random.default_rng(2)
