@@ -55,8 +55,9 @@ significantly, and writes `tcav_mobilenet_table.txt`,
 `tcav_mobilenet_report.json` (`kp.attribution.TCAVReport.to_json`),
 `tcav_mobilenet.json` (every score and p-value, the image sets, the settings,
 the versions and the timings) and `tcav_mobilenet.png` (`kp.plots.plot_tcav`)
-to `--out`: by default `results/`, and `results/variants/quick/` for `--quick`
-(other options: see `--help`).
+to `--out`: by default `examples/out/`, and `examples/out/variants/quick/` for
+`--quick` (other options: see `--help`), as every example; the committed run's
+files are copied into `results/`.
 """
 
 import _offline
@@ -71,7 +72,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "results"
+OUT = Path(__file__).resolve().parent / "out"
 
 #: The classes tested: ImageNet index -> name (all Imagenette classes).
 CLASSES = {
