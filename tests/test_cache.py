@@ -269,6 +269,7 @@ def recorded_shards(directory, split="train"):
     return None if record is None else len(record["shards"])
 
 
+@pytest.mark.slow  # a subprocess of its own: several seconds
 def test_sigkill_mid_write_then_resume_gives_identical_bytes(setup, tmp_path):
     probed, x, y, *_ = setup
     killed = tmp_path / "killed"

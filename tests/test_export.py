@@ -345,6 +345,7 @@ def test_probes_never_fitted_are_refused_unless_allowed(probed, digits, tmp_path
     assert kp.export_serving(loaded, tmp_path / "loaded") == tmp_path / "loaded" / "1"
 
 
+@pytest.mark.slow  # three exports: several seconds
 def test_a_version_with_other_signatures_is_refused_unless_allowed(probed, tmp_path):
     """`export --heads-only` after a full export would move clients to other inputs."""
     base = tmp_path / "probes"

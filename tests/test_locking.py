@@ -29,6 +29,7 @@ print("fcntl" in sys.modules and sys.modules["fcntl"] is None, path.name)
 """
 
 
+@pytest.mark.slow  # a subprocess of its own: several seconds
 def test_import_cache_write_and_export_without_fcntl(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _WITHOUT_FCNTL, str(tmp_path)],

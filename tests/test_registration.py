@@ -11,11 +11,13 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 from conftest import small_convnet
 
 import keras_probes as kp
 
 
+@pytest.mark.slow  # a subprocess of its own: several seconds
 def test_a_probed_model_loads_after_importing_any_submodule(tmp_path):
     keras.utils.set_random_seed(0)
     probed = kp.ProbedModel(small_convnet(), points=["relu1", "gap"], num_classes=10)
