@@ -153,8 +153,8 @@ def _add_model_options(command):
     command.add_argument("--batch-size", type=_AT_LEAST_1, default=64, help="default: %(default)s")
 
 
-def _add_image_options(command):
-    """How images are read: preprocessing, size and the TFDS data directory; their
+def _add_image_options(command, tfds: bool = True):
+    """How images are read: preprocessing, size and (`tfds`) the TFDS data directory; their
     defaults are those of the model's family (kp.datasets.images_for_model)."""
     command.add_argument(
         "--preprocess",
@@ -172,7 +172,10 @@ def _add_image_options(command):
         help="the size images are resized to, for a model whose input size is open "
         "(default: the model's input size, else its family's)",
     )
-    command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    if tfds:
+        command.add_argument("--data-dir", help="TFDS data directory (default: TFDS's own)")
+    else:
+        command.set_defaults(data_dir=None)  # image folders only, never TFDS
 
 
 #: The image files Keras lists (`keras.utils.image_dataset_from_directory`), by suffix.
@@ -283,22 +286,8 @@ def _add_tcav_options(command):
         help="how each point's activations are pooled for the vectors and how the vectors are "
         "placed back (default: %(default)s: every position of a spatial map)",
     )
-    command.add_argument(
-        "--preprocess",
-        choices=["none", "tf", "caffe", "torch"],
-        help="image preprocessing, as for `probe` (default: the model's family's; required for "
-        "an RGB model of no known family)",
-    )
-    command.add_argument(
-        "--image-size",
-        nargs=2,
-        type=_AT_LEAST_1,
-        metavar=("HEIGHT", "WIDTH"),
-        help="the size images are resized to, for a model whose input size is open "
-        "(default: the model's input size, else its family's)",
-    )
+    _add_image_options(command, tfds=False)
     command.add_argument("--batch-size", type=_AT_LEAST_1, default=32, help="default: %(default)s")
-    command.set_defaults(data_dir=None)  # `_images` reads folders only here, never TFDS
 
 
 def _check_tcav(args):
