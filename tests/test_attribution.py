@@ -63,6 +63,7 @@ def scale(values):
     return float(np.max(np.abs(values)))
 
 
+@pytest.mark.numerics
 def test_derivatives_count_the_skip_path_and_match_finite_differences(images):
     model = skip_model()
     v = np.random.default_rng(1).normal(size=4)
@@ -96,6 +97,7 @@ def _direct(model, x):
     return np.tile(column * positions, (len(x), 1))
 
 
+@pytest.mark.numerics
 def test_flattened_directions_and_stacks(images):
     model = skip_model()
     rng = np.random.default_rng(2)
@@ -144,6 +146,7 @@ def skip_logits_from(model, a):
     return tf.reduce_mean(c, axis=(1, 2)) @ dense.kernel + dense.bias
 
 
+@pytest.mark.numerics
 def test_a_nested_point(images):
     keras.utils.set_random_seed(0)
     inner = keras.Sequential(
@@ -355,6 +358,7 @@ def noise(rng, rows):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_tcav_finds_a_planted_cause(planted):
     rng = np.random.default_rng(1)
     concept = marked_images(100, rng, np.ones(100, bool))  # the mark alone, on noise
@@ -378,6 +382,7 @@ FALSE_POSITIVE_TESTS = 160
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_random_concepts_are_significant_no_more_often_than_the_level(planted):
     pvalues = []
     for seed in range(FALSE_POSITIVE_TESTS // 5):
