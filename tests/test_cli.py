@@ -36,6 +36,7 @@ def files(mnist, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_cache_then_fit(files, capsys):
     model, cache = str(files / "convnet.keras"), str(files / "cache")
     for split in ("train", "val"):
@@ -123,6 +124,7 @@ def test_help_of_the_console_script():
         assert option in result.stdout
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_probe_report_plot_export_end_to_end(files, tmp_path, capsys):
     """The whole path of a user: probe a model file on image folders, read the report,
     plot it, export the fitted probes for TF Serving and check what the server would load."""
@@ -506,6 +508,7 @@ def few_images(files, tmp_path_factory):
     return kp.datasets.balanced_subset(files / "val", 2, tmp_path_factory.mktemp("few") / "d")
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_the_family_found_in_the_model_preprocesses_whatever_the_points(
     few_images, open_size_mobilenet, tmp_path, capsys
 ):
@@ -937,6 +940,7 @@ def _tcav_argv(files, concepts, out, *more, concept=("striped", "dotted"), point
             *more]  # fmt: skip
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_tcav_writes_its_report_table_and_figure(files, concepts, tmp_path, capsys):
     out = tmp_path / "tcav"
     argv = _tcav_argv(files, concepts, out, concept=["striped"], point=["gap"])

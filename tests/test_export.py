@@ -283,6 +283,7 @@ def test_a_tensorflow_write_error_becomes_a_one_line_os_error(probed, tmp_path, 
     assert names_in(tmp_path / "probes") == []
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_signatures_refuse_inputs_of_another_shape(probed, digits, tmp_path):
     """A 29x29 image into a 28x28 model is an error naming both shapes, never wrong rows."""
     served = tf.saved_model.load(str(kp.export_serving(probed, tmp_path / "probes")))
@@ -319,6 +320,7 @@ def test_regression_probes_export_their_predictions(digits, tmp_path):
     )
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_probes_never_fitted_are_refused_unless_allowed(probed, digits, tmp_path):
     """Heads still at their initial zeros serve uniform probabilities and class 0 for every
     input: refused before any work, naming the points and the fix."""

@@ -130,6 +130,7 @@ def test_dinov2_encoder_is_unrolled_into_its_layers(dinov2):
     ]
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_blocks_of_resnet50_are_its_preset(bert):
     base = keras.applications.ResNet50(weights=None)
     assert kp.points.resolve(base, "blocks") == kp.points.resolve(base, "resnet50")

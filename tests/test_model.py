@@ -117,6 +117,7 @@ def test_probe_on_linearly_separable_data_reaches_zero_error():
     assert report.errors("train")["identity"] < 0.01
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 @pytest.mark.numerics
 def test_probe_error_matches_scikit_learn_on_real_digits(digits):
     x, y, xt, yt = digits
@@ -318,6 +319,7 @@ def test_mixed_precision_probes_train_like_float32(digits):
     np.testing.assert_allclose(steps["mixed_float16"], steps["float32"], rtol=0.05, atol=1e-4)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_multi_input_base_takes_lists_dicts_and_datasets():
     image = keras.Input((6, 6, 1), name="z_image")
     vector = keras.Input((5,), name="a_vector")

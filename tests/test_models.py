@@ -133,6 +133,7 @@ def digit_classifier(digits):
     return model, xt, yt
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_classifier_errors_among_some_of_its_classes(digit_classifier):
     model, xt, yt = digit_classifier
     digits = np.array([7, 1, 4])  # the dataset's labels 0, 1, 2 are these digits

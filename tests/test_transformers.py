@@ -101,6 +101,7 @@ def test_last_kept_token_of_a_decoder_ignores_padding():
         np.testing.assert_array_equal(before[point].numpy(), hidden)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_all_points_of_bert(bert):
     """`"all"` on BERT: no integer input is a point; every output gets a reducer that fits."""
     probed = kp.ProbedModel(bert, points="all", num_classes=3)
@@ -595,6 +596,7 @@ def test_probe_monitor_on_a_keras_hub_task_reads_raw_text_through_its_preprocess
         assert history.at(history.steps[-1], "val_error")[point] == pytest.approx(error, abs=0.07)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_a_preprocessor_packing_more_tokens_than_the_backbone_takes_is_refused():
     classifier, texts, labels = text_task(sequence_length=16)
     probed = kp.ProbedModel(classifier, points="backbone/transformer_layer_0", num_classes=2)
