@@ -18,6 +18,7 @@ class RecordProbeWeights(keras.callbacks.Callback):
         self.val_losses.append({p: logs[f"val_{p}/loss"] for p in self.model.points})
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 @pytest.mark.numerics
 def test_each_probe_ends_with_the_weights_of_its_best_epoch(convnet, digits):
     x, y, xt, yt = digits

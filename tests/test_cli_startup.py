@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import make_report
 
 
@@ -18,6 +19,7 @@ def _command_line(tmp_path, *argv, python=()):
     return result.stdout, result.stderr
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_text_commands_never_import_tensorflow(tmp_path):
     # `--help` and `report` start at once and print nothing on stderr: TensorFlow (and
     # its start-up logs) is imported only by the commands that run a model.

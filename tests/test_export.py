@@ -37,6 +37,7 @@ def outputs_of(signature, **inputs):
     }
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_every_signature_gives_the_probed_models_outputs(probed, digits, tmp_path):
     """Invariant 4: the version loaded with tf.saved_model.load gives the same outputs."""
     x = digits[2][:37]
@@ -72,6 +73,7 @@ def test_heads_only_signatures_take_the_reduced_features(probed, digits, tmp_pat
         np.testing.assert_allclose(one["probabilities"], expected[point], atol=1e-6)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_warmup_requests_parse_and_run(probed, digits, tmp_path):
     x = digits[2][:3]
     path = kp.export_serving(probed, tmp_path / "probes", warmup=x)

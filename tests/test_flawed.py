@@ -67,6 +67,7 @@ def test_reinitialize_changes_every_weight_and_keeps_the_architecture(digits):
     assert fresh.predict(x[:4], verbose=0).shape == (4, 10)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_corruption_monitor_splits_accuracy(digits):
     x, y, _, _ = digits
     x, y = x[:600], y[:600].astype(int)

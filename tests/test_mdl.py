@@ -100,6 +100,7 @@ def test_codelength_matches_scikit_learn_on_the_same_blocks(digit_cache, seed):
         np.testing.assert_array_equal(before, after.numpy())  # the model's heads untouched
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_seeded_order_is_reproducible_and_streamed_reads_agree(digit_cache, monkeypatch):
     probed, cache = digit_cache
     fit = dict(fractions=FRACTIONS, verbose=0)

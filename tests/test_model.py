@@ -205,6 +205,7 @@ def test_keras_round_trip_gives_identical_outputs(digits, tmp_path):
     loaded.fit(x[:64], y[:64], epochs=1, verbose=0)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_config_round_trip(convnet, digits):
     probed = kp.ProbedModel(convnet, points="all", num_classes=10, reducers=kp.RandomSubset(7))
     config = probed.get_config()
@@ -411,6 +412,7 @@ class Batches(keras.utils.PyDataset):
         return self.x[rows], self.y[rows]
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_evaluate_probes_keeps_each_examples_outcome(convnet, digits):
     """Held-out outcomes per example and point: the report's error and top-5 error are
     their means exactly, its loss within float32 rounding, as Keras' metrics stream them."""

@@ -114,6 +114,7 @@ def test_all_points_of_bert(bert):
     assert {p: v.shape for p, v in outputs.items()} == {p: (32, 3) for p in probed.points}
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_per_token_fit_and_evaluate_count_kept_tokens_only(bert):
     x, y = token_batch(64)
     kept = x["padding_mask"]
@@ -206,6 +207,7 @@ def test_pooled_cache_from_a_stream_of_sequences_of_other_lengths(bert, tmp_path
         np.testing.assert_allclose(features[point][:12], direct[point].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_control_task_gives_each_token_type_one_label_and_selectivity(bert, tmp_path):
     ids = np.array([5, 7, 5, 9, 7, 5])
     labels = np.array([0, 1, 1, 2, 0, 1])
