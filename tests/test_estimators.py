@@ -371,6 +371,7 @@ def test_tasks_own_what_differs_between_classes_and_targets():
         kp.tasks.Regression([])
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 @pytest.mark.numerics
 def test_best_probe_weights_watches_regression_probes(digits):
     x, y, xt, yt = digits

@@ -126,6 +126,7 @@ def test_an_existing_version_is_refused_and_names_the_next_free_one(probed, tmp_
         kp.export_serving(probed, tmp_path / "probes", version=2**63)
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 def test_a_failure_mid_export_leaves_no_version_behind(probed, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -164,6 +165,7 @@ def test_a_models_config_that_cannot_be_updated_publishes_no_version(
     assert names_in(tmp_path / "probes") == ["1"]
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 @pytest.mark.parametrize("leftover", ["empty", "full"])
 def test_a_version_taken_meanwhile_is_refused_and_left_alone(
     probed, tmp_path, monkeypatch, leftover

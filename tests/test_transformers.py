@@ -151,6 +151,7 @@ def test_per_token_fit_and_evaluate_count_kept_tokens_only(bert):
             )
 
 
+@pytest.mark.slow  # several seconds: the slow tier (CI runs it)
 @pytest.mark.numerics
 def test_per_token_cache_and_lbfgs_reach_scikit_learns_optimum(bert, tmp_path):
     """A cache row per kept token, equal to the features there; L-BFGS within 1% of
